@@ -1,0 +1,201 @@
+"""The error tree, and how a gateway error response maps onto it.
+
+Every error carries ``status_code``, ``code``, ``message`` and ``request_id`` where they are known.
+Messages are English, name the cause and the fix, and keep the gateway's own text (often Chinese).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._models import Task
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "KlingError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServerError",
+    "TaskFailedError",
+    "TaskNotFoundError",
+    "TaskTimeoutError",
+    "TransportError",
+    "error_from_response",
+]
+
+# 5xx codes that mean "your parameters are wrong", not "try again" (gateway-api.md §8.3).
+NON_RETRYABLE_SERVER_CODES = frozenset({"get_price_scale_failed", "build_request_failed"})
+
+
+class KlingError(Exception):
+    """Root of every error raised by kling_widgets."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.code = code
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        if self.request_id:
+            return f"{self.message} (request id: {self.request_id})"
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, status_code={self.status_code!r}, code={self.code!r})"
+
+    @property
+    def retryable(self) -> bool:
+        """True when the same request may succeed later (rate limit, transient server or network trouble)."""
+        return False
+
+
+class APIError(KlingError):
+    """The gateway answered with an error response."""
+
+
+class AuthenticationError(APIError):
+    """401: the API key is missing, unknown, expired, disabled or out of quota."""
+
+
+class PermissionDeniedError(APIError):
+    """403: the account lacks quota or permission (IP list, banned user, model-restricted key)."""
+
+
+class TaskNotFoundError(APIError):
+    """The task id is unknown to this account (400 ``task_not_exist`` or 404)."""
+
+
+class RateLimitError(APIError):
+    """429: the gateway or Kling upstream is saturated. ``retry_after`` is in seconds when the server said."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
+class ServerError(APIError):
+    """5xx from the gateway. Retryable unless the code says the parameters were wrong."""
+
+    @property
+    def retryable(self) -> bool:
+        return self.code not in NON_RETRYABLE_SERVER_CODES
+
+
+class TransportError(KlingError):
+    """The request never produced a usable answer: network failure, timeout, or a non-JSON body."""
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
+class TaskFailedError(KlingError):
+    """The task ended in FAILURE. ``task`` holds the final snapshot; the message holds Kling's reason."""
+
+    def __init__(self, task: Task) -> None:
+        reason = task.fail_reason or "unknown failure (the gateway gave no reason)"
+        super().__init__(f"Task {task.task_id} failed: {reason}", code="task_failed")
+        self.task = task
+
+
+class TaskTimeoutError(KlingError, TimeoutError):
+    """The client-side deadline passed before the task ended. The task may still finish on the server."""
+
+    def __init__(self, task: Task | None, task_id: str, timeout: float) -> None:
+        super().__init__(
+            f"Task {task_id} did not finish within {timeout:g} s; it may still finish on the server. "
+            f"Watch it again with its id, or pass a larger timeout=."
+        )
+        self.task = task
+        self.task_id = task_id
+        self.timeout = timeout
+
+
+def _gateway_text(payload: object) -> tuple[str | None, str]:
+    """Return (code, message) from either error shape; ``message`` may be empty."""
+    if not isinstance(payload, Mapping):
+        return None, ""
+    inner = payload.get("error")
+    if isinstance(inner, Mapping):  # Shape B: {"error": {"message", "type", "code"}}
+        code, message = inner.get("code"), inner.get("message")
+    else:  # Shape A: {"code", "message", "data"}
+        code, message = payload.get("code"), payload.get("message")
+    code_text = str(code) if code not in (None, "") else None
+    return code_text, str(message) if message not in (None, "") else ""
+
+
+def _embedded_kling_message(message: str) -> str:
+    """``fail_to_fetch_task`` carries Kling's raw JSON body as a string; pull its message out."""
+    try:
+        inner = json.loads(message)
+    except ValueError:
+        return message
+    if isinstance(inner, Mapping) and inner.get("message"):
+        return f"{inner['message']} (Kling code {inner.get('code')})"
+    return message
+
+
+def error_from_response(
+    status_code: int,
+    payload: object,
+    *,
+    request_id: str | None = None,
+    retry_after: float | None = None,
+) -> APIError:
+    """Map an HTTP error status and its decoded JSON body (or ``None``) to the right `APIError`."""
+    code, gateway = _gateway_text(payload)
+    if gateway and code in {"fail_to_fetch_task", "task_failed"}:
+        gateway = _embedded_kling_message(gateway)
+    said = f" The gateway said: {gateway}" if gateway else ""
+    kwargs: dict[str, Any] = {"status_code": status_code, "code": code, "request_id": request_id}
+
+    if status_code == 401:
+        return AuthenticationError(
+            f"The API key was rejected (401). Check EZMODEL_API_KEY or pass api_key=.{said}", **kwargs
+        )
+    if status_code == 403:
+        if code == "quota_not_enough" or "额度" in gateway or "quota" in gateway.lower():
+            return PermissionDeniedError(
+                f"The account's quota is used up (403). Top up the balance, then try again.{said}", **kwargs
+            )
+        return PermissionDeniedError(
+            f"The API key may not do this (403): check its IP allow-list and model restrictions.{said}",
+            **kwargs,
+        )
+    if status_code == 404 or code == "task_not_exist":
+        return TaskNotFoundError(
+            f"No such task for this API key ({status_code}). Check the task id and that it was created "
+            f"with the same key.{said}",
+            **kwargs,
+        )
+    if status_code == 429:
+        wait = f" Retry after {retry_after:g} s." if retry_after is not None else " Retry in a moment."
+        return RateLimitError(
+            f"The gateway is rate-limiting or saturated (429).{wait}{said}", retry_after=retry_after, **kwargs
+        )
+    if status_code >= 500:
+        if code in NON_RETRYABLE_SERVER_CODES:
+            return ServerError(
+                f"The gateway rejected the request parameters ({status_code} {code}): check duration "
+                f'("5" or "10", as a string), mode and model_name.{said}',
+                **kwargs,
+            )
+        return ServerError(f"The gateway had a server error ({status_code}); it may pass.{said}", **kwargs)
+    return APIError(f"The gateway refused the request ({status_code}).{said}", **kwargs)
