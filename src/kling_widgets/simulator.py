@@ -1,0 +1,879 @@
+"""A loopback stand-in for the EZmodel gateway's Kling routes, for tests, demos and benchmarks.
+
+`GatewaySimulator` is a real HTTP server (``http.server.ThreadingHTTPServer`` on 127.0.0.1) that answers
+byte for byte like EZmodel does (see ``gateway-api.md`` §3–§8): the OpenAI-video submit object, the 9-key
+``TaskDto`` envelope with the raw Kling JSON inside, both error shapes with their Chinese texts, the
+``X-Oneapi-Request-Id`` header and the ``fail_reason`` quirks. Each task follows a scripted `Scenario`
+(driven by time or by poll count) with optional `Fault` injection, and "generated" videos are a bundled
+clip served from a Kling-like signed path with HTTP Range support.
+
+>>> from kling_widgets.simulator import GatewaySimulator, Scenario, Fault
+>>> with GatewaySimulator(speed=10) as sim:                            # doctest: +SKIP
+...     task_id = sim.add_task(Scenario(faults=(Fault("rate_limit", at_poll=2),)))
+...     ...  # point a KlingClient at sim.url with sim.api_key
+
+Control API for other processes (bearer-authenticated with the simulator's key):
+``POST {url}/_simulator/tasks`` with a `Scenario` as JSON (plus an optional ``"task_id"``) returns
+``{"task_id": ...}``; ``GET {url}/_simulator/requests?task_id=...`` returns the request log as JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import hashlib
+import hmac
+import importlib.resources
+import json
+import re
+import secrets
+import socket
+import string
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal, NamedTuple, get_args
+from urllib.parse import parse_qs, unquote, urlsplit
+
+__all__ = ["Fault", "GatewaySimulator", "RequestRecord", "Scenario"]
+
+FaultKind = Literal[
+    "rate_limit", "server_error", "html", "empty", "malformed",
+    "slow", "revoke_key", "not_found", "bad_params",
+]  # fmt: skip
+Outcome = Literal["success", "failure"]
+
+KLING_MODELS = frozenset({
+    "kling-v1", "kling-v1-5", "kling-v1-6", "kling-v2-master", "kling-v2-1", "kling-v2-1-master",
+    "kling-v2-5-turbo", "kling-v2-6", "kling-v3",
+})  # fmt: skip
+VIDEO_PATH_PREFIX = "/bs2/upload-ylab-stunt-sgp/muse/"
+URL_LIFETIME = 30 * 24 * 3600  # Kling deletes generated videos after 30 days (gateway-api.md §10.3)
+CLIP_DURATION = "5.0"  # seconds, as Kling writes it: a decimal string
+MAX_BODY = 20 * 1024 * 1024  # image2video bodies may carry base64 images
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A scripted failure of one task's status GETs.
+
+    Parameters
+    ----------
+    kind
+        ``rate_limit`` (429), ``server_error`` (500 ``do_request_failed``), ``html`` (502 nginx page),
+        ``empty`` (200, empty body), ``malformed`` (200, truncated JSON), ``slow`` (answer normally after
+        ``delay`` seconds), ``revoke_key`` (the key is rejected with 401 from then on, for every request),
+        ``not_found`` (400 ``task_not_exist``) or ``bad_params`` (400 ``fail_to_fetch_task`` carrying
+        Kling's code 1201 body, as when Kling rejects the parameters).
+    at_poll
+        The 1-based number of the GET of this task at which the fault starts.
+    count
+        How many consecutive GETs it affects (``revoke_key`` is permanent whatever the count).
+    retry_after
+        ``rate_limit`` only: the ``Retry-After`` header, in seconds (none when ``None``).
+    delay
+        ``slow`` only: seconds to wait before answering.
+    """
+
+    kind: FaultKind
+    at_poll: int = 1
+    count: int = 1
+    retry_after: float | None = None
+    delay: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in get_args(FaultKind):
+            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {get_args(FaultKind)}")
+        if self.at_poll < 1 or self.count < 1 or self.delay < 0:
+            raise ValueError("at_poll and count must be >= 1 and delay >= 0")
+
+    def covers(self, poll: int) -> bool:
+        """True if this fault affects the ``poll``-th GET of its task."""
+        if self.kind == "revoke_key":
+            return poll >= self.at_poll
+        return self.at_poll <= poll < self.at_poll + self.count
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """How one simulated task evolves.
+
+    Parameters
+    ----------
+    outcome
+        ``"success"`` or ``"failure"``.
+    queued, running
+        Seconds (divided by the simulator's ``speed``) spent queued (first half NOT_START, then SUBMITTED)
+        and IN_PROGRESS.
+    polls
+        If set, the timeline is driven by GETs instead of time: ``(q, r)`` means the first ``q`` answered
+        GETs show the task queued (the first ``q // 2`` as NOT_START), the next ``r`` show IN_PROGRESS and
+        later ones the outcome. GETs answered by a fault (other than ``slow``) do not count.
+    fail_message
+        Kling's ``task_status_msg`` on failure (any string; hostile ones welcome).
+    videos
+        How many videos a successful task has.
+    video_url
+        If set, every video URL (and the success ``fail_reason``) is exactly this string.
+    faults
+        Scripted faults of the status GETs.
+    """
+
+    outcome: Outcome = "success"
+    queued: float = 2.0
+    running: float = 6.0
+    polls: tuple[int, int] | None = None
+    fail_message: str = "Image pixel is invalid"
+    videos: int = 1
+    video_url: str | None = None
+    faults: tuple[Fault, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.outcome not in get_args(Outcome):
+            raise ValueError(f"outcome must be 'success' or 'failure', not {self.outcome!r}")
+        if self.queued < 0 or self.running < 0 or self.videos < 0:
+            raise ValueError("queued, running and videos must be >= 0")
+        if self.polls is not None and (len(self.polls) != 2 or min(self.polls) < 0):
+            raise ValueError("polls must be a pair of non-negative GET counts")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form accepted by ``POST /_simulator/tasks``."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
+        """Build a Scenario from its JSON form; raises ValueError or TypeError when it is not one."""
+        fields = dict(data)
+        if fields.get("polls") is not None:
+            fields["polls"] = tuple(fields["polls"])
+        fields["faults"] = tuple(Fault(**f) for f in fields.get("faults", ()))
+        return cls(**fields)
+
+    def fault_at(self, poll: int) -> Fault | None:
+        """The fault affecting the ``poll``-th GET, if any (the first listed wins)."""
+        return next((f for f in self.faults if f.covers(poll)), None)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request the simulator answered.
+
+    ``path`` excludes the query string; ``task_id`` is the task the request was about (status GETs,
+    successful submits and downloads of its videos), else None; ``time`` is ``time.monotonic()`` at arrival.
+    """
+
+    method: str
+    path: str
+    task_id: str | None
+    status: int
+    time: float
+
+
+# --- wire formats -------------------------------------------------------------------------------------
+
+
+def _go_json(value: object) -> bytes:
+    """Serialise like Go's encoding/json: compact, UTF-8, and <, >, & escaped as gin does."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):  # fmt: skip
+        text = text.replace(char, escape)  # these characters only ever occur inside JSON strings
+    return text.encode()
+
+
+def _sorted(value: object) -> object:
+    """Go re-serialises the stored Kling JSON through a map, which sorts keys (gateway-api.md §6.7)."""
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
+
+
+def _shape_a(code: str, message: str) -> dict[str, Any]:
+    """TaskError: errors from the task relay itself."""
+    return {"code": code, "message": message, "data": None}
+
+
+def _shape_b(message: str, request_id: str, code: str = "") -> dict[str, Any]:
+    """OpenAI-style error from the auth and routing middleware; the message ends with the request id."""
+    return {
+        "error": {"message": f"{message} (request id: {request_id})", "type": "new_api_error", "code": code}
+    }
+
+
+def _request_id() -> str:
+    """``YYYYMMDDhhmmss`` + nanoseconds + 8 random characters, like New API's request ids."""
+    now = time.time_ns()
+    stamp = datetime.fromtimestamp(now // 10**9, timezone.utc).strftime("%Y%m%d%H%M%S")
+    suffix = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(8))
+    return f"{stamp}{now % 10**8:08d}{suffix}"
+
+
+def _numeric_id() -> str:
+    """An 18-digit Kling id."""
+    return str(secrets.randbelow(9 * 10**17) + 10**17)
+
+
+NGINX_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+
+
+class Reply(NamedTuple):
+    """One HTTP answer."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _json_reply(status: int, payload: object, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    return Reply(status, _go_json(payload), headers=headers)
+
+
+# --- tasks ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Task:
+    """A task's script and what clients have observed of it so far (guarded by the simulator's lock)."""
+
+    task_id: str
+    scenario: Scenario
+    action: str
+    video_urls: tuple[str, ...]
+    created: float = field(default_factory=time.monotonic)
+    created_ms: int = field(default_factory=lambda: time.time_ns() // 10**6)
+    create_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    video_ids: tuple[str, ...] = ()
+    gets: int = 0  # every status GET that reached the task
+    answered: int = 0  # GETs answered with the task's state: they drive a poll-driven timeline
+    start_ms: int = 0  # first time IN_PROGRESS was observed (0: never, as when Kling jumps straight to done)
+    finish_ms: int = 0
+    final: dict[str, Any] | None = None  # a terminal task is no longer refreshed, so its answer freezes
+
+    def phase(self, speed: float) -> str:
+        """``not_start``, ``submitted``, ``running`` or ``done``, by answered GETs or by elapsed time."""
+        scenario = self.scenario
+        if scenario.polls is not None:
+            queued, running = scenario.polls
+            n = self.answered
+            if n <= queued // 2:
+                return "not_start"
+            if n <= queued:
+                return "submitted"
+            return "running" if n <= queued + running else "done"
+        elapsed = (time.monotonic() - self.created) * speed
+        if elapsed < scenario.queued / 2:
+            return "not_start"
+        if elapsed < scenario.queued:
+            return "submitted"
+        return "running" if elapsed < scenario.queued + scenario.running else "done"
+
+    def observe(self, speed: float) -> dict[str, Any]:
+        """The TaskDto a GET sees now, recording start/finish times the way the gateway does."""
+        if self.final is not None:
+            return self.final
+        phase = self.phase(speed)
+        now_ms = time.time_ns() // 10**6
+        if phase == "running" and not self.start_ms:
+            self.start_ms = now_ms
+        if phase == "done":
+            self.finish_ms = now_ms
+            self.final = self._dto(phase)
+            return self.final
+        return self._dto(phase)
+
+    def _dto(self, phase: str) -> dict[str, Any]:
+        success = self.scenario.outcome == "success"
+        status, progress = {
+            "not_start": ("NOT_START", "0%"),
+            "submitted": ("SUBMITTED", "10%"),
+            "running": ("IN_PROGRESS", "30%"),
+            "done": ("SUCCESS" if success else "FAILURE", "100%"),
+        }[phase]
+        if phase != "done":
+            fail_reason = ""
+        elif success:  # legacy quirk: the first video's URL (gateway-api.md §6.5)
+            fail_reason = self.video_urls[0] if self.video_urls else ""
+        else:  # EZmodel copies Kling's top-level message, which is "SUCCEED" for a successful query
+            fail_reason = "SUCCEED"
+        return {
+            "task_id": self.task_id,
+            "action": self.action,
+            "status": status,
+            "fail_reason": fail_reason,
+            "submit_time": self.created_ms // 1000,
+            "start_time": self.start_ms // 1000,
+            "finish_time": self.finish_ms // 1000,
+            "progress": progress,
+            "data": self._create_response() if phase == "not_start" else self._query_response(phase),
+        }
+
+    def _create_response(self) -> dict[str, Any]:
+        """Before the first refresh the gateway still holds Kling's create response, verbatim (unsorted)."""
+        return {
+            "code": 0,
+            "message": "SUCCEED",
+            "request_id": self.create_request_id,
+            "data": {
+                "task_id": self.task_id,
+                "task_status": "submitted",
+                "task_info": {},
+                "created_at": self.created_ms,
+                "updated_at": self.created_ms,
+            },
+        }
+
+    def _query_response(self, phase: str) -> object:
+        """Kling's query response as the gateway stores it: keys sorted, ms timestamps."""
+        success = self.scenario.outcome == "success"
+        kling_status = {"submitted": "submitted", "running": "processing"}.get(
+            phase, "succeed" if success else "failed"
+        )
+        task: dict[str, Any] = {
+            "task_id": self.task_id,
+            "task_status": kling_status,
+            "task_status_msg": self.scenario.fail_message if kling_status == "failed" else "",
+            "task_info": {},
+            "task_result": {},
+            "created_at": self.created_ms,
+            "updated_at": self.finish_ms or self.start_ms or self.created_ms,
+        }
+        if kling_status == "succeed":
+            task["final_unit_deduction"] = "1"
+            task["task_result"] = {
+                "videos": [
+                    {"id": video_id, "url": url, "duration": CLIP_DURATION}
+                    for video_id, url in zip(self.video_ids, self.video_urls, strict=True)
+                ]
+            }
+        return _sorted({"code": 0, "message": "SUCCEED", "request_id": str(uuid.uuid4()), "data": task})
+
+
+# --- faults -------------------------------------------------------------------------------------------
+
+
+def _malformed(task_id: str) -> Reply:
+    body = _go_json({"code": "success", "message": "", "data": {"task_id": task_id, "status": "IN_PROGRESS"}})
+    return Reply(200, body[: len(body) // 2])
+
+
+def _rate_limited(fault: Fault) -> Reply:
+    headers = (("Retry-After", f"{fault.retry_after:g}"),) if fault.retry_after is not None else ()
+    return _json_reply(429, _shape_a("fail_to_fetch_task", "当前分组上游负载已饱和，请稍后再试"), headers)
+
+
+def _bad_params(task_id: str) -> Reply:
+    kling = {"code": 1201, "message": "Invalid request parameters", "request_id": str(uuid.uuid4())}
+    return _json_reply(400, _shape_a("fail_to_fetch_task", json.dumps(kling, separators=(",", ":"))))
+
+
+# Faults answered instead of the task's state, by kind: (fault, task id) -> reply. ``slow`` and
+# ``revoke_key`` are not here: the first delays a normal answer, the second is an auth failure.
+FAULT_REPLIES: dict[str, Callable[[Fault, str], Reply]] = {
+    "rate_limit": lambda fault, task_id: _rate_limited(fault),
+    "server_error": lambda fault, task_id: _json_reply(
+        500, _shape_a("do_request_failed", f'Get "https://***.***.***/v1/videos/text2video/{task_id}": EOF')
+    ),
+    "html": lambda fault, task_id: Reply(502, NGINX_502, "text/html"),
+    "empty": lambda fault, task_id: Reply(200),
+    "malformed": lambda fault, task_id: _malformed(task_id),
+    "not_found": lambda fault, task_id: _json_reply(400, _shape_a("task_not_exist", "task_not_exist")),
+    "bad_params": lambda fault, task_id: _bad_params(task_id),
+}
+
+
+# --- submit validation ----------------------------------------------------------------------------------
+
+
+class _Rejected(Exception):
+    """A submit the gateway refuses; carries the reply."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
+
+
+def _check_duration(value: object) -> None:
+    """EZmodel's three duration checks, in its order (gateway-api.md §3.2, §8.1)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise _Rejected(_json_reply(400, _shape_a("invalid_request", "metadata.duration must be numeric")))
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise _Rejected(
+            _json_reply(400, _shape_a("invalid_request", "metadata.duration must be numeric"))
+        ) from None
+    for bad, rule in ((seconds < 0, ">= 0"), (seconds > 600, "<= 600")):
+        if bad:
+            raise _Rejected(
+                _json_reply(400, _shape_a("invalid_request", f"metadata.duration must be {rule}"))
+            )
+    if str(value) not in {"5", "10"}:
+        message = f"legacy endpoint only supports duration 5 or 10, got: {value}"
+        raise _Rejected(_json_reply(500, _shape_a("get_price_scale_failed", message)))
+    if not isinstance(value, str):
+        message = (
+            "unmarshal metadata failed: json: cannot unmarshal number into Go struct field "
+            "requestPayload.duration of type string"
+        )
+        raise _Rejected(_json_reply(500, _shape_a("build_request_failed", message)))
+
+
+def _check_mode(model: str, mode: object) -> None:
+    if mode in (None, "", "std", "pro") or (mode == "master" and model.endswith("-master")):
+        return
+    message = (
+        f"model {model} does not support master mode" if mode == "master" else f"unsupported mode: {mode}"
+    )
+    raise _Rejected(_json_reply(500, _shape_a("get_price_scale_failed", message)))
+
+
+def _go_syntax_error(raw: bytes, exc: ValueError) -> str:
+    """Go's wording for a JSON syntax error."""
+    position = exc.pos if isinstance(exc, json.JSONDecodeError) else 0
+    if position >= len(raw):
+        return "unexpected end of JSON input"
+    return f"invalid character {chr(raw[position])!r} looking for beginning of value"
+
+
+def _check_submit(content_type: str, raw: bytes, request_id: str) -> dict[str, Any]:
+    """Validate a submit the way EZmodel's middleware and relay do; return the decoded body."""
+    no_model = _json_reply(400, _shape_b("未指定模型名称，模型名称不能为空", request_id))
+    if not content_type.startswith("application/json"):
+        raise _Rejected(no_model)  # the body is not parsed at all, so the model reads as empty
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        message = f"Invalid request, 无效的请求, {_go_syntax_error(raw, exc)}"
+        raise _Rejected(_json_reply(400, _shape_b(message, request_id))) from None
+    if not isinstance(body, dict):
+        message = "Invalid request, 无效的请求, json: cannot unmarshal into Go value of type map[string]any"
+        raise _Rejected(_json_reply(400, _shape_b(message, request_id)))
+    model = body.get("model_name") or body.get("model") or ""
+    if not isinstance(model, str) or not model:
+        raise _Rejected(no_model)
+    if model not in KLING_MODELS:
+        message = f"获取分组 default 下模型 {model} 的可用渠道失败（distributor）: no available channel"
+        raise _Rejected(_json_reply(503, _shape_b(message, request_id, code="model_not_found")))
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise _Rejected(_json_reply(400, _shape_a("invalid_request", "prompt is required")))
+    _check_duration(body.get("duration"))
+    _check_mode(model, body.get("mode"))
+    return body
+
+
+# --- the server -----------------------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer that can close its keep-alive connections, so stop() leaves no thread behind."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], simulator: GatewaySimulator) -> None:
+        super().__init__(address, _Handler)
+        self.simulator = simulator
+        self._connections: dict[socket.socket, threading.Thread] = {}
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(
+            target=self.process_request_thread, args=(request, client_address),
+            name="kling-simulator-connection", daemon=True,
+        )  # fmt: skip
+        with self._connections_lock:
+            self._connections[request] = thread
+        thread.start()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.pop(request, None)
+
+    def close_connections(self, timeout: float = 5.0) -> None:
+        """Shut every open connection down and wait for its thread."""
+        with self._connections_lock:
+            connections = list(self._connections.items())
+        for sock, _ in connections:
+            with contextlib.suppress(OSError):  # already closed by the peer
+                sock.shutdown(socket.SHUT_RDWR)
+        for _, thread in connections:
+            thread.join(timeout)
+
+
+class GatewaySimulator:
+    """A real loopback HTTP server that speaks EZmodel's Kling protocol, with scripted tasks and faults.
+
+    Parameters
+    ----------
+    api_key
+        The bearer key clients must send; a random ``sk-sim-...`` key when None.
+    host, port
+        Where to listen; port 0 picks a free port (see `url` once started).
+    speed
+        Time-driven scenarios run this many times faster than their ``queued``/``running`` seconds.
+    scenario
+        The scenario of tasks created by submits (POST text2video/image2video); default `Scenario()`.
+
+    Use as a context manager, or `start` / `stop`. `serve_forever` blocks until Ctrl-C (for the CLI).
+    The key never appears in a repr, a log line or an error message.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        speed: float = 1.0,
+        scenario: Scenario | None = None,
+    ) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be > 0")
+        self.api_key = api_key or f"sk-sim-{secrets.token_hex(16)}"
+        self.speed = speed
+        self.scenario = scenario or Scenario()
+        self._address = (host, port)
+        self._lock = threading.Lock()
+        self._tasks: dict[str, _Task] = {}
+        self._video_owner: dict[str, str | None] = {}  # video path -> task id (None for clip_url)
+        self._log: list[RequestRecord] = []
+        self._revoked = False
+        self._stopping = threading.Event()
+        self._signing_key = secrets.token_bytes(16)
+        self._muse_id = _numeric_id()
+        self._clip = (
+            importlib.resources.files(__package__ or "kling_widgets").joinpath("_data/demo.mp4").read_bytes()
+        )
+        self._clip_etag = f'"{hashlib.md5(self._clip).hexdigest()}"'  # noqa: S324 - an ETag, not security
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._clip_url = ""
+
+    def __repr__(self) -> str:
+        where = self.url if self._server else "not started"
+        return f"GatewaySimulator({where}, speed={self.speed:g})"
+
+    # lifecycle ------------------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. ``http://127.0.0.1:38123`` (only once started)."""
+        if self._server is None:
+            raise RuntimeError("the simulator is not started; call start() first")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def clip_url(self) -> str:
+        """A signed-looking Kling CDN URL of the bundled clip on this server (only once started)."""
+        if not self._clip_url:
+            raise RuntimeError("the simulator is not started; call start() first")
+        return self._clip_url
+
+    def start(self) -> GatewaySimulator:
+        """Bind and serve on a daemon thread; returns self."""
+        if self._server is not None:
+            raise RuntimeError("the simulator was already started")
+        self._server = _Server(self._address, self)
+        self._clip_url = self._new_video_url(None)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+            name="kling-simulator", daemon=True,
+        )  # fmt: skip
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close every connection and join every thread. Idempotent."""
+        self._stopping.set()
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+
+    def serve_forever(self) -> None:
+        """Serve until KeyboardInterrupt, then stop (starts the server first if needed)."""
+        if self._server is None:
+            self.start()
+        try:
+            while not self._stopping.wait(0.5):  # a timed wait keeps Ctrl-C responsive
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def __enter__(self) -> GatewaySimulator:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # scripting --------------------------------------------------------------------------------------------
+
+    def add_task(self, scenario: Scenario | None = None, *, task_id: str | None = None) -> str:
+        """Create a text2video task following ``scenario`` (default: the simulator's); return its id."""
+        return self._create_task(scenario or self.scenario, "textGenerate", task_id).task_id
+
+    def requests(self, task_id: str | None = None) -> list[RequestRecord]:
+        """The request log, oldest first; only requests about ``task_id`` when given."""
+        with self._lock:
+            return [r for r in self._log if task_id is None or r.task_id == task_id]
+
+    def revoke_key(self) -> None:
+        """Reject the API key from now on (401 无效的令牌), as when it is deleted in the console."""
+        with self._lock:
+            self._revoked = True
+
+    # internals -----------------------------------------------------------------------------------------
+
+    def _create_task(self, scenario: Scenario, action: str, task_id: str | None) -> _Task:
+        with self._lock:
+            if task_id is None:
+                task_id = _numeric_id()
+            elif task_id in self._tasks:
+                raise ValueError(f"task {task_id!r} already exists")
+            video_ids = tuple(_numeric_id() for _ in range(scenario.videos))
+            if scenario.video_url is not None:
+                urls = tuple(scenario.video_url for _ in video_ids)
+            else:
+                urls = tuple(self._new_video_url(task_id) for _ in video_ids)
+            task = self._tasks[task_id] = _Task(task_id, scenario, action, urls, video_ids=video_ids)
+        return task
+
+    def _new_video_url(self, task_id: str | None) -> str:
+        """A fresh Kling-like signed URL of the clip, registered to ``task_id``."""
+        expires = int(time.time()) + URL_LIFETIME
+        day = datetime.now(timezone.utc).strftime("%Y%m%d")
+        path = f"{VIDEO_PATH_PREFIX}{self._muse_id}/VIDEO/{day}/{uuid.uuid4()}.mp4"
+        cache_key = base64.urlsafe_b64encode(secrets.token_bytes(45)).decode()
+        signature = hmac.new(self._signing_key, f"{path}{expires}".encode(), hashlib.sha256).hexdigest()
+        self._video_owner[path] = task_id
+        return (
+            f"{self.url}{path}?cacheKey={cache_key}&x-kcdn-pid=112781&Expires={expires}&Signature={signature}"
+        )
+
+    def _record(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._log.append(record)
+
+    def _authenticate(self, header: str | None, request_id: str, *, control: bool = False) -> Reply | None:
+        """None when the bearer key is good, else the gateway's 401 (Shape B)."""
+        token = header[len("Bearer ") :] if header and header.startswith("Bearer ") else (header or "")
+        if not token.strip():
+            return _json_reply(401, _shape_b("未提供令牌", request_id))
+        valid = hmac.compare_digest(
+            token.removeprefix("sk-").encode(), self.api_key.removeprefix("sk-").encode()
+        )
+        if not valid or (self._revoked and not control):  # the control API ignores revocation, for tests
+            return _json_reply(401, _shape_b("无效的令牌", request_id))
+        return None
+
+    def _submit(self, content_type: str, raw: bytes, request_id: str) -> tuple[Reply, str | None]:
+        try:
+            body = _check_submit(content_type, raw, request_id)
+        except _Rejected as rejected:
+            return rejected.reply, None
+        action = "generate" if body.get("image") or body.get("image_tail") else "textGenerate"
+        task = self._create_task(self.scenario, action, None)
+        model = body.get("model_name") or body.get("model")
+        video = {"id": task.task_id, "task_id": task.task_id, "object": "video", "model": model,
+                 "status": "", "progress": 0, "created_at": task.created_ms // 1000}  # fmt: skip
+        return _json_reply(200, video), task.task_id
+
+    def _fetch(self, task_id: str, request_id: str) -> Reply:
+        """A status GET: a fault, or the task's state."""
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None:
+                return _json_reply(400, _shape_a("task_not_exist", "task_not_exist"))
+            task.gets += 1
+            fault = task.scenario.fault_at(task.gets)
+            if fault is not None and fault.kind == "revoke_key":
+                self._revoked = True
+                return _json_reply(401, _shape_b("无效的令牌", request_id))
+            if fault is not None and fault.kind != "slow":
+                return FAULT_REPLIES[fault.kind](fault, task_id)
+        if fault is not None:  # slow: wait outside the lock, then answer with the state at that moment
+            self._stopping.wait(fault.delay)
+        with self._lock:
+            task.answered += 1
+            dto = task.observe(self.speed)
+        return _json_reply(200, {"code": "success", "message": "", "data": dto})
+
+    def _control_add_task(self, raw: bytes) -> Reply:
+        try:
+            data = json.loads(raw or b"{}")
+            if not isinstance(data, dict):
+                raise TypeError("expected a JSON object")
+            task_id = data.pop("task_id", None)
+            scenario = Scenario.from_dict(data) if data else self.scenario
+            return _json_reply(200, {"task_id": self.add_task(scenario, task_id=task_id)})
+        except (ValueError, TypeError) as exc:
+            return _json_reply(400, {"error": f"not a Scenario: {exc}"})
+
+    def _control_requests(self, query: str) -> Reply:
+        task_id = parse_qs(query).get("task_id", [None])[0]
+        return _json_reply(200, [dataclasses.asdict(r) for r in self.requests(task_id)])
+
+    def _video(self, path: str, range_header: str | None) -> tuple[Reply, str | None]:
+        """Serve the clip like a CDN: single byte ranges (206), 416 for anything else in Range."""
+        with self._lock:
+            if path not in self._video_owner:
+                return Reply(404, b"Not Found", "text/plain"), None
+            owner = self._video_owner[path]
+        size = len(self._clip)
+        headers = [
+            ("Accept-Ranges", "bytes"),
+            ("ETag", self._clip_etag),
+            ("Access-Control-Allow-Origin", "*"),
+            ("Cache-Control", "max-age=2592000"),
+        ]
+        if range_header is None:
+            return Reply(200, self._clip, "video/mp4", tuple(headers)), owner
+        byte_range = _parse_range(range_header, size)
+        if byte_range is None:
+            headers.append(("Content-Range", f"bytes */{size}"))
+            return Reply(416, b"", "video/mp4", tuple(headers)), owner
+        start, end = byte_range
+        headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
+        return Reply(206, self._clip[start : end + 1], "video/mp4", tuple(headers)), owner
+
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """The inclusive (start, end) of a single satisfiable byte range, else None."""
+    match = _RANGE.fullmatch(header.strip())
+    if match is None or match.group(1) == match.group(2) == "":
+        return None
+    first, last = match.groups()
+    if first == "":  # suffix range: the last N bytes
+        length = int(last)
+        return (max(size - length, 0), size - 1) if length > 0 and size > 0 else None
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    return (start, end) if start <= end and start < size else None
+
+
+_TASK_PATH = re.compile(r"/kling/v1/videos/(?:text2video|image2video)/([^/]+)")
+_SUBMIT_PATHS = frozenset({"/kling/v1/videos/text2video", "/kling/v1/videos/image2video"})
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes one request to the simulator and writes its reply. Never logs."""
+
+    server: _Server
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real gateway
+    server_version = "kling-widgets-simulator"
+    timeout = 60  # an idle keep-alive connection is dropped after this
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay silent: tests and notebooks must not see a line per request."""
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_HEAD(self) -> None:
+        self._handle("HEAD")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def _handle(self, method: str) -> None:
+        arrived = time.monotonic()
+        sim = self.server.simulator
+        request_id = _request_id()
+        split = urlsplit(self.path)
+        path = split.path
+        raw = self._read_body()
+        reply, task_id = self._route(sim, method, path, split.query, raw, request_id)
+        sim._record(RequestRecord(method, path, task_id, reply.status, arrived))
+        self._send(reply, request_id, head=method == "HEAD")
+
+    def _route(
+        self, sim: GatewaySimulator, method: str, path: str, query: str, raw: bytes, request_id: str
+    ) -> tuple[Reply, str | None]:
+        if path.startswith(VIDEO_PATH_PREFIX) and method in ("GET", "HEAD"):
+            return sim._video(path, self.headers.get("Range"))
+        task_match = _TASK_PATH.fullmatch(path)
+        task_id = unquote(task_match.group(1)) if task_match else None
+        if path.startswith("/_simulator/"):
+            return self._control(sim, method, path, query, raw, request_id), None
+        if not ((method == "GET" and task_id) or (method == "POST" and path in _SUBMIT_PATHS)):
+            message = f"Invalid URL ({method} {path})"  # gin's NoRoute: no request id suffix
+            error = {"message": message, "type": "invalid_request_error", "param": "", "code": ""}
+            return _json_reply(404, {"error": error}), None
+        rejected = sim._authenticate(self.headers.get("Authorization"), request_id)
+        if rejected is not None:
+            return rejected, task_id
+        if task_id is not None:
+            return sim._fetch(task_id, request_id), task_id
+        return sim._submit(self.headers.get("Content-Type", ""), raw, request_id)
+
+    def _control(
+        self, sim: GatewaySimulator, method: str, path: str, query: str, raw: bytes, request_id: str
+    ) -> Reply:
+        rejected = sim._authenticate(self.headers.get("Authorization"), request_id, control=True)
+        if rejected is not None:
+            return rejected
+        if (method, path) == ("POST", "/_simulator/tasks"):
+            return sim._control_add_task(raw)
+        if (method, path) == ("GET", "/_simulator/requests"):
+            return sim._control_requests(query)
+        return _json_reply(404, {"error": f"no simulator endpoint {method} {path}"})
+
+    def _read_body(self) -> bytes:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        return self.rfile.read(min(max(length, 0), MAX_BODY)) if length else b""
+
+    def _send(self, reply: Reply, request_id: str, *, head: bool) -> None:
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.send_header("X-Oneapi-Request-Id", request_id)
+            for name, value in reply.headers:
+                self.send_header(name, value)
+            self.end_headers()
+            if not head:
+                self.wfile.write(reply.body)
+        except (BrokenPipeError, ConnectionResetError):  # the client hung up (e.g. a cancelled video load)
+            self.close_connection = True
