@@ -50,7 +50,7 @@ def next_poll_delay(
     -------
     float
         ``poll_interval * 1.5 ** polls``, capped at ``max_poll_interval``. While the task is still queued
-        (or its status unknown yet) during the first 60 s, the cap is ``2 * poll_interval`` instead, so the
+        (or no status is known yet) during the first 60 s, the cap is ``2 * poll_interval`` instead, so the
         start of generation shows up quickly. The result is never below ``poll_interval`` (a
         ``max_poll_interval`` below it just means no growth).
     """
