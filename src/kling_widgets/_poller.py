@@ -525,8 +525,11 @@ class Engine:
                 if self._closed:
                     return
                 w = self._jobs.popleft()
-                # The deadline or stop() may have come while the job was queued: then no request.
-                if w._state.is_final or self._expire(w, time.monotonic()):
+                # A deadline, stop() or a 429 may have come while the job was queued: then no request now.
+                now = time.monotonic()
+                if w._state.is_final or self._expire(w, now) or self._not_before > now:
+                    if not w._state.is_final:
+                        heapq.heappush(self._due, (self._not_before, next(self._seq), w))
                     self._busy -= 1
                     self._sched_cv.notify()
                     continue
