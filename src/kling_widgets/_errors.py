@@ -54,7 +54,8 @@ class KlingError(Exception):
         return self.message
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r}, status_code={self.status_code!r}, code={self.code!r})"
+        name = type(self).__name__
+        return f"{name}({self.message!r}, status_code={self.status_code!r}, code={self.code!r})"
 
     @property
     def retryable(self) -> bool:
@@ -167,6 +168,11 @@ def error_from_response(
     kwargs: dict[str, Any] = {"status_code": status_code, "code": code, "request_id": request_id}
 
     if status_code == 401:
+        if "额度" in gateway:  # an exhausted token is a 401 too, and no key check would help (§8.1)
+            return AuthenticationError(
+                f"The API key's quota is used up (401). Top up the key's quota or use another key.{said}",
+                **kwargs,
+            )
         return AuthenticationError(
             f"The API key was rejected (401). Check EZMODEL_API_KEY or pass api_key=.{said}", **kwargs
         )
