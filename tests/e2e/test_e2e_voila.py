@@ -1,0 +1,43 @@
+"""Voila renders a quickstart-style notebook: the bar appears, fills, then the video plays."""
+
+from __future__ import annotations
+
+import re
+from itertools import pairwise
+
+import pytest
+from e2e_harness import VIDEO_LOADED_JS, VIDEO_PLAY_JS, VoilaRun, log, save_screenshot, width_percent
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.e2e
+
+
+def test_voila_renders_bar_then_plays_video(voila_run: VoilaRun) -> None:
+    page, gateway = voila_run.page, voila_run.gateway
+    bar = page.locator(".widget-hprogress .progress-bar")
+    expect(bar).to_have_count(1, timeout=90_000)  # Voila executes the notebook before showing outputs
+    submits = [r for r in gateway.requests() if r.method == "POST"][voila_run.submits_before :]
+    assert len(submits) == 1, f"expected the page to submit one task, saw {submits}"
+    task_id = submits[0].task_id
+
+    expect(bar).to_have_class(re.compile(r"\bprogress-bar-success\b"), timeout=60_000)
+    expect(bar).to_have_attribute("style", re.compile(r"width: 100%"))
+    records = page.evaluate("() => (window.__e2e && window.__e2e.roots[0]) || []")
+    widths = [w for w in (width_percent(r["w"]) for r in records) if w is not None]
+    log(f"[voila] bar widths sampled: {widths}")
+    assert all(b >= a for a, b in pairwise(widths)), f"the bar went backwards: {widths}"
+
+    video = page.locator("video")
+    expect(video).to_have_count(1, timeout=30_000)
+    src = video.get_attribute("src")
+    assert src is not None
+    assert src.startswith(gateway.url), src
+    video.scroll_into_view_if_needed()
+    page.wait_for_function(VIDEO_LOADED_JS, arg=video.element_handle(), timeout=20_000)
+    played = video.evaluate(VIDEO_PLAY_JS)
+    log(f"[voila] video: {played}")
+    assert "error" not in played, played
+    assert played["t1"] > played["t0"], f"currentTime did not advance after play(): {played}"
+    served = [r for r in gateway.requests(task_id) if not r.path.startswith("/kling/")]
+    assert served, "the simulator served no video bytes for the submitted task"
+    save_screenshot(page, "voila-final")
