@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import importlib.resources
 import json
+import logging
 import re
 import secrets
 import socket
@@ -42,6 +43,8 @@ from typing import Any, Literal, NamedTuple, get_args
 from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = ["Fault", "GatewaySimulator", "RequestRecord", "Scenario"]
+
+_log = logging.getLogger(__name__)
 
 FaultKind = Literal[
     "rate_limit", "server_error", "html", "empty", "malformed",
@@ -484,6 +487,7 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 128  # the default 5 drops bursts of connects, which then wait 1 s for a SYN retry
 
     def __init__(self, address: tuple[str, int], simulator: GatewaySimulator) -> None:
         super().__init__(address, _Handler)
@@ -506,6 +510,10 @@ class _Server(ThreadingHTTPServer):
         finally:
             with self._connections_lock:
                 self._connections.pop(request, None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client hanging up is routine here; keep it off stderr (tests and notebooks stay quiet)."""
+        _log.debug("simulator connection from %s failed", client_address, exc_info=True)
 
     def close_connections(self, timeout: float = 5.0) -> None:
         """Shut every open connection down and wait for its thread."""
@@ -595,7 +603,7 @@ class GatewaySimulator:
         self._server = _Server(self._address, self)
         self._clip_url = self._new_video_url(None)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
             name="kling-simulator", daemon=True,
         )  # fmt: skip
         self._thread.start()
@@ -792,6 +800,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real gateway
     server_version = "kling-widgets-simulator"
     timeout = 60  # an idle keep-alive connection is dropped after this
+    disable_nagle_algorithm = True  # headers and body go out in two writes: don't let them wait for an ACK
 
     def version_string(self) -> str:
         return self.server_version
@@ -822,7 +831,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = split.path
         raw = self._read_body()
         reply, task_id = self._route(sim, method, path, split.query, raw, request_id)
-        sim._record(RequestRecord(method, path, task_id, reply.status, arrived))
+        if not path.startswith("/_simulator/"):  # the log is about the gateway, not about its test harness
+            sim._record(RequestRecord(method, path, task_id, reply.status, arrived))
         self._send(reply, request_id, head=method == "HEAD")
 
     def _route(
