@@ -1,0 +1,621 @@
+"""The polling engine, driven by plain Python fetch functions that play scripted outcomes.
+
+No timing asserts: tests wait for final states with generous bounds and check orderings and counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from kling_widgets import KlingClient, _poller
+from kling_widgets._errors import (
+    AuthenticationError,
+    KlingError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+    TransportError,
+)
+from kling_widgets._models import Task, TaskStatus
+from kling_widgets._poller import Engine, Update, Watch, WatchState, default_engine
+from kling_widgets.simulator import Fault, GatewaySimulator, RequestRecord, Scenario
+
+FAST = {"poll_interval": 0.01, "max_poll_interval": 0.01}
+WAIT = 20.0  # upper bound for a watch to become final; never reached when things work
+
+
+def task(status: str, task_id: str = "t-1", **kwargs: object) -> Task:
+    return Task(task_id, TaskStatus[status], **kwargs)  # type: ignore[arg-type]
+
+
+Step = Task | Exception | Callable[[], Task]
+
+
+class Script:
+    """A fetch function playing scripted steps (a Task, an exception to raise, or a callable); the last
+    step repeats. Records when each call started."""
+
+    def __init__(self, *steps: Step) -> None:
+        self.steps = steps
+        self.times: list[float] = []
+        self._lock = threading.Lock()
+
+    @property
+    def calls(self) -> int:
+        with self._lock:
+            return len(self.times)
+
+    def __call__(self) -> Task:
+        with self._lock:
+            step = self.steps[min(len(self.times), len(self.steps) - 1)]
+            self.times.append(time.monotonic())
+        if isinstance(step, Exception):
+            raise step
+        if callable(step):
+            return step()
+        return step
+
+
+class Recorder:
+    """An on_update callback that keeps every Update."""
+
+    def __init__(self) -> None:
+        self.updates: list[Update] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, update: Update) -> None:
+        with self._lock:
+            self.updates.append(update)
+
+    @property
+    def states(self) -> list[WatchState]:
+        with self._lock:
+            return [u.state for u in self.updates]
+
+
+def assert_final_once(states: list[WatchState], final: WatchState) -> None:
+    assert states[-1] is final
+    assert sum(s.is_final for s in states) == 1
+
+
+@pytest.fixture
+def make_engine() -> Iterator[Callable[..., Engine]]:
+    engines: list[Engine] = []
+
+    def make(**kwargs: object) -> Engine:
+        engine = Engine(**kwargs)  # type: ignore[arg-type]
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.shutdown()
+
+
+def settle(engine: Engine) -> None:
+    """Let the engine run several more scheduling rounds (a short sentinel watch) before checking that a
+    finished watch stayed silent."""
+    sentinel = engine.watch(
+        Script(task("IN_PROGRESS"), task("IN_PROGRESS"), task("SUCCESS")), task_id="sentinel", **FAST
+    )
+    assert sentinel.wait(WAIT)
+
+
+def test_success_reports_every_poll_then_the_final_state_once(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    fetch = Script(task("SUBMITTED"), task("IN_PROGRESS", progress=30), task("SUCCESS", progress=100))
+    rec = Recorder()
+    watch = engine.watch(fetch, task_id="t-1", on_update=rec, **FAST)
+
+    assert watch.wait(WAIT)
+    assert rec.states == [WatchState.WAITING, WatchState.WAITING, WatchState.SUCCESS]
+    assert [u.task.status for u in rec.updates if u.task] == [
+        TaskStatus.SUBMITTED,
+        TaskStatus.IN_PROGRESS,
+        TaskStatus.SUCCESS,
+    ]
+    assert all(u.error is None and u.retry_in is None for u in rec.updates)
+    elapsed = [u.elapsed for u in rec.updates]
+    assert elapsed == sorted(elapsed)
+    assert elapsed[0] >= 0
+    assert watch.state is WatchState.SUCCESS
+    assert watch.result() is watch.task
+    assert watch.result().status is TaskStatus.SUCCESS
+    settle(engine)
+    assert fetch.calls == 3
+
+
+def test_failure_raises_task_failed_with_the_reason(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    failed = task("FAILURE", fail_reason="Image pixel is invalid")
+    rec = Recorder()
+    watch = engine.watch(Script(task("IN_PROGRESS"), failed), task_id="t-1", on_update=rec, **FAST)
+
+    assert watch.wait(WAIT)
+    assert_final_once(rec.states, WatchState.FAILURE)
+    assert rec.updates[-1].task is failed
+    with pytest.raises(TaskFailedError, match="Image pixel is invalid") as info:
+        watch.result()
+    assert info.value.task is failed
+
+
+def test_transient_errors_are_retried_not_fatal(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    transport = TransportError("connection reset")
+    server = ServerError("bad gateway", status_code=502, code="do_request_failed")
+    fetch = Script(transport, server, task("SUCCESS"))
+    rec = Recorder()
+    watch = engine.watch(fetch, task_id="t-1", on_update=rec, **FAST)
+
+    assert watch.wait(WAIT)
+    assert rec.states == [WatchState.RETRYING, WatchState.RETRYING, WatchState.SUCCESS]
+    retrying = rec.updates[:2]
+    assert [u.error for u in retrying] == [transport, server]
+    assert all(u.retry_in is not None and u.retry_in > 0 for u in retrying)
+    assert watch.error is None
+    assert watch.result().status is TaskStatus.SUCCESS
+    assert fetch.calls == 3
+
+
+def test_rate_limit_holds_back_every_watch_until_retry_after(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(max_workers=4)
+    a_done = threading.Event()
+    raised_at: list[float] = []
+    seen_at: list[float] = []  # when A's RETRYING update was delivered (the engine had the 429 by then)
+    a_rec = Recorder()
+
+    def a_first() -> Task:
+        raised_at.append(time.monotonic())
+        raise RateLimitError("saturated", status_code=429, retry_after=0.3)
+
+    def on_a(update: Update) -> None:
+        a_rec(update)
+        if update.state is WatchState.RETRYING:
+            # A request that a worker picked up just before the 429 was settled may still be entering
+            # fetch(); give it ample time, so that every request recorded after `seen_at` was decided
+            # by the engine after it knew about the 429.
+            time.sleep(0.05)
+            seen_at.append(time.monotonic())
+        if update.state.is_final:
+            a_done.set()
+
+    def others() -> Task:
+        return task("SUCCESS") if a_done.is_set() else task("IN_PROGRESS")
+
+    a_fetch = Script(a_first, task("SUCCESS"))
+    a = engine.watch(a_fetch, task_id="a", on_update=on_a, **FAST)
+    fetches = [Script(others) for _ in range(3)]
+    watches = [engine.watch(f, task_id=f"b{i}", **FAST) for i, f in enumerate(fetches)]
+
+    assert a.wait(WAIT)
+    assert all(w.wait(WAIT) for w in watches)
+    assert a_rec.states == [WatchState.RETRYING, WatchState.SUCCESS]
+    assert isinstance(a_rec.updates[0].error, RateLimitError)
+    retry_in = a_rec.updates[0].retry_in
+    assert retry_in is not None
+    assert retry_in >= 0.3
+    not_before = raised_at[0] + retry_in
+    later = [t for f in fetches for t in f.times if t > seen_at[0]]
+    assert later, "the other watches kept polling after the 429"
+    # Requests in flight when the 429 arrived may overlap it; none may start after it and before the
+    # pause ends, A's own retry included.
+    assert all(t >= not_before for t in later)
+    assert a_fetch.times[1] >= not_before
+    assert a.result().status is TaskStatus.SUCCESS
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        AuthenticationError("The API key was rejected (401).", status_code=401),
+        PermissionDeniedError("quota used up (403)", status_code=403, code="quota_not_enough"),
+        TaskNotFoundError("No such task (404)", status_code=404),
+        ServerError("bad parameters", status_code=500, code="build_request_failed"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_fatal_error_ends_the_watch_after_exactly_that_request(
+    make_engine: Callable[..., Engine], error: KlingError
+) -> None:
+    engine = make_engine()
+    fetch = Script(task("IN_PROGRESS"), task("IN_PROGRESS"), error, task("SUCCESS"))
+    rec = Recorder()
+    watch = engine.watch(fetch, task_id="t-1", on_update=rec, **FAST)
+
+    assert watch.wait(WAIT)
+    assert rec.states == [WatchState.WAITING, WatchState.WAITING, WatchState.ERROR]
+    assert rec.updates[-1].error is error
+    assert watch.error is error
+    with pytest.raises(type(error)) as info:
+        watch.result()
+    assert info.value is error
+    settle(engine)
+    assert fetch.calls == 3
+
+
+def test_unexpected_exception_becomes_an_error_and_the_engine_survives(
+    make_engine: Callable[..., Engine], caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = make_engine(max_workers=1)
+    boom = ValueError("boom")
+    with caplog.at_level(logging.WARNING, logger="kling_widgets"):
+        watch = engine.watch(Script(boom), task_id="t-9", **FAST)
+        assert watch.wait(WAIT)
+    assert watch.state is WatchState.ERROR
+    assert isinstance(watch.error, KlingError)
+    assert "unexpected error while polling" in str(watch.error)
+    assert "ValueError: boom" in str(watch.error)
+    assert watch.error.__cause__ is boom
+    assert any("t-9" in r.getMessage() for r in caplog.records)
+    # The single worker thread is still there and still works.
+    settle(engine)
+    assert engine.thread_count == 2
+    assert capsys.readouterr() == ("", "")
+
+
+def test_deadline_ends_in_timeout_and_stops_requests(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    fetch = Script(task("IN_PROGRESS", progress=30))
+    rec = Recorder()
+    watch = engine.watch(fetch, task_id="t-1", on_update=rec, timeout=0.05, **FAST)
+
+    assert watch.wait(WAIT)
+    assert_final_once(rec.states, WatchState.TIMEOUT)
+    error = watch.error
+    assert isinstance(error, TaskTimeoutError)
+    assert isinstance(error, TimeoutError)
+    assert (error.task_id, error.timeout) == ("t-1", 0.05)
+    assert error.task is watch.task  # the latest snapshot, if a poll succeeded before the deadline
+    with pytest.raises(TaskTimeoutError):
+        watch.result()
+    calls = fetch.calls
+    settle(engine)
+    assert fetch.calls == calls
+
+
+def test_zero_timeout_makes_no_request(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    fetch = Script(task("SUCCESS"))
+    watch = engine.watch(fetch, task_id="t-1", timeout=0.0, **FAST)
+
+    assert watch.wait(WAIT)
+    assert watch.state is WatchState.TIMEOUT
+    assert watch.task is None
+    settle(engine)
+    assert fetch.calls == 0
+
+
+def test_deadline_passes_while_a_request_hangs(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    release = threading.Event()
+    fetch = Script(lambda: (release.wait(WAIT), task("SUCCESS"))[1])
+    rec = Recorder()
+    watch = engine.watch(fetch, task_id="t-1", on_update=rec, timeout=0.05, **FAST)
+    try:
+        assert watch.wait(WAIT)  # final although the request has not returned
+        assert watch.state is WatchState.TIMEOUT
+    finally:
+        release.set()
+    settle(engine)
+    assert rec.states == [WatchState.TIMEOUT]  # the late SUCCESS answer was discarded
+    assert fetch.calls == 1
+
+
+def test_stop_is_immediate_and_discards_the_request_in_flight(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    entered, release = threading.Event(), threading.Event()
+
+    def hanging() -> Task:
+        entered.set()
+        release.wait(WAIT)
+        return task("SUCCESS")
+
+    fetch = Script(hanging)
+    rec = Recorder()
+    watch = engine.watch(fetch, task_id="t-1", on_update=rec, **FAST)
+    try:
+        assert entered.wait(WAIT)
+        watch.stop()
+        assert watch.state is WatchState.STOPPED  # at once, not when the request returns
+        assert watch.wait(WAIT)
+        watch.stop()  # idempotent
+    finally:
+        release.set()
+    settle(engine)
+    assert rec.states == [WatchState.STOPPED]
+    assert watch.task is None
+    assert fetch.calls == 1
+    with pytest.raises(KlingError) as info:
+        watch.result()
+    assert info.value.code == "stopped"
+
+
+def test_result_before_the_end_is_a_runtime_error(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    watch = engine.watch(Script(task("IN_PROGRESS")), task_id="t-1", **FAST)
+    assert not watch.state.is_final
+    with pytest.raises(RuntimeError, match="not final"):
+        watch.result()
+    assert not watch.wait(0)
+    watch.stop()
+    assert watch.wait(WAIT)
+
+
+def test_two_hundred_watches_use_a_bounded_number_of_threads(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(max_workers=4)
+    before = set(threading.enumerate())
+    peak = 0
+    lock = threading.Lock()
+
+    def sample(_: Update) -> None:
+        nonlocal peak
+        count = engine.thread_count
+        with lock:
+            peak = max(peak, count)
+
+    watches = [
+        engine.watch(
+            Script(task("SUBMITTED"), task("IN_PROGRESS"), task("SUCCESS", task_id=f"t{i}")),
+            task_id=f"t{i}",
+            on_update=sample,
+            **FAST,
+        )
+        for i in range(200)
+    ]
+    assert all(w.wait(WAIT) for w in watches)
+    assert all(w.state is WatchState.SUCCESS for w in watches)
+    assert peak <= 5
+    new_threads = set(threading.enumerate()) - before
+    assert len(new_threads) <= 5
+    assert all(t.daemon and t.name.startswith("kling-widgets-") for t in new_threads)
+
+
+def test_a_hung_request_does_not_hold_up_other_watches(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(max_workers=2)
+    entered, release = threading.Event(), threading.Event()
+
+    def hanging() -> Task:
+        entered.set()
+        release.wait(WAIT)
+        return task("SUCCESS")
+
+    hung = engine.watch(Script(hanging), task_id="hung", **FAST)
+    try:
+        assert entered.wait(WAIT)
+        others = [
+            engine.watch(
+                Script(task("IN_PROGRESS"), task("IN_PROGRESS"), task("SUCCESS")), task_id=f"o{i}", **FAST
+            )
+            for i in range(20)
+        ]
+        assert all(w.wait(WAIT) for w in others)
+        assert hung.state is WatchState.WAITING  # still inside its request
+    finally:
+        release.set()
+    assert hung.wait(WAIT)
+    assert hung.state is WatchState.SUCCESS
+
+
+def test_request_budget_spaces_requests(make_engine: Callable[..., Engine]) -> None:
+    rate = 20.0
+    start = time.monotonic()
+    engine = make_engine(max_workers=4, max_requests_per_second=rate)
+    fetches = [Script(task("SUCCESS")) for _ in range(30)]
+    watches = [engine.watch(f, task_id=f"t{i}", **FAST) for i, f in enumerate(fetches)]
+    assert all(w.wait(WAIT) for w in watches)
+
+    times = sorted(t for f in fetches for t in f.times)
+    assert len(times) == 30
+    # A bucket holding one second's worth (rate tokens), full at the start: request k (0-based) cannot
+    # start before (k + 1 - rate) / rate seconds have passed.
+    for k, t in enumerate(times):
+        assert t - start >= (k + 1 - rate) / rate - 1e-6
+
+
+def test_on_update_exceptions_are_logged_and_polling_goes_on(
+    make_engine: Callable[..., Engine], caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = make_engine()
+    states: list[WatchState] = []
+
+    def broken(update: Update) -> None:
+        states.append(update.state)
+        raise RuntimeError("widget exploded")
+
+    with caplog.at_level(logging.ERROR, logger="kling_widgets"):
+        watch = engine.watch(
+            Script(task("IN_PROGRESS"), task("IN_PROGRESS"), task("SUCCESS")),
+            task_id="t-7",
+            on_update=broken,
+            **FAST,
+        )
+        assert watch.wait(WAIT)
+    assert states == [WatchState.WAITING, WatchState.WAITING, WatchState.SUCCESS]
+    logged = [r for r in caplog.records if r.name == "kling_widgets" and "t-7" in r.getMessage()]
+    assert len(logged) == 3
+    assert all(r.exc_info and isinstance(r.exc_info[1], RuntimeError) for r in logged)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_on_update_is_serialized_per_watch_and_final_once(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(max_workers=4)
+    lock = threading.Lock()
+    active: set[str] = set()
+    overlaps: list[str] = []
+    seen: dict[str, list[WatchState]] = defaultdict(list)
+    busy = {f"w{i}": threading.Event() for i in range(8)}
+
+    def callback_for(task_id: str) -> Callable[[Update], None]:
+        def callback(update: Update) -> None:
+            with lock:
+                if task_id in active:
+                    overlaps.append(task_id)
+                active.add(task_id)
+                seen[task_id].append(update.state)
+                if len(seen[task_id]) >= 5:
+                    busy[task_id].set()
+            time.sleep(0.003)  # longer than the poll interval: the next outcome arrives meanwhile
+            with lock:
+                active.discard(task_id)
+
+        return callback
+
+    watches: list[Watch] = [
+        engine.watch(
+            Script(task("IN_PROGRESS")),
+            task_id=tid,
+            on_update=callback_for(tid),
+            poll_interval=0.001,
+            max_poll_interval=0.001,
+        )
+        for tid in busy
+    ]
+    for watch in watches:
+        assert busy[watch.task_id].wait(WAIT)
+        watch.stop()  # from this thread, racing with deliveries on the engine's threads
+    assert all(w.wait(WAIT) for w in watches)
+    assert overlaps == []
+    for tid in busy:
+        assert_final_once(seen[tid], WatchState.STOPPED)
+
+
+def test_shutdown_stops_every_watch_and_ends_the_threads(make_engine: Callable[..., Engine]) -> None:
+    before = set(threading.enumerate())
+    engine = make_engine(max_workers=3)
+    recorders = [Recorder() for _ in range(6)]
+    watches = [
+        engine.watch(Script(task("IN_PROGRESS")), task_id=f"t{i}", on_update=rec, **FAST)
+        for i, rec in enumerate(recorders)
+    ]
+    while any(not rec.states for rec in recorders):
+        time.sleep(0.005)
+    ours = set(threading.enumerate()) - before
+    assert ours
+    assert engine.thread_count == len(ours)
+
+    engine.shutdown()
+    assert all(w.state is WatchState.STOPPED for w in watches)
+    assert all(w.wait(0) for w in watches)
+    for rec in recorders:
+        assert_final_once(rec.states, WatchState.STOPPED)
+    assert not ours & set(threading.enumerate())
+    assert engine.thread_count == 0
+    with pytest.raises(RuntimeError, match="shut down"):
+        engine.watch(Script(task("SUCCESS")), task_id="late")
+
+
+def test_invalid_arguments_are_rejected(make_engine: Callable[..., Engine]) -> None:
+    with pytest.raises(ValueError, match="max_workers"):
+        Engine(max_workers=0)
+    with pytest.raises(ValueError, match="max_requests_per_second"):
+        Engine(max_requests_per_second=0)
+    engine = make_engine()
+    with pytest.raises(ValueError, match="poll_interval"):
+        engine.watch(Script(task("SUCCESS")), task_id="t", poll_interval=0)
+    with pytest.raises(ValueError, match="timeout"):
+        engine.watch(Script(task("SUCCESS")), task_id="t", timeout=-1)
+    assert engine.thread_count == 0  # threads start with the first watch
+
+
+def test_watch_states() -> None:
+    assert [s for s in WatchState if not s.is_final] == [WatchState.WAITING, WatchState.RETRYING]
+    assert WatchState.SUCCESS == "success"
+
+
+def test_default_engine_is_one_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_poller, "_default", None)
+    monkeypatch.setattr(_poller, "_default_pid", None)
+    made: list[Engine] = []
+    results: list[Engine] = []
+    barrier = threading.Barrier(8)
+
+    def grab() -> None:
+        barrier.wait()
+        results.append(default_engine())
+
+    threads = [threading.Thread(target=grab) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    first = default_engine()
+    made.append(first)
+    try:
+        assert all(e is first for e in results)
+        assert default_engine() is first
+
+        first.shutdown()  # a shut-down default is replaced
+        second = default_engine()
+        made.append(second)
+        assert second is not first
+
+        pid = os.getpid()
+        monkeypatch.setattr(os, "getpid", lambda: pid + 1)  # as in a forked child
+        third = default_engine()
+        made.append(third)
+        assert third is not second
+        assert default_engine() is third
+    finally:
+        for engine in made:
+            engine.shutdown()
+
+
+# --- against the gateway simulator (a real HTTP server on 127.0.0.1) -------------------------------------
+
+
+def gets(sim: GatewaySimulator, task_id: str) -> list[RequestRecord]:
+    return [r for r in sim.requests(task_id) if r.method == "GET"]
+
+
+def test_watches_a_simulated_task_to_success(
+    make_engine: Callable[..., Engine], sim: GatewaySimulator, client: KlingClient
+) -> None:
+    engine = make_engine()
+    submitted = client.text2video("a corgi surfing at sunset")
+    rec = Recorder()
+    watch = engine.watch(
+        lambda: client.get_task(submitted.task_id, retry=False),
+        task_id=submitted.task_id,
+        on_update=rec,
+        **FAST,
+    )
+    assert watch.wait(WAIT)
+    assert rec.states == [WatchState.WAITING, WatchState.WAITING, WatchState.SUCCESS]
+    assert watch.result().video_url
+    assert len(gets(sim, submitted.task_id)) == 3
+
+
+def test_simulated_429_pauses_then_recovers_and_401_ends(
+    make_engine: Callable[..., Engine], sim: GatewaySimulator, client: KlingClient
+) -> None:
+    engine = make_engine()
+    limited = sim.add_task(Scenario(polls=(1, 1), faults=(Fault("rate_limit", at_poll=2, retry_after=1.0),)))
+    revoked = sim.add_task(Scenario(polls=(5, 5), faults=(Fault("revoke_key", at_poll=2),)))
+    rec = Recorder()
+    watch = engine.watch(
+        lambda: client.get_task(limited, retry=False), task_id=limited, on_update=rec, **FAST
+    )
+    assert watch.wait(WAIT)
+    assert rec.states == [WatchState.WAITING, WatchState.RETRYING, WatchState.WAITING, WatchState.SUCCESS]
+    retrying = rec.updates[1]
+    assert isinstance(retrying.error, RateLimitError)
+    assert retrying.error.retry_after == 1.0
+    answered = gets(sim, limited)
+    assert [r.status for r in answered] == [200, 429, 200, 200]
+    assert answered[2].time - answered[1].time >= 1.0  # Retry-After honoured (server-side clock, ordering)
+
+    fatal = engine.watch(lambda: client.get_task(revoked, retry=False), task_id=revoked, **FAST)
+    assert fatal.wait(WAIT)
+    assert isinstance(fatal.error, AuthenticationError)
+    settle(engine)
+    assert [r.status for r in gets(sim, revoked)] == [200, 401]
