@@ -73,7 +73,8 @@ class KlingClient:
     api_key : str, optional
         The gateway key. Defaults to the ``EZMODEL_API_KEY`` environment variable, then (inside Google
         Colab) the Colab secret of that name. A missing key is reported at the first request, as an
-        `AuthenticationError` that names ``EZMODEL_API_KEY``.
+        `AuthenticationError` that names ``EZMODEL_API_KEY``; a key with spaces or non-ASCII characters
+        (a bad paste) is refused at once, without being echoed.
     base_url : str, optional
         Defaults to ``EZMODEL_BASE_URL``, then ``https://api.ezmodel.cloud``.
     timeout : float
@@ -445,7 +446,7 @@ class KlingClient:
                 "name), or pass api_key= to KlingClient.",
                 code="missing_api_key",
             )
-        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+        headers = {"Authorization": f"Bearer {self._api_key.reveal()}", "Accept": "application/json"}
         # Only a POST has a body; a JSON Content-Type on an empty GET confuses the gateway (§5).
         data = None
         if body is not None:
@@ -492,13 +493,29 @@ class KlingClient:
 
     def _scrub(self, text: str) -> str:
         """Remove the key from text that came from elsewhere (an exception message), just in case."""
-        return text.replace(self._api_key, "***") if self._api_key else text
+        return text.replace(self._api_key.reveal(), "***") if self._api_key else text
 
 
 # -- helpers (pure) -------------------------------------------------------------------------------
 
 
-def _resolve_api_key(api_key: str | None) -> str | None:
+class _Secret:
+    """Holds the API key so that a repr, a debugger or a variable inspector never shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return "<hidden>"
+
+    def reveal(self) -> str:
+        """The key itself, for the Authorization header only."""
+        return self._value
+
+
+def _resolve_api_key(api_key: str | None) -> _Secret | None:
     key = (api_key or os.environ.get(API_KEY_ENV) or _colab_secret(API_KEY_ENV) or "").strip()
     if not key:
         return None
@@ -508,7 +525,7 @@ def _resolve_api_key(api_key: str | None) -> str | None:
             "The API key contains spaces or non-ASCII characters; copy it again from the EZmodel console.",
             code="invalid_api_key",
         )
-    return key
+    return _Secret(key)
 
 
 def _colab_secret(name: str) -> str | None:

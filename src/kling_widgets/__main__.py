@@ -1,0 +1,232 @@
+"""The ``kling-widgets`` command (also ``python -m kling_widgets``): status, watch, simulate, demo.
+
+``status`` and ``watch`` read ``EZMODEL_API_KEY`` and ``EZMODEL_BASE_URL`` like `KlingClient`. Results go to
+stdout, progress and problems to stderr, so ``url=$(kling-widgets watch ID)`` captures just the video URL.
+Exit codes: 0 success, 1 the task failed, 2 any other error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TextIO
+
+from ._client import ENDPOINTS, KlingClient
+from ._errors import KlingError, TaskFailedError
+from ._models import Task, TaskStatus
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+_PHASES = {
+    TaskStatus.NOT_START: "Queued",
+    TaskStatus.SUBMITTED: "Queued",
+    TaskStatus.QUEUED: "Queued",
+    TaskStatus.IN_PROGRESS: "Generating",
+    TaskStatus.SUCCESS: "Done",
+    TaskStatus.FAILURE: "Failed",
+    TaskStatus.UNKNOWN: "Waiting",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name (default: ``sys.argv[1:]``).
+    """
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (KlingError, ValueError, OSError) as exc:
+        print(f"kling-widgets: error: {_printable(str(exc))}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kling-widgets",
+        description="Watch Kling video tasks made through the EZmodel gateway, or try everything offline.",
+        epilog="status and watch use EZMODEL_API_KEY and EZMODEL_BASE_URL from the environment.",
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    status = commands.add_parser("status", help="print a task's state once")
+    _add_task_arguments(status)
+    status.add_argument("--json", action="store_true", help="print the task as JSON")
+    status.set_defaults(handler=_status)
+
+    watch = commands.add_parser("watch", help="follow a task until it ends; print the video URL")
+    _add_task_arguments(watch)
+    watch.add_argument("--timeout", type=_positive, default=900.0, help="seconds to wait (default 900)")
+    watch.add_argument(
+        "--interval", type=_positive, default=1.0, help="seconds between the first polls (default 1)"
+    )
+    watch.set_defaults(handler=_watch)
+
+    simulate = commands.add_parser("simulate", help="run a local gateway simulator until Ctrl-C")
+    simulate.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free port)")
+    simulate.add_argument("--speed", type=_positive, default=1.0, help="time-lapse factor (default 1)")
+    simulate.add_argument("--api-key", help="the key it accepts (default: a random sk-sim-… key)")
+    simulate.set_defaults(handler=_simulate)
+
+    demo = commands.add_parser("demo", help="open JupyterLab on the example notebooks (simulated gateway)")
+    demo.add_argument("--port", type=int, default=None, help="JupyterLab's port (default 8888 if free)")
+    demo.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("task_id", metavar="TASK_ID", help="the id printed when the task was submitted")
+    parser.add_argument(
+        "--endpoint",
+        default="text2video",
+        choices=sorted(ENDPOINTS),
+        metavar="ENDPOINT",
+        help="the endpoint the task was submitted to (default text2video)",
+    )
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def _status(args: argparse.Namespace) -> int:
+    with KlingClient() as client:
+        task = client.get_task(args.task_id, args.endpoint)
+    if args.json:
+        print(json.dumps(_task_json(task), indent=2, ensure_ascii=False))
+    else:
+        print(_summary(task))
+    return EXIT_OK
+
+
+def _watch(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    try:
+        with KlingClient() as client, _ProgressLine(sys.stderr) as line:
+            task = client.wait(
+                args.task_id,
+                endpoint=args.endpoint,
+                timeout=args.timeout,
+                poll_interval=args.interval,
+                max_poll_interval=max(5.0, args.interval),
+                on_poll=lambda snapshot: line.show(_progress(snapshot, time.monotonic() - started)),
+            )
+    except TaskFailedError as exc:
+        print(f"Failed: {_printable(exc.task.fail_reason or 'the gateway gave no reason')}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("Stopped watching; the task keeps running on the server.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    for video in task.videos:
+        print(video.url)
+    return EXIT_OK
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .simulator import GatewaySimulator
+
+    sim = GatewaySimulator(api_key=args.api_key, port=args.port, speed=args.speed).start()
+    print(f"Gateway simulator running at {sim.url}")
+    print(f"API key: {sim.api_key}")
+    print("Point kling-widgets at it (in the shell that runs Jupyter or Python):")
+    print(f"  export EZMODEL_BASE_URL={shlex.quote(sim.url)}")
+    print(f"  export EZMODEL_API_KEY={shlex.quote(sim.api_key)}")
+    print("Press Ctrl-C to stop.", flush=True)
+    sim.serve_forever()  # returns after Ctrl-C, with the server stopped
+    print("Stopped.", file=sys.stderr)
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo  # pulls in Jupyter-side machinery; only this command needs it
+
+    return run_demo(port=args.port, open_browser=not args.no_browser)
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def _task_json(task: Task) -> dict[str, Any]:
+    def iso(when: datetime | None) -> str | None:
+        return when.isoformat() if when else None
+
+    return {
+        "task_id": task.task_id,
+        "status": task.status.value,
+        "progress": task.progress,
+        "video_url": task.video_url,
+        "fail_reason": task.fail_reason,
+        "submit_time": iso(task.submit_time),
+        "start_time": iso(task.start_time),
+        "finish_time": iso(task.finish_time),
+    }
+
+
+def _summary(task: Task) -> str:
+    text = f"{task.task_id}: {task.status.value} {task.progress}%"
+    if task.video_url:
+        text += f" {task.video_url}"
+    elif task.fail_reason:
+        text += f" ({task.fail_reason})"
+    return _printable(text)
+
+
+def _progress(task: Task, elapsed: float) -> str:
+    minutes, seconds = divmod(int(elapsed), 60)
+    return _printable(
+        f"Kling {task.task_id} · {_PHASES[task.status]} · {task.progress}% · {minutes}:{seconds:02d}"
+    )
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped, so server-provided text cannot drive the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+class _ProgressLine:
+    """One status line: rewritten in place on a terminal, a new line per change otherwise (logs, CI)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._last = ""
+
+    def __enter__(self) -> _ProgressLine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._tty and self._last:
+            self._stream.write("\n")  # leave the last state visible, end the line
+            self._stream.flush()
+
+    def show(self, text: str) -> None:
+        if self._tty:
+            self._stream.write("\r" + text.ljust(len(self._last)))
+        elif text.rsplit(" · ", 1)[0] != self._last.rsplit(" · ", 1)[0]:  # ignore the ticking clock
+            self._stream.write(text + "\n")
+        self._stream.flush()
+        self._last = text
+
+
+if __name__ == "__main__":
+    sys.exit(main())
