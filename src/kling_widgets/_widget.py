@@ -115,10 +115,13 @@ def _sentence(text: str) -> str:
 
 def _retry_line(error: KlingError | None, retry_in: float | None) -> str:
     """The status line while the poller backs off after a transient error."""
+    status = error.status_code if error is not None else None
     if isinstance(error, RateLimitError):
         cause = "Gateway busy (429)"
-    elif error is not None and error.status_code is not None:
-        cause = f"Gateway error ({error.status_code})"
+    elif status is not None and status >= 500:
+        cause = f"Gateway error ({status})"
+    elif status is not None:  # an answer that was not the JSON it should be (empty, truncated)
+        cause = "Unreadable answer from the gateway"
     elif isinstance(error, TransportError):
         cause = "Network trouble"
     else:

@@ -1,0 +1,665 @@
+"""TaskStatusWidget against the real simulator over HTTP, with ipywidgets' comm-less set-up.
+
+Outside a kernel ipywidgets uses a ``DummyComm``; the ``comms`` fixture swaps in a recording comm where a
+test needs to see which models were opened and closed (jupyter-widgets.md §6.1). No timing asserts: tests
+wait for final states with generous bounds and check texts, styles, orderings and request counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import comm
+import ipywidgets
+import pytest
+import requests
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kling_widgets import (
+    AuthenticationError,
+    KlingClient,
+    KlingError,
+    RateLimitError,
+    ServerError,
+    Task,
+    TaskFailedError,
+    TaskNotFoundError,
+    TaskStatus,
+    TaskStatusWidget,
+    TaskTimeoutError,
+    TransportError,
+    Video,
+    _widget,
+    generate,
+)
+from kling_widgets._poller import Update, WatchState
+from kling_widgets._widget import _describe, _View, estimate_progress
+from kling_widgets.simulator import VIDEO_PATH_PREFIX, Fault, GatewaySimulator, Scenario
+
+WAIT = 20.0  # upper bound for a watch to end; never reached when things work
+FAST = {"poll_interval": 0.05, "max_poll_interval": 0.05}
+FOREVER = Scenario(polls=(10**6, 0))  # stays queued for as long as anyone polls
+
+
+class RecordingComm:
+    """A comm that records what would be sent to the front end (jupyter-widgets.md §6.1)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.comm_id = uuid.uuid4().hex
+        self.kernel = object()  # truthy: Widget._send sends
+        self.open_data = kwargs.get("data")
+        self.sent: list[Any] = []
+        self.closed = False
+
+    def send(self, data: Any = None, metadata: Any = None, buffers: Any = None) -> None:
+        self.sent.append(data)
+
+    def on_msg(self, callback: Callable[..., Any]) -> None:
+        self._callback = callback
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def comms(monkeypatch: pytest.MonkeyPatch) -> list[RecordingComm]:
+    """Every comm opened during the test, in order."""
+    made: list[RecordingComm] = []
+
+    def create_comm(**kwargs: Any) -> RecordingComm:
+        made.append(RecordingComm(**kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(comm, "create_comm", create_comm)
+    return made
+
+
+@pytest.fixture
+def watch(sim: GatewaySimulator) -> Iterator[Callable[..., TaskStatusWidget]]:
+    """Make widgets polling ``sim`` fast; every one is closed after the test."""
+    made: list[TaskStatusWidget] = []
+
+    def make(task: Task | str, **kwargs: Any) -> TaskStatusWidget:
+        options: dict[str, Any] = {**FAST, **kwargs}
+        if "client" not in options:
+            options.update(base_url=sim.url, api_key=sim.api_key)
+        made.append(TaskStatusWidget(task, **options))
+        return made[-1]
+
+    yield make
+    for widget in made:
+        widget.close()
+
+
+def row(widget: TaskStatusWidget) -> tuple[Any, Any, Any, Any]:
+    """(label, bar, status line, Stop button) of the first row."""
+    label, bar, line, button = widget.children[0].children
+    return label, bar, line, button
+
+
+def line(widget: TaskStatusWidget) -> str:
+    return str(row(widget)[2].value)
+
+
+def gets(sim: GatewaySimulator, task_id: str) -> int:
+    return sum(1 for r in sim.requests(task_id) if r.method == "GET")
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def owned_models(widget: Any) -> list[Any]:
+    """The widget, its descendants, and all their layout and style models."""
+    found = []
+    for model in (widget, getattr(widget, "layout", None), getattr(widget, "style", None)):
+        if isinstance(model, ipywidgets.Widget):
+            found.append(model)
+    for child in getattr(widget, "children", ()):
+        found.extend(owned_models(child))
+    return found
+
+
+# -- the end-to-end paths ------------------------------------------------------------------------------
+
+
+def test_success_shows_the_clip_in_a_player_with_links(sim: GatewaySimulator, watch: Any) -> None:
+    task_id = sim.add_task()
+    widget = watch(task_id)
+
+    task = widget.wait(WAIT)
+
+    assert task.status is TaskStatus.SUCCESS
+    assert widget.task == task
+    assert (widget.task_id, widget.status, widget.progress, widget.error) == (task_id, "SUCCESS", 100, "")
+    _, bar, status_line, button = row(widget)
+    assert (bar.value, bar.bar_style) == (100, "success")
+    assert status_line.value.startswith("Done in ")
+    assert button.disabled
+    player, links = widget.children[1:]
+    assert isinstance(player, ipywidgets.Video)
+    assert (player.format, player.autoplay, player.loop, player.controls) == ("url", False, False, True)
+    assert player.width == "480"
+    assert bytes(player.value).decode() == task.video_url == widget.video_url
+    assert task.video_url.startswith(f"{sim.url}{VIDEO_PATH_PREFIX}")
+    served = requests.get(task.video_url, timeout=10, headers={"Range": "bytes=0-99"})
+    assert served.status_code == 206
+    assert served.headers["Content-Type"] == "video/mp4"
+    assert links.value.startswith("5 s · ")
+    assert 'target="_blank" rel="noopener noreferrer">Open in new tab</a>' in links.value
+    assert " download " in links.value
+    assert ">Download</a>" in links.value
+    expires = task.videos[0].expires_at
+    assert expires is not None
+    assert links.value.endswith(f"link expires {expires.day} {expires:%b} {expires.year}")
+
+
+def test_states_progress_and_lines_in_order(sim: GatewaySimulator, watch: Any) -> None:
+    task_id = sim.add_task(Scenario(polls=(2, 3)))
+    widget = watch(task_id, autostart=False)
+    seen: list[tuple[str, Any]] = []
+    widget.observe(lambda change: seen.append((change["name"], change["new"])), names=["status", "progress"])
+    lines: list[str] = []
+    row(widget)[2].observe(lambda change: lines.append(change["new"]), names="value")
+
+    widget.start().wait(WAIT)
+
+    statuses = [value for name, value in seen if name == "status"]
+    assert statuses == ["NOT_START", "SUBMITTED", "IN_PROGRESS", "SUCCESS"]
+    progress = [value for name, value in seen if name == "progress"]
+    assert progress == sorted(progress)
+    assert progress[-1] == 100
+    assert all(p < 100 for p in progress[:-1])
+    assert any(text.startswith("Queued · 0:") for text in lines)
+    generating = [text for text in lines if text.startswith("Generating · ")]
+    assert generating
+    assert all(text.endswith(" left (estimate)") for text in generating)
+    assert lines[-1].startswith("Done in ")
+
+
+@pytest.mark.parametrize("sim", [Scenario(outcome="failure", polls=(0, 1))], indirect=True)
+def test_failure_shows_the_real_reason(sim: GatewaySimulator, watch: Any) -> None:
+    widget = watch(sim.add_task())
+
+    with pytest.raises(TaskFailedError) as failed:
+        widget.wait(WAIT)
+
+    assert failed.value.task.fail_reason == "Image pixel is invalid"
+    assert line(widget) == "Failed: Image pixel is invalid"
+    assert row(widget)[1].bar_style == "danger"
+    assert (widget.status, widget.error, widget.video_url) == ("FAILURE", "Image pixel is invalid", "")
+    assert len(widget.children) == 1  # no player
+
+
+@pytest.mark.parametrize(
+    ("fault", "retrying"),
+    [
+        (Fault("rate_limit", retry_after=1), "Gateway busy (429) — retrying in 1 s"),
+        (Fault("server_error"), "Gateway error (500) — retrying"),
+        (Fault("html"), "Gateway error (502) — retrying"),
+        (Fault("empty"), "Unreadable answer from the gateway — retrying"),
+        (Fault("malformed"), "Unreadable answer from the gateway — retrying"),
+    ],
+)
+def test_transient_faults_show_retrying_then_succeed(
+    sim: GatewaySimulator, watch: Any, fault: Fault, retrying: str
+) -> None:
+    task_id = sim.add_task(Scenario(polls=(1, 1), faults=(fault,)))
+    widget = watch(task_id)
+    lines: list[str] = []
+    row(widget)[2].observe(lambda change: lines.append(change["new"]), names="value")
+
+    assert widget.wait(WAIT).status is TaskStatus.SUCCESS
+
+    assert any(text.startswith(retrying) for text in lines), lines
+    assert widget.error == ""
+    assert row(widget)[1].bar_style == "success"
+
+
+def test_slow_answer_is_waited_for(sim: GatewaySimulator, watch: Any) -> None:
+    widget = watch(sim.add_task(Scenario(polls=(1, 1), faults=(Fault("slow", delay=0.3),))))
+    assert widget.wait(WAIT).status is TaskStatus.SUCCESS
+
+
+def test_revoked_key_stops_with_the_401_cause_and_fix(sim: GatewaySimulator, watch: Any) -> None:
+    task_id = sim.add_task(Scenario(polls=(2, 2), faults=(Fault("revoke_key", at_poll=2),)))
+    widget = watch(task_id)
+
+    with pytest.raises(AuthenticationError):
+        widget.wait(WAIT)
+
+    assert line(widget).startswith(
+        "Stopped: the API key was rejected (401). Check EZMODEL_API_KEY or pass api_key=."
+    )
+    assert row(widget)[1].bar_style == "danger"
+    assert "401" in widget.error
+    assert gets(sim, task_id) == 2  # nothing after the 401
+
+
+@pytest.mark.parametrize("how", ["unknown id", "fault"])
+def test_unknown_task_stops(sim: GatewaySimulator, watch: Any, how: str) -> None:
+    if how == "unknown id":
+        task_id = "842250903629086785"
+    else:
+        task_id = sim.add_task(Scenario(polls=(2, 2), faults=(Fault("not_found", at_poll=2),)))
+    widget = watch(task_id)
+
+    with pytest.raises(TaskNotFoundError):
+        widget.wait(WAIT)
+
+    assert line(widget).startswith("Stopped: no such task for this API key")
+    assert row(widget)[1].bar_style == "danger"
+    assert sum(1 for r in sim.requests() if r.method == "GET") == (1 if how == "unknown id" else 2)
+
+
+def test_deadline_gives_up_with_warning(sim: GatewaySimulator, watch: Any) -> None:
+    task_id = sim.add_task(FOREVER)
+    widget = watch(task_id, timeout=0.3)
+
+    with pytest.raises(TaskTimeoutError) as timed_out:
+        widget.wait(WAIT)
+
+    assert timed_out.value.task_id == task_id
+    assert line(widget) == "Gave up after 0:00 — the task may still finish; watch it again with its id"
+    assert row(widget)[1].bar_style == "warning"
+    assert widget.status == "NOT_START"  # the last answer is still shown
+
+
+@pytest.mark.parametrize("how", ["stop()", "Stop button"])
+def test_stop_warns_and_sends_no_further_request(sim: GatewaySimulator, watch: Any, how: str) -> None:
+    task_id = sim.add_task(FOREVER)
+    widget = watch(task_id)
+    wait_for(lambda: gets(sim, task_id) >= 2)
+
+    if how == "stop()":
+        widget.stop()
+    else:
+        row(widget)[3].click()
+    with pytest.raises(KlingError) as stopped:
+        widget.wait(WAIT)
+
+    assert stopped.value.code == "stopped"
+    assert line(widget).startswith("Stopped watching at 0:0")
+    assert line(widget).endswith(" — the task keeps running on the server")
+    assert row(widget)[1].bar_style == "warning"
+    assert row(widget)[3].disabled
+    count = gets(sim, task_id)
+    time.sleep(0.3)  # six poll intervals: a request would have been made by now
+    assert gets(sim, task_id) == count
+
+
+def test_wait_timeout_is_the_builtin_one_and_watching_goes_on(sim: GatewaySimulator, watch: Any) -> None:
+    task_id = sim.add_task(FOREVER)
+    widget = watch(task_id)
+
+    with pytest.raises(TimeoutError) as timed_out:
+        widget.wait(0.05)
+
+    assert not isinstance(timed_out.value, TaskTimeoutError)
+    before = gets(sim, task_id)
+    wait_for(lambda: gets(sim, task_id) > before)
+
+
+def test_wait_async(sim: GatewaySimulator, watch: Any) -> None:
+    widget = watch(sim.add_task())
+    task = asyncio.run(widget.wait_async(WAIT))
+    assert task.status is TaskStatus.SUCCESS
+
+
+def test_accepts_a_task_and_starts_on_demand(client: KlingClient, sim: GatewaySimulator, watch: Any) -> None:
+    task = client.text2video("a corgi surfing at sunset")
+    widget = watch(task, client=client, autostart=False)
+
+    assert line(widget) == "Queued · 0:00"
+    assert widget.task is task
+    with pytest.raises(RuntimeError, match="start"):
+        widget.wait(0)
+    assert gets(sim, task.task_id) == 0
+
+    assert widget.start() is widget
+    assert widget.wait(WAIT).status is TaskStatus.SUCCESS
+
+
+def test_generate_submits_and_watches_with_the_same_client(sim: GatewaySimulator) -> None:
+    widget = generate("a corgi surfing at sunset", base_url=sim.url, api_key=sim.api_key, duration=5, **FAST)
+    try:
+        task = widget.wait(WAIT)
+    finally:
+        widget.close()
+    posts = [r for r in sim.requests() if r.method == "POST"]
+    assert len(posts) == 1
+    assert posts[0].task_id == task.task_id == widget.task_id
+
+
+def test_generate_with_a_client_leaves_it_open(client: KlingClient, sim: GatewaySimulator) -> None:
+    widget = generate("a corgi", client=client, **FAST)
+    task = widget.wait(WAIT)
+    widget.close()
+    assert client.get_task(task.task_id).status is TaskStatus.SUCCESS  # still usable
+
+
+def test_client_and_key_together_are_refused(client: KlingClient) -> None:
+    with pytest.raises(ValueError, match="not both"):
+        TaskStatusWidget("123", client=client, api_key="sk-other")
+
+
+@pytest.mark.parametrize("bad", ["", "   ", None, 42])
+def test_refuses_a_missing_task_id(bad: Any) -> None:
+    with pytest.raises(ValueError, match="task id"):
+        TaskStatusWidget(bad, api_key="sk-unused", autostart=False)
+
+
+# -- lifecycle -----------------------------------------------------------------------------------------
+
+
+def test_close_releases_every_model_and_the_watch(sim: GatewaySimulator, comms: list[RecordingComm]) -> None:
+    task_id = sim.add_task()
+    widget = TaskStatusWidget(task_id, base_url=sim.url, api_key=sim.api_key, **FAST)
+    widget.wait(WAIT)
+    models = owned_models(widget)
+    assert {type(m).__name__ for m in models} >= {"Video", "IntProgress", "Button", "ProgressStyle", "Layout"}
+    assert len(comms) == len(models)  # every model opened belongs to the tree
+
+    widget.close()
+    widget.close()  # idempotent
+
+    assert all(m.comm is None for m in models)
+    assert all(c.closed for c in comms)
+    live = ipywidgets.widgets.widget._instances.values()
+    assert not any(m in live for m in models)
+    assert widget._watch is not None
+    assert widget._watch.state.is_final
+
+
+def test_close_while_polling_stops_requests(sim: GatewaySimulator) -> None:
+    task_id = sim.add_task(FOREVER)
+    widget = TaskStatusWidget(task_id, base_url=sim.url, api_key=sim.api_key, **FAST)
+    wait_for(lambda: gets(sim, task_id) >= 1)
+
+    widget.close()
+
+    assert widget._watch is not None
+    assert widget._watch.wait(WAIT)
+    assert widget._watch.state is WatchState.STOPPED
+    with pytest.raises(KlingError, match="Stopped watching"):
+        widget.wait(WAIT)
+    count = gets(sim, task_id)
+    time.sleep(0.3)
+    assert gets(sim, task_id) == count
+    with pytest.raises(RuntimeError, match="closed"):
+        widget.start()
+
+
+def test_writes_after_close_are_harmless(sim: GatewaySimulator, comms: list[RecordingComm]) -> None:
+    widget = TaskStatusWidget(sim.add_task(FOREVER), base_url=sim.url, api_key=sim.api_key, autostart=False)
+    widget.close()
+    opened = len(comms)
+    done = Task("1", TaskStatus.SUCCESS, 100, videos=(Video("https://cdn.test/a.mp4"),))
+
+    widget._on_update(Update(WatchState.SUCCESS, done, None, None, 1.0))
+    row(widget)[1].value = 50
+    widget.stop()
+
+    assert len(comms) == opened  # no player was created for a closed widget
+    assert widget.status == ""
+    assert widget.video_url == ""
+
+
+def test_a_new_widget_for_the_same_task_closes_the_old_one(sim: GatewaySimulator, watch: Any) -> None:
+    task_id = sim.add_task(FOREVER)
+    old = watch(task_id)
+    new = watch(task_id)
+    assert old.comm is None
+    assert new.comm is not None
+    assert old._watch is not None
+    assert old._watch.wait(WAIT)
+
+
+def test_observers_run_on_the_polling_thread_only_once_per_change(sim: GatewaySimulator, watch: Any) -> None:
+    widget = watch(sim.add_task(), autostart=False)
+    threads: set[str] = set()
+    widget.observe(lambda change: threads.add(threading.current_thread().name), names="status")
+    widget.start().wait(WAIT)
+    assert threads
+    assert threading.main_thread().name not in threads
+
+
+# -- the static fallback and the display handle --------------------------------------------------------
+
+
+def test_fallback_bundle_after_success(sim: GatewaySimulator, watch: Any) -> None:
+    widget = watch(sim.add_task())
+    queued = widget._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in queued
+    assert "Kling · " in queued["text/html"]
+    assert "<video" not in queued["text/html"]
+
+    task = widget.wait(WAIT)
+
+    bundle = widget._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == widget.model_id
+    src = task.video_url.replace("&", "&amp;")
+    assert f'<video src="{src}" controls width="480"></video>' in bundle["text/html"]
+    assert "Done in " in bundle["text/html"]
+    assert "Open in new tab</a>" in bundle["text/html"]
+    assert bundle["text/plain"].splitlines() == [f"Kling task {task.task_id}: {line(widget)}", task.video_url]
+
+
+@pytest.mark.parametrize(
+    "sim", [Scenario(outcome="failure", polls=(0, 0), fail_message="Bad & <b>")], indirect=True
+)
+def test_fallback_bundle_after_failure(sim: GatewaySimulator, watch: Any) -> None:
+    widget = watch(sim.add_task())
+    with pytest.raises(TaskFailedError):
+        widget.wait(WAIT)
+    bundle = widget._repr_mimebundle_()
+    assert "Failed: Bad &amp; &lt;b&gt;" in bundle["text/html"]
+    assert "<video" not in bundle["text/html"]
+    assert bundle["text/plain"].endswith(": Failed: Bad & <b>")
+
+
+class FakeHandle:
+    def __init__(self) -> None:
+        self.updates: list[tuple[dict[str, Any], dict[str, Any]]] = []
+
+    def update(self, obj: dict[str, Any], **kwargs: Any) -> None:
+        self.updates.append((obj, kwargs))
+
+
+def test_display_records_a_handle_and_refreshes_it_once_at_the_end(
+    sim: GatewaySimulator, watch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shown: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    handle = FakeHandle()
+
+    def fake_display(obj: dict[str, Any], **kwargs: Any) -> FakeHandle:
+        shown.append((obj, kwargs))
+        return handle
+
+    monkeypatch.setattr(_widget, "display", fake_display)
+    widget = watch(sim.add_task(), autostart=False)
+
+    widget._ipython_display_()
+    widget.start().wait(WAIT)
+
+    ((bundle, kwargs),) = shown
+    assert kwargs == {"raw": True, "display_id": True}
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "<video" not in bundle["text/html"]
+    ((final, update_kwargs),) = handle.updates
+    assert update_kwargs == {"raw": True}
+    assert "<video src=" in final["text/html"]
+    assert final["application/vnd.jupyter.widget-view+json"]
+
+
+def test_a_closed_widget_displays_its_static_state(watch: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    shown: list[dict[str, Any]] = []
+    monkeypatch.setattr(_widget, "display", lambda obj, **kwargs: shown.append(obj))
+    widget = watch("123", autostart=False)
+    widget.close()
+    widget._ipython_display_()
+    assert list(shown[0]) == ["text/plain", "text/html"]
+
+
+def test_repr_is_short() -> None:
+    widget = TaskStatusWidget("842250903629086785", api_key="sk-unused", autostart=False)
+    try:
+        assert repr(widget) == "TaskStatusWidget(task_id='842250903629086785', status='', progress=0)"
+    finally:
+        widget.close()
+
+
+# -- the status line table and the estimate (pure) -----------------------------------------------------
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+
+
+def snapshot(status: TaskStatus, *, submitted: float | None = None, progress: int = 0, **kwargs: Any) -> Task:
+    submit_time = NOW - timedelta(seconds=submitted) if submitted is not None else None
+    return Task("842250903629086785", status, progress, submit_time=submit_time, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("update", "generating_for", "expected", "style"),
+    [
+        (
+            Update(WatchState.WAITING, snapshot(TaskStatus.SUBMITTED, progress=10), None, None, 12.4),
+            0,
+            "Queued · 0:12",
+            "info",
+        ),
+        (
+            Update(WatchState.WAITING, snapshot(TaskStatus.IN_PROGRESS, submitted=112), None, None, 3.0),
+            70.0,
+            "Generating · 1:52 elapsed · about 2 min left (estimate)",
+            "info",
+        ),
+        (
+            Update(WatchState.WAITING, snapshot(TaskStatus.IN_PROGRESS), None, None, 400.0),
+            400.0,
+            "Generating · 6:40 elapsed · taking longer than usual (estimate)",
+            "info",
+        ),
+        (
+            Update(WatchState.RETRYING, None, RateLimitError("busy"), 8.2, 1.0),
+            0,
+            "Gateway busy (429) — retrying in 8 s",
+            "info",
+        ),
+        (
+            Update(WatchState.RETRYING, None, TransportError("refused"), 3.0, 1.0),
+            0,
+            "Network trouble — retrying in 3 s",
+            "info",
+        ),
+        (
+            Update(WatchState.RETRYING, None, ServerError("x", status_code=502), None, 1.0),
+            0,
+            "Gateway error (502) — retrying…",
+            "info",
+        ),
+        (
+            Update(
+                WatchState.SUCCESS,
+                snapshot(
+                    TaskStatus.SUCCESS,
+                    submitted=200,
+                    finish_time=NOW - timedelta(seconds=39),
+                    videos=(Video("https://cdn.test/a.mp4"),),
+                ),
+                None,
+                None,
+                5.0,
+            ),
+            0,
+            "Done in 2:41",
+            "success",
+        ),
+        (
+            Update(
+                WatchState.FAILURE,
+                snapshot(TaskStatus.FAILURE, fail_reason="Image pixel is invalid"),
+                None,
+                None,
+                1.0,
+            ),
+            0,
+            "Failed: Image pixel is invalid",
+            "danger",
+        ),
+        (
+            Update(
+                WatchState.ERROR,
+                None,
+                AuthenticationError("The API key was rejected (401). Set EZMODEL_API_KEY or pass api_key=."),
+                None,
+                1.0,
+            ),
+            0,
+            "Stopped: the API key was rejected (401). Set EZMODEL_API_KEY or pass api_key=.",
+            "danger",
+        ),
+        (
+            Update(WatchState.TIMEOUT, None, TaskTimeoutError(None, "1", 900.0), None, 900.2),
+            0,
+            "Gave up after 15:00 — the task may still finish; watch it again with its id",
+            "warning",
+        ),
+        (
+            Update(WatchState.STOPPED, None, None, None, 80.5),
+            0,
+            "Stopped watching at 1:20 — the task keeps running on the server",
+            "warning",
+        ),
+    ],
+)
+def test_status_line_table(update: Update, generating_for: float, expected: str, style: str) -> None:
+    view = _describe(
+        update, update.task, previous=_View(line="before"), generating_for=generating_for, now=NOW
+    )
+    assert (view.line, view.bar_style) == (expected, style)
+    assert view.final is update.state.is_final
+
+
+def test_transient_trouble_leaves_the_bar_alone() -> None:
+    before = _View(line="Generating", progress=57, bar_style="info")
+    view = _describe(
+        Update(WatchState.RETRYING, None, TransportError("x"), 1.0, 9.0),
+        None,
+        previous=before,
+        generating_for=0,
+        now=NOW,
+    )
+    assert (view.progress, view.bar_style) == (57, "info")
+
+
+def test_progress_never_goes_backwards() -> None:
+    before = _View(line="Generating", progress=80)
+    task = snapshot(TaskStatus.IN_PROGRESS, progress=30)
+    view = _describe(
+        Update(WatchState.WAITING, task, None, None, 1.0), task, previous=before, generating_for=0, now=NOW
+    )
+    assert view.progress == 80
+
+
+def test_estimate_shape() -> None:
+    assert estimate_progress(0) == 30
+    assert estimate_progress(-5) == estimate_progress(float("nan")) == 30
+    assert 60 <= estimate_progress(180) <= 75  # one time constant: about two thirds of the way
+    assert estimate_progress(float("inf")) == 95
+
+
+@given(st.floats(min_value=0, max_value=1e9), st.floats(min_value=0, max_value=1e9))
+def test_estimate_is_monotonic_and_below_100(a: float, b: float) -> None:
+    low, high = sorted((a, b))
+    assert 30 <= estimate_progress(low) <= estimate_progress(high) <= 95
