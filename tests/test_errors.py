@@ -183,7 +183,7 @@ def test_task_failed_code_also_unpacks_embedded_kling_json() -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [None, "<html>502</html>", [1, 2], {}, {"error": None}, {"error": "oops"}, 7]
+    "body", [None, "<html>502</html>", [1, 2], {}, {"error": None}, 7]
 )
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 429, 500, 502, 503])
 def test_any_body_is_classified(status: int, body: object) -> None:
@@ -193,6 +193,18 @@ def test_any_body_is_classified(status: int, body: object) -> None:
     assert error.code is None
     assert f"({status})" in error.message
     assert "The gateway said" not in error.message
+
+
+def test_a_proxys_plain_error_string_is_kept() -> None:
+    error = error_from_response(502, {"error": "upstream connect error"})
+    assert isinstance(error, ServerError)
+    assert "The gateway said: upstream connect error" in error.message
+
+
+def test_shape_b_request_id_is_said_once() -> None:
+    body = shape_b("无效的令牌 (request id: 20260716abc)")
+    error = error_from_response(401, body, request_id="20260716abc")
+    assert str(error).count("20260716abc") == 1
 
 
 def test_unexpected_status_is_a_plain_api_error() -> None:

@@ -49,7 +49,8 @@ class KlingError(Exception):
         self.request_id = request_id
 
     def __str__(self) -> str:
-        if self.request_id:
+        # Shape B messages already end with "(request id: …)"; say it once.
+        if self.request_id and self.request_id not in self.message:
             return f"{self.message} (request id: {self.request_id})"
         return self.message
 
@@ -136,6 +137,8 @@ def _gateway_text(payload: object) -> tuple[str | None, str]:
     inner = payload.get("error")
     if isinstance(inner, Mapping):  # Shape B: {"error": {"message", "type", "code"}}
         code, message = inner.get("code"), inner.get("message")
+    elif isinstance(inner, str):  # what a proxy or CDN in front of the gateway may send
+        code, message = payload.get("code"), inner
     else:  # Shape A: {"code", "message", "data"}
         code, message = payload.get("code"), payload.get("message")
     code_text = str(code) if code not in (None, "") else None
@@ -146,7 +149,7 @@ def _embedded_kling_message(message: str) -> str:
     """``fail_to_fetch_task`` carries Kling's raw JSON body as a string; pull its message out."""
     try:
         inner = json.loads(message)
-    except ValueError:
+    except (ValueError, RecursionError):
         return message
     if isinstance(inner, Mapping) and inner.get("message"):
         return f"{inner['message']} (Kling code {inner.get('code')})"
