@@ -15,6 +15,7 @@ clip served from a Kling-like signed path with HTTP Range support.
 Control API for other processes (bearer-authenticated with the simulator's key):
 ``POST {url}/_simulator/tasks`` with a `Scenario` as JSON (plus an optional ``"task_id"``) returns
 ``{"task_id": ...}``; ``GET {url}/_simulator/requests?task_id=...`` returns the request log as JSON.
+Control requests are not logged themselves, and keep working after the key is revoked.
 """
 
 from __future__ import annotations
