@@ -68,9 +68,8 @@ class RecordingComm:
         self.closed = True
 
 
-@pytest.fixture
-def comms(monkeypatch: pytest.MonkeyPatch) -> list[RecordingComm]:
-    """Every comm opened during the test, in order."""
+def record_comms(monkeypatch: pytest.MonkeyPatch) -> list[RecordingComm]:
+    """Make every widget opened from now on use a `RecordingComm`; return them, in order."""
     made: list[RecordingComm] = []
 
     def create_comm(**kwargs: Any) -> RecordingComm:
@@ -79,6 +78,12 @@ def comms(monkeypatch: pytest.MonkeyPatch) -> list[RecordingComm]:
 
     monkeypatch.setattr(comm, "create_comm", create_comm)
     return made
+
+
+@pytest.fixture
+def comms(monkeypatch: pytest.MonkeyPatch) -> list[RecordingComm]:
+    """Every comm opened during the test, in order."""
+    return record_comms(monkeypatch)
 
 
 @pytest.fixture
