@@ -1,60 +1,146 @@
-"""The polling and retry policy: growth, caps, phases, Retry-After floor, jitter bounds (seeded)."""
+"""The polling and retry policy: the completion prior, phases, clamps, Retry-After floor, jitter (seeded)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
+from collections.abc import Callable
+from statistics import NormalDist
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kling_widgets._models import TaskStatus
-from kling_widgets._schedule import next_poll_delay, retry_delay
+from kling_widgets._schedule import (
+    PRIOR_MEDIAN,
+    PRIOR_SIGMA,
+    REQUEST_COST,
+    completion_hazard,
+    next_poll_delay,
+    retry_delay,
+)
 
 
-def poll_delays(
-    status: TaskStatus | None, *, elapsed: float = 120.0, n: int = 8, **intervals: float
-) -> list[float]:
-    intervals = {"poll_interval": 1.0, "max_poll_interval": 5.0, **intervals}
-    return [next_poll_delay(status=status, polls=polls, elapsed=elapsed, **intervals) for polls in range(n)]
+def poll_delay(status: TaskStatus | None, elapsed: float, **intervals: float) -> float:
+    intervals = {"poll_interval": 1.0, "max_poll_interval": 15.0, **intervals}
+    return next_poll_delay(status=status, polls=3, elapsed=elapsed, **intervals)
 
 
-@pytest.mark.parametrize("status", [TaskStatus.IN_PROGRESS, TaskStatus.UNKNOWN])
-def test_poll_delay_grows_geometrically_to_the_ceiling(status: TaskStatus) -> None:
-    assert poll_delays(status, elapsed=5.0) == pytest.approx([1.0, 1.5, 2.25, 3.375, 5.0, 5.0, 5.0, 5.0])
+GENERATING = [TaskStatus.IN_PROGRESS, TaskStatus.UNKNOWN]
 
 
-@pytest.mark.parametrize("status", [None, TaskStatus.NOT_START, TaskStatus.SUBMITTED, TaskStatus.QUEUED])
-def test_queued_tasks_are_polled_briskly_in_the_first_minute(status: TaskStatus | None) -> None:
-    assert poll_delays(status, elapsed=59.9) == pytest.approx([1.0, 1.5, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0])
-    # A long queue (Kling busy) then relaxes to the normal ceiling.
-    assert poll_delays(status, elapsed=60.0)[-1] == 5.0
+@pytest.mark.parametrize("age", [1.0, 60.0, PRIOR_MEDIAN, 240.0, 600.0, 1800.0])
+def test_completion_hazard_is_the_log_normal_priors(age: float) -> None:
+    z = math.log(age / PRIOR_MEDIAN) / PRIOR_SIGMA
+    density = NormalDist().pdf(z) / (PRIOR_SIGMA * age)
+    assert completion_hazard(age) == pytest.approx(density / (1 - NormalDist().cdf(z)), rel=1e-9)
 
 
-def test_queued_cap_never_exceeds_the_ceiling() -> None:
-    assert poll_delays(TaskStatus.SUBMITTED, elapsed=0.0, max_poll_interval=1.2)[-1] == 1.2
+@pytest.mark.parametrize("age", [0.0, -5.0, math.nan, math.inf, -math.inf])
+def test_completion_hazard_is_zero_for_nonsense_ages(age: float) -> None:
+    assert completion_hazard(age) == 0.0
 
 
-@pytest.mark.parametrize("status", [None, *TaskStatus])
-def test_poll_delay_stays_within_the_intervals(status: TaskStatus | None) -> None:
-    for delay in poll_delays(status, n=40, elapsed=30.0, poll_interval=0.25, max_poll_interval=7.0):
-        assert 0.25 <= delay <= 7.0
+@pytest.mark.parametrize("age", [1e5, 1e12, 1e300])
+def test_completion_hazard_far_in_the_tail_stays_finite(age: float) -> None:
+    assert 0.0 < completion_hazard(age) < completion_hazard(PRIOR_MEDIAN)
 
 
-def test_ceiling_below_the_interval_means_no_growth() -> None:
-    assert poll_delays(TaskStatus.IN_PROGRESS, poll_interval=3.0, max_poll_interval=1.0) == [3.0] * 8
+def test_nothing_known_yet_means_poll_soon() -> None:
+    assert poll_delay(None, 0.0) == 1.0
+    assert poll_delay(None, 500.0, poll_interval=0.25) == 0.25
 
 
-def test_poll_delay_survives_absurd_poll_counts() -> None:
+@pytest.mark.parametrize("status", [TaskStatus.NOT_START, TaskStatus.SUBMITTED, TaskStatus.QUEUED])
+@pytest.mark.parametrize("elapsed", [0.0, 30.0, PRIOR_MEDIAN, 900.0])
+def test_queued_tasks_are_polled_at_the_ceiling(status: TaskStatus, elapsed: float) -> None:
+    # A queued task still has a whole generation ahead of it: it cannot finish before the next poll.
+    assert poll_delay(status, elapsed) == 15.0
+    assert poll_delay(status, elapsed, max_poll_interval=5.0) == 5.0
+
+
+@pytest.mark.parametrize("status", GENERATING)
+@pytest.mark.parametrize("elapsed", [0.0, 5.0, 20.0, 40.0])
+def test_young_tasks_are_polled_sparsely(status: TaskStatus, elapsed: float) -> None:
+    assert poll_delay(status, elapsed) == 15.0
+
+
+@pytest.mark.parametrize("status", GENERATING)
+def test_polling_is_densest_where_kling_usually_finishes(status: TaskStatus) -> None:
+    at_median = poll_delay(status, PRIOR_MEDIAN)
+    assert at_median == pytest.approx(math.sqrt(2 * REQUEST_COST / completion_hazard(PRIOR_MEDIAN)))
+    assert 2.0 < at_median < 3.0
+    assert poll_delay(status, 60.0) > 2 * at_median
+
+
+def test_gap_shrinks_while_completion_grows_likely_then_relaxes_slowly() -> None:
+    rising = [poll_delay(TaskStatus.IN_PROGRESS, float(t)) for t in range(0, 280, 2)]
+    assert all(a >= b for a, b in itertools.pairwise(rising))
+    falling = [poll_delay(TaskStatus.IN_PROGRESS, float(t)) for t in range(300, 20_000, 50)]
+    assert all(a <= b for a, b in itertools.pairwise(falling))
+    # A straggler is still polled every few seconds at the 15-minute default deadline.
+    assert poll_delay(TaskStatus.IN_PROGRESS, 900.0) < 3.0
+
+
+def test_the_floor_binds_when_it_is_above_the_optimal_gap() -> None:
+    assert poll_delay(TaskStatus.IN_PROGRESS, PRIOR_MEDIAN, poll_interval=4.0) == 4.0
+
+
+def test_ceiling_below_the_interval_counts_as_equal() -> None:
+    for elapsed in (0.0, PRIOR_MEDIAN, 1e9):
+        assert poll_delay(TaskStatus.IN_PROGRESS, elapsed, poll_interval=3.0, max_poll_interval=1.0) == 3.0
+
+
+def test_poll_count_does_not_matter() -> None:
     common = {
         "status": TaskStatus.IN_PROGRESS,
-        "elapsed": 1e9,
+        "elapsed": 200.0,
         "poll_interval": 1.0,
         "max_poll_interval": 5.0,
     }
-    assert next_poll_delay(polls=10**9, **common) == 5.0
-    assert next_poll_delay(polls=-3, **common) == 1.0
+    assert next_poll_delay(polls=10**9, **common) == next_poll_delay(polls=-3, **common)
+
+
+@given(
+    status=st.none() | st.sampled_from(TaskStatus),
+    elapsed=st.floats(allow_nan=True, allow_infinity=True),
+    poll_interval=st.floats(1e-3, 1e3),
+    max_poll_interval=st.floats(0, 1e4),
+)
+def test_poll_delay_is_total_and_clamped(
+    status: TaskStatus | None, elapsed: float, poll_interval: float, max_poll_interval: float
+) -> None:
+    delay = next_poll_delay(
+        status=status,
+        polls=0,
+        elapsed=elapsed,
+        poll_interval=poll_interval,
+        max_poll_interval=max_poll_interval,
+    )
+    assert poll_interval <= delay <= max(poll_interval, max_poll_interval)
+
+
+def watch_on_a_fake_clock(finish: float, gap: Callable[[float], float]) -> tuple[int, float]:
+    """Poll a task that finishes at ``finish`` s, from t = 0; return (requests, detection lag)."""
+    t, requests = 0.0, 1
+    while t < finish:
+        t += gap(t)
+        requests += 1
+    return requests, t - finish
+
+
+def test_fewer_requests_than_a_fixed_interval_with_the_same_lag() -> None:
+    """The point of the policy, on a fake clock: tasks finishing across Kling's usual 1–5 minutes."""
+    finishes = [60.0 + 0.37 * i for i in range(650)]  # 60 s … 300 s
+    ours = [watch_on_a_fake_clock(f, lambda t: poll_delay(TaskStatus.IN_PROGRESS, t)) for f in finishes]
+    our_requests = sum(r for r, _ in ours)
+    our_lag = sum(lag for _, lag in ours) / len(ours)
+    fixed = 2 * our_lag  # a fixed interval's mean lag is half of it
+    fixed_requests = sum(watch_on_a_fake_clock(f, lambda t: fixed)[0] for f in finishes)
+    assert our_lag < 1.5
+    assert our_requests < 0.8 * fixed_requests
 
 
 def test_retry_delay_is_reproducible_with_a_seed() -> None:

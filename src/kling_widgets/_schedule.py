@@ -1,9 +1,12 @@
 """When to poll next, and how long to wait before retrying: pure policy, no threads, no I/O.
 
-Polling grows geometrically from ``poll_interval`` to ``max_poll_interval``. EZmodel refreshes from Kling on
-every GET and Kling's query endpoint has no QPS limit (gateway-api.md §5, §10.4), so early polls are cheap
-and make the "Queued" → "Generating" flip prompt; the long generation phase (1–5 min, progress frozen at
-30 %, §6.4, §10.6) is polled at the relaxed rate.
+Polling follows the chance that the task finishes soon. Kling text-to-video takes about 1–5 minutes
+(gateway-api.md §10.6), so a task that is still queued, or only seconds old, is polled sparsely, and the
+gap shrinks to a couple of seconds around the time Kling usually finishes. The gap is the one that
+minimises "mean detection lag + `REQUEST_COST` per request" for a log-normal prior on the duration: with
+hazard rate h(t) (the chance per second of finishing now, given not finished yet), polling at rate
+sqrt(h / (2 · cost)) is optimal, i.e. a gap of sqrt(2 · cost / h). `poll_interval` and `max_poll_interval`
+clamp it.
 
 Retries use capped exponential backoff with equal jitter, never less than 1 s (Kling's advice for 429)
 and never less than the server's ``Retry-After``.
@@ -16,13 +19,45 @@ import random
 
 from ._models import TaskStatus
 
-__all__ = ["next_poll_delay", "retry_delay"]
+__all__ = ["completion_hazard", "next_poll_delay", "retry_delay"]
 
-POLL_GROWTH = 1.5  # each poll waits this much longer than the one before
-QUEUED_FAST_WINDOW = 60.0  # seconds during which a queued task is polled at most 2 × poll_interval apart
+# The prior on how long a Kling text-to-video task takes from submission to SUCCESS. Observations
+# (gateway-api.md §10.6): 79–151 s for 5 s clips via fal, about 3 min in MIT Technology Review's test,
+# about 240 s for Kling 3.0 std. A log-normal with median 150 s and shape 0.45 puts 90 % of tasks
+# between 70 s and 315 s.
+PRIOR_MEDIAN = 150.0
+PRIOR_SIGMA = 0.45
+# What one request is worth, in seconds of mean detection lag: it sets how densely the likely window is
+# polled (about every 2.4 s around the median; the gap never exceeds max_poll_interval).
+REQUEST_COST = 0.035
 MIN_RETRY_DELAY = 1.0  # Kling: "exponential backoff, initial delay ≥ 1 s"
 
 _rng = random.Random()
+
+
+def completion_hazard(age: float) -> float:
+    """The chance per second that a task of this age finishes now, given that it has not yet.
+
+    Parameters
+    ----------
+    age : float
+        Seconds since the task was submitted.
+
+    Returns
+    -------
+    float
+        The hazard rate pdf / survival of the log-normal prior (`PRIOR_MEDIAN`, `PRIOR_SIGMA`): about 0
+        in the first half minute, rising through the 1–5 minute window, then slowly falling. 0 for an
+        age that is not a positive finite number.
+    """
+    if not (age > 0 and math.isfinite(age)):
+        return 0.0
+    z = math.log(age / PRIOR_MEDIAN) / PRIOR_SIGMA
+    density = math.exp(-z * z / 2) / (math.sqrt(2 * math.pi) * PRIOR_SIGMA * age)
+    survival = 0.5 * math.erfc(z / math.sqrt(2))
+    if survival == 0.0:  # far in the tail both underflow; the ratio tends to z / (sigma * age)
+        return z / (PRIOR_SIGMA * age)
+    return density / survival
 
 
 def next_poll_delay(
@@ -40,28 +75,30 @@ def next_poll_delay(
     status : TaskStatus or None
         The latest known status (None before the first successful poll).
     polls : int
-        How many polls were made so far.
+        How many polls were made so far. Not used: the chance of finishing depends on the task's age,
+        not on how often it was asked.
     elapsed : float
-        Seconds since watching started.
+        Seconds since watching started, taken as the task's age. For a task watched long after it was
+        submitted this errs toward sparse polling, still bounded by ``max_poll_interval``.
     poll_interval, max_poll_interval : float
-        The first delay, and the ceiling the delay grows toward.
+        The shortest and the longest gap (a ``max_poll_interval`` below ``poll_interval`` counts as equal).
 
     Returns
     -------
     float
-        ``poll_interval * 1.5 ** polls``, capped at ``max_poll_interval``. While the task is still queued
-        (or no status is known yet) during the first 60 s, the cap is ``2 * poll_interval`` instead, so the
-        start of generation shows up quickly. The result is never below ``poll_interval`` (a
-        ``max_poll_interval`` below it just means no growth).
+        ``poll_interval`` while nothing is known yet; ``max_poll_interval`` while the task is queued (it
+        cannot finish before a whole generation has run); otherwise sqrt(2 · `REQUEST_COST` / hazard),
+        clamped: the gap shrinks from ``max_poll_interval`` as ``elapsed`` enters the 1–5 minute window.
     """
     ceiling = max(max_poll_interval, poll_interval)
-    if (status is None or status.is_queued) and elapsed < QUEUED_FAST_WINDOW:
-        ceiling = min(ceiling, 2 * poll_interval)
-    try:
-        grown = poll_interval * POLL_GROWTH ** max(polls, 0)
-    except OverflowError:
-        grown = math.inf
-    return float(max(min(grown, ceiling), poll_interval))
+    if status is None:
+        return float(poll_interval)
+    if status.is_queued:
+        return float(ceiling)
+    hazard = completion_hazard(elapsed)
+    if hazard <= 0.0:
+        return float(ceiling)
+    return float(min(max(math.sqrt(2 * REQUEST_COST / hazard), poll_interval), ceiling))
 
 
 def retry_delay(
