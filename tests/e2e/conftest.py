@@ -10,6 +10,7 @@ screenshot, and every screenshot path is listed in the terminal summary.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,7 @@ from e2e_harness import (
 from kling_widgets.simulator import GatewaySimulator, Scenario
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, Page
+    from playwright.sync_api import Browser, BrowserContext, Page, Route
 
 
 def _require(condition: bool, reason: str) -> None:
@@ -128,10 +129,21 @@ def new_page(browser: Browser, label: str) -> tuple[BrowserContext, Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(30_000)
     context.add_init_script(RECORDER_JS)
+
+    def block(route: Route) -> None:  # the tests use no network beyond this machine
+        log(f"[{label}] blocked off-machine request: {route.request.url[:160]}")
+        route.abort()
+
+    context.route(OFF_MACHINE, block)
     page = context.new_page()
     page.on("pageerror", lambda exc: log(f"[{label}] page error: {exc}"))
     page.on("console", lambda msg: msg.type == "error" and log(f"[{label}] console.error: {msg.text[:300]}"))
     return context, page
+
+
+COLLAPSE_LEFT_JS = """() => { const app = window.jupyterapp;
+    if (!app.shell.leftCollapsed) { app.commands.execute('application:toggle-left-area'); } }"""
+OFF_MACHINE = re.compile(r"^(https?|wss?)://(?!127\.0\.0\.1[:/])")
 
 
 @pytest.fixture(scope="session", params=["lab", "notebook"])
@@ -156,6 +168,8 @@ def nb_run(
         page.goto(f"{server.url}/{path}/{name}?token={TOKEN}", timeout=60_000)
         page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
         page.wait_for_function(KERNEL_IDLE_JS, timeout=60_000, polling=200)
+        if frontend == "lab":  # fold the file browser away: more notebook in the screenshots
+            page.evaluate(COLLAPSE_LEFT_JS)
         log(f"[{frontend}] notebook open, kernel connected and idle; running all cells")
         page.evaluate(RUN_ALL_JS)
         yield NotebookRun(frontend, page, gateway, task_ids, ["setup", *task_ids, "sleep"])

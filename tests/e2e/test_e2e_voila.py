@@ -22,6 +22,7 @@ def test_voila_renders_bar_then_plays_video(voila_run: VoilaRun) -> None:
 
     expect(bar).to_have_class(re.compile(r"\bprogress-bar-success\b"), timeout=60_000)
     expect(bar).to_have_attribute("style", re.compile(r"width: 100%"))
+    expect(page.locator(".widget-html-content", has_text="Done in")).to_have_count(1)
     records = page.evaluate("() => (window.__e2e && window.__e2e.roots[0]) || []")
     widths = [w for w in (width_percent(r["w"]) for r in records) if w is not None]
     log(f"[voila] bar widths sampled: {widths}")
