@@ -1,0 +1,250 @@
+"""TaskGallery and generate_many against the real simulator over HTTP (comm-less ipywidgets).
+
+No timing asserts: tests wait for final states with generous bounds and check counts, texts, orders and
+the simulator's request log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import comm
+import ipywidgets
+import pytest
+
+from kling_widgets import KlingClient, KlingError, TaskFailedError, TaskStatus, TaskStatusWidget, _gallery
+from kling_widgets._gallery import TaskGallery, generate_many
+from kling_widgets._poller import default_engine
+from kling_widgets.simulator import GatewaySimulator, Scenario
+
+WAIT = 20.0  # upper bound for a batch to end; never reached when things work
+FAST = {"poll_interval": 0.02, "max_poll_interval": 0.02}
+FOREVER = Scenario(polls=(10**6, 0))  # stays queued for as long as anyone polls
+
+
+@pytest.fixture
+def gallery(client: KlingClient) -> Iterator[Callable[..., TaskGallery]]:
+    """Make galleries polling through ``client`` fast; every one is closed after the test."""
+    made: list[TaskGallery] = []
+
+    def make(tasks: Any, **kwargs: Any) -> TaskGallery:
+        made.append(TaskGallery(tasks, client=client, **{**FAST, **kwargs}))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+def posts(sim: GatewaySimulator) -> int:
+    return sum(1 for r in sim.requests() if r.method == "POST")
+
+
+def test_generate_many_submits_in_order_and_every_card_finishes(
+    sim: GatewaySimulator, client: KlingClient
+) -> None:
+    prompts = [f"a corgi surfing, take {i}" for i in range(6)]
+    g = generate_many(prompts, client=client, duration="5", **FAST)
+    try:
+        tasks = g.wait(WAIT)
+        assert [t.status for t in tasks] == [TaskStatus.SUCCESS] * 6
+        assert [t.task_id for t in tasks] == [c.task_id for c in g.cards if isinstance(c, TaskStatusWidget)]
+        assert all(t.video_url for t in tasks)
+        assert g.failed == []
+        assert g.tasks == tasks
+        assert len(g) == 6
+        assert g.summary().startswith("6 tasks · 6 done · ")
+        assert posts(sim) == 6
+    finally:
+        g.close()
+
+
+def test_a_refused_submission_becomes_an_error_card_and_the_batch_goes_on(
+    sim: GatewaySimulator, client: KlingClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = client.text2video
+
+    def text2video(prompt: str, **params: Any) -> Any:
+        if prompt == "refused":  # a model the gateway has no channel for: a real 503 from the simulator
+            params["model_name"] = "kling-v0"
+        return real(prompt, **params)
+
+    monkeypatch.setattr(client, "text2video", text2video)
+    g = generate_many(["first", "refused", "third"], client=client, **FAST)
+    try:
+        tasks = g.wait(WAIT)
+        assert len(tasks) == 2
+        (error,) = g.failed
+        assert error.status_code == 503
+        assert g.cards[1] is error
+        assert g.tasks[1] is None
+        assert posts(sim) == 3  # the refused POST was not retried
+        assert "1 failed" in g.summary()
+        assert "Not submitted: " in g._repr_mimebundle_()["text/html"]
+    finally:
+        g.close()
+
+
+def test_blank_prompts_are_refused_before_anything_is_sent(
+    sim: GatewaySimulator, client: KlingClient
+) -> None:
+    with pytest.raises(ValueError, match=r"positions \[1\]"):
+        generate_many(["fine", "  "], client=client)
+    with pytest.raises(TypeError, match="list of prompts"):
+        generate_many("one prompt", client=client)
+    assert posts(sim) == 0
+
+
+@pytest.mark.parametrize(
+    "sim", [Scenario(outcome="failure", polls=(0, 1), fail_message="Bad & <b>")], indirect=True
+)
+def test_a_failed_task_is_counted_and_explained(sim: GatewaySimulator, gallery: Any) -> None:
+    g = gallery([sim.add_task(), sim.add_task(Scenario(polls=(0, 1)))])
+    assert [t.task_id for t in g.wait(WAIT)] == [g.tasks[1].task_id]  # type: ignore[union-attr]
+    (error,) = g.failed
+    assert isinstance(error, TaskFailedError)
+    assert error.task.fail_reason == "Bad & <b>"
+    assert g.summary().startswith("2 tasks · 1 done · 1 failed · ")
+    assert "Failed: Bad &amp; &lt;b&gt;" in g._repr_mimebundle_()["text/html"]
+
+
+def test_stop_all_stops_every_watch_and_no_request_follows(sim: GatewaySimulator, gallery: Any) -> None:
+    ids = [sim.add_task(FOREVER) for _ in range(4)]
+    g = gallery(ids)
+    g._stop_all.click()
+    assert g.wait(WAIT) == []
+    assert [e.code for e in g.failed] == ["stopped"] * 4
+    assert g.summary().startswith("4 tasks · 4 stopped · ")
+    assert g._stop_all.disabled
+    count = len(sim.requests())
+    time.sleep(0.3)
+    assert len(sim.requests()) == count
+
+
+def test_wait_timeout_raises_the_builtin_and_watching_goes_on(sim: GatewaySimulator, gallery: Any) -> None:
+    g = gallery([sim.add_task(FOREVER), sim.add_task()])
+    with pytest.raises(TimeoutError, match="1 of 2 tasks are still being watched") as caught:
+        g.wait(0.5)
+    assert not isinstance(caught.value, KlingError)
+    assert "running" in g.summary()
+    g.stop()
+    assert len(g.wait(WAIT)) == 1
+
+
+def test_wait_async(sim: GatewaySimulator, gallery: Any) -> None:
+    g = gallery([sim.add_task(), sim.add_task()])
+    assert len(asyncio.run(g.wait_async(WAIT))) == 2
+
+
+def test_cards_share_the_default_engine(sim: GatewaySimulator, gallery: Any) -> None:
+    g = gallery([sim.add_task() for _ in range(30)])
+    assert len(g.wait(WAIT)) == 30
+    engine = default_engine()
+    assert all(card._watch is not None for card in g.cards)  # type: ignore[union-attr]
+    assert engine.thread_count <= engine._max_workers + 1
+
+
+def test_summary_ticks_while_watching(sim: GatewaySimulator, gallery: Any) -> None:
+    g = gallery([sim.add_task(FOREVER)], autostart=False)
+    assert g.summary() == "1 task · 1 running"  # not started: no clock yet
+    with pytest.raises(RuntimeError, match="start"):
+        g.wait(0)
+    g.start()
+    assert g.start() is g
+    assert "0:00 elapsed" in g.summary()
+
+
+def test_labels_and_messages_are_escaped_and_the_key_never_shows(sim: GatewaySimulator, gallery: Any) -> None:
+    g = gallery(
+        [sim.add_task(), KlingError("<img src=x onerror=alert(1)>")], labels=["<script>x</script>", "y"]
+    )
+    g.wait(WAIT)
+    caption = g._grid.children[0].children[0].value
+    assert "<script>" not in caption
+    assert "&lt;script&gt;x&lt;/script&gt;" in caption
+    static = g._repr_mimebundle_()
+    assert "<img" not in static["text/html"]
+    assert sim.api_key not in repr(g) + str(static)
+
+
+def test_long_labels_are_shortened_with_the_full_text_in_the_title(
+    sim: GatewaySimulator, gallery: Any
+) -> None:
+    label = "a very long prompt " * 20
+    g = gallery([sim.add_task()], labels=[label])
+    caption = g._grid.children[0].children[0].value
+    assert f'title="{label}"' in caption
+    assert "…</b>" in caption
+
+
+def test_bad_arguments(client: KlingClient, gallery: Any) -> None:
+    with pytest.raises(ValueError, match="repeated: 7"):
+        gallery(["7", "8", "7"])
+    with pytest.raises(ValueError, match="one label per task"):
+        gallery(["7"], labels=["a", "b"])
+    with pytest.raises(ValueError, match="either client"):
+        TaskGallery(["7"], client=client, api_key="sk-x")
+
+
+def test_close_releases_every_model(sim: GatewaySimulator, client: KlingClient, monkeypatch: Any) -> None:
+    opened: list[Any] = []
+
+    class RecordingComm:
+        def __init__(self, **kwargs: Any) -> None:
+            self.comm_id, self.kernel, self.closed = uuid.uuid4().hex, object(), False
+            opened.append(self)
+
+        def send(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def on_msg(self, callback: Any) -> None:
+            pass
+
+        def close(self, *args: Any, **kwargs: Any) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(comm, "create_comm", RecordingComm)
+    g = TaskGallery([sim.add_task(), KlingError("refused")], labels=["a", "b"], client=client, **FAST)
+    g.wait(WAIT)
+    g.close()
+    g.close()  # idempotent
+    assert opened
+    assert all(c.closed for c in opened)
+    live = ipywidgets.widgets.widget._instances.values()
+    assert not any(isinstance(w, (TaskGallery, TaskStatusWidget)) for w in live)
+
+
+def test_an_own_client_is_closed_with_the_gallery(
+    sim: GatewaySimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed: list[KlingClient] = []
+    monkeypatch.setattr(KlingClient, "close", lambda self: closed.append(self))
+    g = generate_many(["one"], base_url=sim.url, api_key=sim.api_key, **FAST)
+    g.wait(WAIT)
+    assert closed == []
+    g.close()
+    assert closed == [g._own_client]
+
+
+def test_display_refreshes_the_static_fallback_once_every_card_has_ended(
+    sim: GatewaySimulator, gallery: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Handle:
+        def __init__(self) -> None:
+            self.updates: list[dict[str, Any]] = []
+
+        def update(self, obj: dict[str, Any], **kwargs: Any) -> None:
+            self.updates.append(obj)
+
+    handle = Handle()
+    monkeypatch.setattr(_gallery, "display", lambda obj, **kwargs: handle)
+    g = gallery([sim.add_task(), sim.add_task()], autostart=False)
+    g._ipython_display_()
+    g.start().wait(WAIT)
+    (final,) = handle.updates
+    assert final["text/html"].count("<video src=") == 2
+    assert "2 done" in final["text/plain"]
