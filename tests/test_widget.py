@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 
 import comm
@@ -428,6 +429,42 @@ def test_a_new_widget_for_the_same_task_closes_the_old_one(sim: GatewaySimulator
     assert new.comm is not None
     assert old._watch is not None
     assert old._watch.wait(WAIT)
+
+
+class FakeShell:
+    """Just enough of IPython for the cell registry: events, and the running cell's ExecutionInfo."""
+
+    def __init__(self) -> None:
+        self.handlers: list[Callable[[Any], None]] = []
+        self.events = SimpleNamespace(register=lambda name, handler: self.handlers.append(handler))
+        self.displayhook = SimpleNamespace(exec_result=None)
+
+    def run_cell(self, cell_id: str, body: Callable[[], TaskStatusWidget]) -> TaskStatusWidget:
+        info = SimpleNamespace(cell_id=cell_id)
+        for handler in list(self.handlers):
+            handler(info)
+        self.displayhook.exec_result = SimpleNamespace(info=info)
+        try:
+            return body()
+        finally:
+            self.displayhook.exec_result = None
+
+
+def test_rerunning_a_cell_closes_the_widgets_it_made(
+    sim: GatewaySimulator, watch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shell = FakeShell()
+    monkeypatch.setattr(_widget, "get_ipython", lambda: shell)
+    monkeypatch.setattr(_widget, "_REGISTRY", _widget._Registry())
+
+    first = shell.run_cell("cell-A", lambda: watch(sim.add_task(FOREVER)))
+    other = shell.run_cell("cell-B", lambda: watch(sim.add_task(FOREVER)))
+    again = shell.run_cell("cell-A", lambda: watch(sim.add_task(FOREVER)))
+
+    assert first.comm is None
+    assert other.comm is not None
+    assert again.comm is not None
+    assert len(shell.handlers) == 1  # hooked once
 
 
 def test_observers_run_on_the_polling_thread_only_once_per_change(sim: GatewaySimulator, watch: Any) -> None:

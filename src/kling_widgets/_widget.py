@@ -288,17 +288,22 @@ class _Registry:
         self._lock = threading.Lock()
         self._by_task: weakref.WeakValueDictionary[str, TaskStatusWidget] = weakref.WeakValueDictionary()
         self._by_cell: dict[str, list[weakref.ref[TaskStatusWidget]]] = {}
-        self._cell: str | None = None
         self._shell: object = None
 
     def adopt(self, widget: TaskStatusWidget) -> None:
         """Register a new widget; close the one it replaces."""
-        self._hook()
+        shell = get_ipython()
+        if shell is not None and shell is not self._shell:
+            self._shell = shell
+            shell.events.register("pre_run_cell", self._pre_run_cell)
+        # The running cell's id, as IPython hands it to the displayhook (None outside a notebook cell).
+        cell = getattr(getattr(getattr(shell, "displayhook", None), "exec_result", None), "info", None)
+        cell_id = getattr(cell, "cell_id", None)
         with self._lock:
             previous = self._by_task.get(widget.task_id)
             self._by_task[widget.task_id] = widget
-            if self._cell is not None:
-                self._by_cell.setdefault(self._cell, []).append(weakref.ref(widget))
+            if isinstance(cell_id, str) and cell_id:
+                self._by_cell.setdefault(cell_id, []).append(weakref.ref(widget))
         if previous is not None and previous is not widget:
             previous.close()
 
@@ -308,27 +313,14 @@ class _Registry:
             if self._by_task.get(widget.task_id) is widget:
                 del self._by_task[widget.task_id]
 
-    def _hook(self) -> None:
-        shell = get_ipython()
-        if shell is None or shell is self._shell:
-            return
-        self._shell = shell
-        shell.events.register("pre_run_cell", self._pre_run_cell)
-        shell.events.register("post_run_cell", self._post_run_cell)
-
     def _pre_run_cell(self, info: Any) -> None:
-        cell = getattr(info, "cell_id", None)
+        cell_id = getattr(info, "cell_id", None)
         with self._lock:
-            self._cell = cell
-            stale = self._by_cell.pop(cell, []) if cell else []
+            stale = self._by_cell.pop(cell_id, []) if cell_id else []
         for ref in stale:
             widget = ref()
             if widget is not None:
                 widget.close()
-
-    def _post_run_cell(self, result: Any) -> None:
-        with self._lock:
-            self._cell = None
 
 
 _REGISTRY = _Registry()
