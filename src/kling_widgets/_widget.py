@@ -217,6 +217,7 @@ def _describe(
         return _View(line=line, progress=100, bar_style="success", videos=videos, blocked=blocked, final=True)
     if state is WatchState.FAILURE:
         reason = task.fail_reason or "the gateway gave no reason"
+        # The bar stays where the task got to: a full red bar would read as "finished".
         return _View(
             line=f"Failed: {reason}", progress=previous.progress, bar_style="danger", error=reason, final=True
         )
@@ -510,9 +511,9 @@ class TaskStatusWidget(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets is 
             if self._closed:
                 return
             self._closed = True
-        self._done.set()
         if self._watch is not None:
-            self._watch.stop()
+            self._watch.stop()  # before releasing wait(): result() needs a final watch
+        self._done.set()
         for widget in self._owned:
             _close_model(widget)
         _REGISTRY.forget(self)
