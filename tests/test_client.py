@@ -524,14 +524,14 @@ def test_wait_returns_the_successful_task(sim: GatewaySimulator, client: KlingCl
 def test_wait_raises_task_failed_with_the_reason(sim: GatewaySimulator, client: KlingClient) -> None:
     task_id = sim.add_task(Scenario(outcome="failure", polls=(1, 1), fail_message="content policy: 1301"))
     with pytest.raises(TaskFailedError, match="content policy: 1301") as info:
-        client.wait(task_id, poll_interval=0.01)
+        client.wait(task_id, poll_interval=0.01, max_poll_interval=0.02)
     assert info.value.task.status is TaskStatus.FAILURE
 
 
 def test_wait_times_out(sim: GatewaySimulator, client: KlingClient) -> None:
     task_id = sim.add_task(Scenario(queued=10_000.0))
     with pytest.raises(TaskTimeoutError) as info:
-        client.wait(task_id, timeout=0.2, poll_interval=0.02)
+        client.wait(task_id, timeout=0.2, poll_interval=0.01, max_poll_interval=0.02)
     assert isinstance(info.value, TimeoutError)
     assert info.value.task is not None
     assert info.value.task.status.is_queued
@@ -543,7 +543,7 @@ def test_wait_rides_out_transient_errors(
 ) -> None:
     faults = (Fault("server_error", at_poll=2, count=2), Fault("rate_limit", at_poll=5, retry_after=3))
     task_id = sim.add_task(Scenario(polls=(1, 1), faults=faults))
-    assert client.wait(task_id, poll_interval=0.01).status is TaskStatus.SUCCESS
+    assert client.wait(task_id, poll_interval=0.01, max_poll_interval=0.02).status is TaskStatus.SUCCESS
     assert [call.attempt for call in retries] == [1, 2, 1]
     assert retries[-1].retry_after == 3.0
 
@@ -551,14 +551,14 @@ def test_wait_rides_out_transient_errors(
 def test_wait_stops_at_a_fatal_error(sim: GatewaySimulator, client: KlingClient) -> None:
     task_id = sim.add_task(Scenario(polls=(3, 3), faults=(Fault("revoke_key", at_poll=2),)))
     with pytest.raises(AuthenticationError):
-        client.wait(task_id, poll_interval=0.01)
+        client.wait(task_id, poll_interval=0.01, max_poll_interval=0.02)
     assert len(sim.requests(task_id)) == 2
 
 
 def test_wait_times_out_while_the_gateway_keeps_failing(sim: GatewaySimulator, client: KlingClient) -> None:
     task_id = sim.add_task(Scenario(faults=(Fault("server_error", count=10_000),)))
     with pytest.raises(TaskTimeoutError) as info:
-        client.wait(task_id, timeout=0.2, poll_interval=0.01)
+        client.wait(task_id, timeout=0.2, poll_interval=0.01, max_poll_interval=0.02)
     assert info.value.task is None
     assert isinstance(info.value.__cause__, ServerError)
 
@@ -567,7 +567,7 @@ def test_wait_times_out_while_the_gateway_keeps_failing(sim: GatewaySimulator, c
 
 
 def finished(sim: GatewaySimulator, client: KlingClient) -> Task:
-    return client.wait(sim.add_task(Scenario(polls=(0, 0))), poll_interval=0.01)
+    return client.wait(sim.add_task(Scenario(polls=(0, 0))), poll_interval=0.01, max_poll_interval=0.02)
 
 
 def test_download_saves_the_clip_as_task_id_mp4(
@@ -664,7 +664,7 @@ def test_the_key_never_reaches_logs_or_errors(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     errors: list[BaseException] = []
-    task = client.wait(client.text2video("a corgi").task_id, poll_interval=0.01)
+    task = client.wait(client.text2video("a corgi").task_id, poll_interval=0.01, max_poll_interval=0.02)
     client.download(task, tmp_path)
     kinds = ("rate_limit", "server_error", "html", "empty", "malformed", "not_found", "revoke_key")
     retried = tuple(Fault(kind, at_poll=poll) for poll, kind in enumerate(kinds[:3], start=1))  # type: ignore[arg-type]

@@ -71,7 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_task_arguments(watch)
     watch.add_argument("--timeout", type=_positive, default=900.0, help="seconds to wait (default 900)")
     watch.add_argument(
-        "--interval", type=_positive, default=1.0, help="seconds between the first polls (default 1)"
+        "--interval",
+        type=_positive,
+        default=5.0,
+        help="the longest gap between polls, in seconds (default 5)",
     )
     watch.set_defaults(handler=_watch)
 
@@ -127,8 +130,8 @@ def _watch(args: argparse.Namespace) -> int:
                 args.task_id,
                 endpoint=args.endpoint,
                 timeout=args.timeout,
-                poll_interval=args.interval,
-                max_poll_interval=max(5.0, args.interval),
+                poll_interval=min(1.0, args.interval),
+                max_poll_interval=args.interval,
                 on_poll=lambda snapshot: line.show(_progress(snapshot, time.monotonic() - started)),
             )
     except TaskFailedError as exc:

@@ -286,7 +286,8 @@ class KlingClient:
         timeout : float
             Seconds before giving up. Kling usually takes 1-5 minutes; the gateway never times a task out.
         poll_interval, max_poll_interval : float
-            The first gap between polls, and the largest it grows to.
+            The shortest and the longest gap between polls; in between, the gap follows the task's phase
+            (sparse while queued, denser when Kling usually finishes).
         on_poll : callable, optional
             Called with every snapshot fetched (e.g. to print progress).
 
