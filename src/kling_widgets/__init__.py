@@ -17,6 +17,7 @@ from ._errors import (
     TaskTimeoutError,
     TransportError,
 )
+from ._gallery import TaskGallery, generate_many
 from ._models import Task, TaskStatus, Video
 from ._widget import TaskStatusWidget, generate
 
@@ -32,6 +33,7 @@ __all__ = [
     "ServerError",
     "Task",
     "TaskFailedError",
+    "TaskGallery",
     "TaskNotFoundError",
     "TaskStatus",
     "TaskStatusWidget",
@@ -39,4 +41,5 @@ __all__ = [
     "TransportError",
     "Video",
     "generate",
+    "generate_many",
 ]
