@@ -152,6 +152,7 @@ def test_success_shows_the_clip_in_a_player_with_links(sim: GatewaySimulator, wa
     assert (bar.value, bar.bar_style) == (100, "success")
     assert status_line.value.startswith("Done in ")
     assert button.disabled
+    assert button.layout.display == "none"
     player, links = widget.children[1:]
     assert isinstance(player, ipywidgets.Video)
     assert (player.format, player.autoplay, player.loop, player.controls) == ("url", False, False, True)
@@ -162,9 +163,9 @@ def test_success_shows_the_clip_in_a_player_with_links(sim: GatewaySimulator, wa
     assert served.status_code == 206
     assert served.headers["Content-Type"] == "video/mp4"
     assert links.value.startswith("5 s · ")
-    assert 'target="_blank" rel="noopener noreferrer">Open in new tab</a>' in links.value
-    assert " download " in links.value
-    assert ">Download</a>" in links.value
+    assert links.value.count('target="_blank" rel="noopener noreferrer"') == 2
+    assert ">Open in new tab</a>" in links.value
+    assert " download>Download</a>" in links.value
     expires = task.videos[0].expires_at
     assert expires is not None
     assert links.value.endswith(f"link expires {expires.day} {expires:%b} {expires.year}")

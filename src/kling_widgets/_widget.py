@@ -48,6 +48,8 @@ _LONG_SECONDS = 300.0  # ...and past this the line says "taking longer than usua
 _PLAUSIBLE_SECONDS = 86_400.0
 
 _VIDEO_WIDTH = "480"
+# Widget HTML inherits plain text colour in JupyterLab; make links look like links (theme-aware).
+_LINK_STYLE = "color: var(--jp-content-link-color, #1976d2); text-decoration: underline"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _WIDGET_OPTIONS = ("poll_interval", "max_poll_interval", "timeout", "autostart")
 
@@ -147,8 +149,9 @@ def _links_html(video: Video, now: datetime) -> str:
         parts.append(f"{video.duration:g} s")
     # target=_blank on Download too: browsers ignore `download` for cross-origin links and would otherwise
     # navigate the notebook tab away.
-    parts.append(f'<a href="{href}" target="_blank" rel="noopener noreferrer">Open in new tab</a>')
-    parts.append(f'<a href="{href}" download target="_blank" rel="noopener noreferrer">Download</a>')
+    link = f'href="{href}" target="_blank" rel="noopener noreferrer" style="{_LINK_STYLE}"'
+    parts.append(f"<a {link}>Open in new tab</a>")
+    parts.append(f"<a {link} download>Download</a>")
     expiry = _expiry(video, now)
     if expiry:
         parts.append(expiry)
@@ -615,6 +618,8 @@ class TaskStatusWidget(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets is 
             self._bar.bar_style = view.bar_style
             self._line.value = html.escape(view.line)
             self._stop_button.disabled = view.final
+            if view.final:  # nothing left to stop
+                self._stop_button.layout.display = "none"
             if media:
                 self.children = (self._row, *media)
         self.status = task.status.value if task is not None else ""
