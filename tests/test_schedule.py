@@ -38,8 +38,8 @@ def test_completion_hazard_is_the_log_normal_priors(age: float) -> None:
     assert completion_hazard(age) == pytest.approx(density / (1 - NormalDist().cdf(z)), rel=1e-9)
 
 
-@pytest.mark.parametrize("age", [0.0, -5.0, math.nan, math.inf, -math.inf])
-def test_completion_hazard_is_zero_for_nonsense_ages(age: float) -> None:
+@pytest.mark.parametrize("age", [0.0, -5.0, math.nan, math.inf, -math.inf, 5e-324, 1e-300])
+def test_completion_hazard_is_zero_for_nonsense_and_tiny_ages(age: float) -> None:
     assert completion_hazard(age) == 0.0
 
 

@@ -28,8 +28,8 @@ __all__ = ["completion_hazard", "next_poll_delay", "retry_delay"]
 PRIOR_MEDIAN = 150.0
 PRIOR_SIGMA = 0.45
 # What one request is worth, in seconds of mean detection lag: it sets how densely the likely window is
-# polled (about every 2.4 s around the median; the gap never exceeds max_poll_interval).
-REQUEST_COST = 0.035
+# polled (about every 2.6 s around the median; the gap never exceeds max_poll_interval).
+REQUEST_COST = 0.04
 MIN_RETRY_DELAY = 1.0  # Kling: "exponential backoff, initial delay ≥ 1 s"
 
 _rng = random.Random()
@@ -52,7 +52,7 @@ def completion_hazard(age: float) -> float:
     """
     if not (age > 0 and math.isfinite(age)):
         return 0.0
-    z = math.log(age / PRIOR_MEDIAN) / PRIOR_SIGMA
+    z = (math.log(age) - math.log(PRIOR_MEDIAN)) / PRIOR_SIGMA  # not log(age / median): that underflows
     density = math.exp(-z * z / 2) / (math.sqrt(2 * math.pi) * PRIOR_SIGMA * age)
     survival = 0.5 * math.erfc(z / math.sqrt(2))
     if survival == 0.0:  # far in the tail both underflow; the ratio tends to z / (sigma * age)
