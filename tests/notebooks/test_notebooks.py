@@ -1,0 +1,61 @@
+"""The example notebooks run top to bottom in a real kernel, and the saved file shows the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from notebook_support import (
+    NOTEBOOK_NAMES,
+    NOTEBOOKS,
+    WIDGET_STATE,
+    assert_recorded_success,
+    execute_notebook,
+)
+
+from kling_widgets.simulator import GatewaySimulator
+
+pytestmark = pytest.mark.notebook
+
+
+def test_both_notebooks_exist() -> None:
+    assert NOTEBOOK_NAMES == ["quickstart.ipynb", "watch_existing_task.ipynb"]
+
+
+@pytest.mark.parametrize("name", NOTEBOOK_NAMES)
+def test_notebooks_are_committed_without_outputs(name: str) -> None:
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbformat.validate(nb)
+    fix = "strip them: jupyter nbconvert --clear-output --inplace notebooks/*.ipynb"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{name} has outputs; {fix}"
+            assert cell.execution_count is None, f"{name} has execution counts; {fix}"
+    assert WIDGET_STATE not in nb.metadata.get("widgets", {}), f"{name} has saved widget state; {fix}"
+
+
+@pytest.mark.parametrize("name", NOTEBOOK_NAMES)
+def test_notebook_without_key_uses_its_own_simulator(name: str, keyless_env: None, tmp_path: Path) -> None:
+    """A newcomer's run (Binder, a plain `jupyter lab`): no key, so the kernel starts the simulator."""
+    saved = tmp_path / name
+    execute_notebook(NOTEBOOKS / name, saved)
+    assert_recorded_success(saved)
+    assert "SIMULATOR: http://127.0.0.1:" in saved.read_text()
+
+
+@pytest.mark.parametrize("name", NOTEBOOK_NAMES)
+def test_notebook_under_the_demo_uses_the_demo_simulator(
+    name: str, keyless_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Under `kling-widgets demo` the kernel inherits EZMODEL_* and the marker, and uses that simulator."""
+    with GatewaySimulator(speed=4.0) as sim:
+        monkeypatch.setenv("EZMODEL_BASE_URL", sim.url)
+        monkeypatch.setenv("EZMODEL_API_KEY", sim.api_key)
+        monkeypatch.setenv("KLING_WIDGETS_SIMULATOR", "1")
+        saved = tmp_path / name
+        execute_notebook(NOTEBOOKS / name, saved)
+        urls = assert_recorded_success(saved, secrets=(sim.api_key,))
+        assert all(url.startswith(f"{sim.url}/") for url in urls)
+        assert any(record.path.startswith("/kling/") for record in sim.requests())
+        assert f"SIMULATOR: {sim.url} " in saved.read_text()
