@@ -383,8 +383,11 @@ SAVED: list[Path] = []  # screenshots of this session, listed in the terminal su
 
 # How each watched task behaves. Poll-driven timelines make the phases independent of how long the
 # kernel took to start; the widgets poll every 0.3–0.5 s.
-HOSTILE_MESSAGE = "<img src=x onerror=window.__pwned=1> <script>window.__pwned=1</script>"
-JS_VIDEO_URL = "javascript:window.__pwned=1"
+# Each vector sets its own window flag, so a failure names the vector that fired.
+HOSTILE_IMG = "<img src=x onerror=window.__pwned=1>"
+HOSTILE_SCRIPT = "<script>window.__pwned=1</script>"
+HOSTILE_MESSAGE = f"{HOSTILE_IMG} {HOSTILE_SCRIPT}"
+JS_VIDEO_URL = "javascript:window.__pwned_by_url=1"
 SCENARIOS: dict[str, Scenario] = {
     "success": Scenario(polls=(4, 10)),
     "failure": Scenario(outcome="failure", polls=(2, 3)),
@@ -414,11 +417,38 @@ def notebook_cells(gateway: GatewaySimulator, task_ids: dict[str, str]) -> list[
 # ---------------------------------------------------------------- what the tests hold
 
 
-def save_screenshot(target: Page | Locator, name: str) -> Path:
-    """Screenshot a page or an element into the artifacts dir; the path is printed and summarised."""
+# The box around what an element actually draws: its text runs, players, bars and buttons (its block
+# containers span the full width, and the output area starts with the empty prompt column).
+CONTENT_BOX_JS = """el => {
+    let left = Infinity, top = Infinity, right = -Infinity, bottom = -Infinity;
+    const grow = b => { if (b.width && b.height) {
+      left = Math.min(left, b.left); top = Math.min(top, b.top);
+      right = Math.max(right, b.right); bottom = Math.max(bottom, b.bottom); } };
+    const walk = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    while (walk.nextNode()) {
+      const range = document.createRange();
+      range.selectNodeContents(walk.currentNode);
+      grow(range.getBoundingClientRect());
+    }
+    el.querySelectorAll('video, button, .progress').forEach(n => grow(n.getBoundingClientRect()));
+    return {x: left, y: top, width: right - left, height: bottom - top}; }"""
+
+
+def save_screenshot(target: Page | Locator, name: str, *, crop_to_content: bool = False) -> Path:
+    """Screenshot a page or an element into the artifacts dir; the path is printed and summarised.
+
+    ``crop_to_content`` (elements only) trims the empty right-hand part of a full-width output area.
+    """
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    target.screenshot(path=str(path), timeout=15_000)
+    if crop_to_content:
+        box = target.evaluate(CONTENT_BOX_JS)
+        px, py = 12, 8
+        clip = {"x": max(box["x"] - px, 0), "y": max(box["y"] - py, 0),
+                "width": box["width"] + 2 * px, "height": box["height"] + 2 * py}  # fmt: skip
+        target.page.screenshot(path=str(path), clip=clip, timeout=15_000)
+    else:
+        target.screenshot(path=str(path), timeout=15_000)
     SAVED.append(path)
     log(f"screenshot saved: {path}")
     return path
@@ -469,8 +499,9 @@ class NotebookRun:
         return [r.time for r in self.gateway.requests(self.task_ids[role])
                 if r.method == "GET" and r.path.startswith("/kling/")]  # fmt: skip
 
-    def pwned(self) -> object:
-        return self.page.evaluate("() => window.__pwned")
+    def flag(self, name: str) -> object:
+        """A window property (None when undefined): the hostile strings' proof of execution."""
+        return self.page.evaluate("name => window[name]", name)
 
 
 class VoilaRun:
