@@ -27,7 +27,11 @@ def test_both_notebooks_exist() -> None:
 def test_notebooks_are_committed_without_outputs(name: str) -> None:
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     nbformat.validate(nb)
-    fix = "strip them: jupyter nbconvert --clear-output --inplace notebooks/*.ipynb"
+    fix = (
+        "strip them: jupyter nbconvert --clear-output --ClearMetadataPreprocessor.enabled=True"
+        " --ClearMetadataPreprocessor.preserve_nb_metadata_mask=kernelspec"
+        " --ClearMetadataPreprocessor.preserve_nb_metadata_mask=language_info --inplace notebooks/*.ipynb"
+    )
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [], f"{name} has outputs; {fix}"
