@@ -2,8 +2,8 @@
 
 Everything runs on 127.0.0.1. Each Jupyter front-end (JupyterLab 4, Notebook 7) gets one server with
 isolated config/data/runtime/IPython dirs and one generated notebook that watches several simulated tasks
-at once; the tests then judge different cells of that one run, which keeps the suite to about a minute
-per front-end on two cores. Every process is stopped in a ``finally``-style finalizer, failures leave a
+at once; the tests then judge different cells of that one run, which keeps the whole suite near one
+minute on two cores. Every process is stopped in a ``finally``-style finalizer, failures leave a
 screenshot, and every screenshot path is listed in the terminal summary.
 """
 

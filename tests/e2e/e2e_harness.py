@@ -381,13 +381,14 @@ def width_percent(width: str | None) -> float | None:
 
 SAVED: list[Path] = []  # screenshots of this session, listed in the terminal summary
 
-# How each watched task behaves. Poll-driven timelines make the phases independent of how long the
-# kernel took to start; the widgets poll every 0.3–0.5 s.
-# Each vector sets its own window flag, so a failure names the vector that fired.
+# Hostile strings from the gateway; each vector sets its own window flag, so a red run names the one that
+# fired.
 HOSTILE_IMG = "<img src=x onerror=window.__pwned=1>"
 HOSTILE_SCRIPT = "<script>window.__pwned=1</script>"
 HOSTILE_MESSAGE = f"{HOSTILE_IMG} {HOSTILE_SCRIPT}"
 JS_VIDEO_URL = "javascript:window.__pwned_by_url=1"
+# How each watched task behaves. Poll-driven timelines make the phases independent of how long the
+# kernel took to start; the widgets poll every 0.3–0.5 s.
 SCENARIOS: dict[str, Scenario] = {
     "success": Scenario(polls=(4, 10)),
     "failure": Scenario(outcome="failure", polls=(2, 3)),
@@ -400,7 +401,7 @@ SLEEP_CELL = 'print("sleep-start", flush=True)\ntime.sleep(5)\nprint("sleep-end"
 
 
 def notebook_cells(gateway: GatewaySimulator, task_ids: dict[str, str]) -> list[tuple[str, str]]:
-    """The test notebook: a setup cell, one cell per watched task, then the busy cell."""
+    """The test notebook: a setup cell, one cell per watched task, then a cell that blocks for 5 s."""
     setup = (
         "import time\n\nfrom kling_widgets import TaskStatusWidget\n\n"
         "# The test's loopback GatewaySimulator (a throwaway fake key, not a secret).\n"
@@ -437,7 +438,8 @@ CONTENT_BOX_JS = """el => {
 def save_screenshot(target: Page | Locator, name: str, *, crop_to_content: bool = False) -> Path:
     """Screenshot a page or an element into the artifacts dir; the path is printed and summarised.
 
-    ``crop_to_content`` (elements only) trims the empty right-hand part of a full-width output area.
+    ``crop_to_content`` (a Locator only) crops to what the element draws, without the empty prompt column
+    and the blank right-hand part of a full-width output area.
     """
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
