@@ -39,7 +39,7 @@ from e2e_harness import (
 from kling_widgets.simulator import GatewaySimulator, Scenario
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, Page, Route
+    from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Route
 
 
 def _require(condition: bool, reason: str) -> None:
@@ -137,7 +137,12 @@ def new_page(browser: Browser, label: str) -> tuple[BrowserContext, Page]:
     context.route(OFF_MACHINE, block)
     page = context.new_page()
     page.on("pageerror", lambda exc: log(f"[{label}] page error: {exc}"))
-    page.on("console", lambda msg: msg.type == "error" and log(f"[{label}] console.error: {msg.text[:300]}"))
+
+    def console(msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            log(f"[{label}] console.error: {msg.text[:300]}")
+
+    page.on("console", console)
     return context, page
 
 

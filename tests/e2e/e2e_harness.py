@@ -435,22 +435,30 @@ CONTENT_BOX_JS = """el => {
     return {x: left, y: top, width: right - left, height: bottom - top}; }"""
 
 
-def save_screenshot(target: Page | Locator, name: str, *, crop_to_content: bool = False) -> Path:
-    """Screenshot a page or an element into the artifacts dir; the path is printed and summarised.
-
-    ``crop_to_content`` (a Locator only) crops to what the element draws, without the empty prompt column
-    and the blank right-hand part of a full-width output area.
-    """
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+def save_screenshot(target: Page | Locator, name: str) -> Path:
+    """Screenshot a page or an element into the artifacts dir; the path is printed and summarised."""
     path = ARTIFACTS / f"{name}.png"
-    if crop_to_content:
-        box = target.evaluate(CONTENT_BOX_JS)
-        px, py = 12, 8
-        clip = {"x": max(box["x"] - px, 0), "y": max(box["y"] - py, 0),
-                "width": box["width"] + 2 * px, "height": box["height"] + 2 * py}  # fmt: skip
-        target.page.screenshot(path=str(path), clip=clip, timeout=15_000)
-    else:
-        target.screenshot(path=str(path), timeout=15_000)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    target.screenshot(path=str(path), timeout=15_000)
+    return _saved(path)
+
+
+def save_content_screenshot(element: Locator, name: str) -> Path:
+    """Screenshot just what ``element`` draws: no empty prompt column, no blank full-width margin."""
+    box = element.evaluate(CONTENT_BOX_JS)
+    px, py = 12, 8
+    path = ARTIFACTS / f"{name}.png"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    element.page.screenshot(
+        path=str(path),
+        clip={"x": max(box["x"] - px, 0), "y": max(box["y"] - py, 0),
+              "width": box["width"] + 2 * px, "height": box["height"] + 2 * py},
+        timeout=15_000,
+    )  # fmt: skip
+    return _saved(path)
+
+
+def _saved(path: Path) -> Path:
     SAVED.append(path)
     log(f"screenshot saved: {path}")
     return path

@@ -21,6 +21,7 @@ from e2e_harness import (
     NotebookRun,
     copy_to_docs,
     log,
+    save_content_screenshot,
     save_screenshot,
     wait_until,
     width_percent,
@@ -100,7 +101,7 @@ def test_success_plays_the_video_and_screenshots(nb_run: NotebookRun) -> None:
     nb_run.page.evaluate("() => document.querySelectorAll('video').forEach(v => { v.currentTime = 1.5; })")
     time.sleep(0.5)  # let the seek paint a frame for the screenshot
     save_screenshot(nb_run.page, f"{nb_run.app}-final")
-    widget_shot = save_screenshot(nb_run.output("success"), f"{nb_run.app}-widget", crop_to_content=True)
+    widget_shot = save_content_screenshot(nb_run.output("success"), f"{nb_run.app}-widget")
     if nb_run.app == "lab":
         copy_to_docs(widget_shot, "widget.png")
 
