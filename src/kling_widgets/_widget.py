@@ -549,9 +549,10 @@ class TaskStatusWidget(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets is 
 
     def _ipython_display_(self) -> None:
         """Display with a display id, so the static fallback can be refreshed when the task ends."""
-        handle = display(self._bundle(), raw=True, display_id=True)  # type: ignore[no-untyped-call]
-        if handle is not None:
-            with self._lock:
+        # Under the lock, so a final update cannot land between showing this bundle and recording its handle.
+        with self._lock:
+            handle = display(self._bundle(), raw=True, display_id=True)  # type: ignore[no-untyped-call]
+            if handle is not None:
                 self._handles.append(handle)
 
     # -- the polling side: the only writer of widget values ---------------------------------------------
