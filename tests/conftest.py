@@ -13,8 +13,10 @@ or create extra tasks with ``sim.add_task(Scenario(...))``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -24,6 +26,12 @@ if TYPE_CHECKING:
     from kling_widgets import KlingClient
 
 FAST = Scenario(polls=(1, 1))
+T = TypeVar("T")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Quick tests first; notebooks in a real kernel, then the browser suite, last."""
+    items.sort(key=lambda item: 2 if "e2e" in item.keywords else 1 if "notebook" in item.keywords else 0)
 
 
 @pytest.fixture
@@ -41,3 +49,30 @@ def client(sim: GatewaySimulator) -> Iterator[KlingClient]:
 
     with KlingClient(base_url=sim.url, api_key=sim.api_key) as kling:
         yield kling
+
+
+@pytest.fixture
+def run_async() -> Callable[[Coroutine[Any, Any, T]], T]:
+    """Run a coroutine to completion on a fresh event loop in its own thread.
+
+    ``asyncio.run`` refuses to start where a loop is already running in the main thread (Playwright's sync
+    API keeps one there for the browser suite); a kernel's top-level ``await`` is what users have instead.
+    """
+
+    def run(coroutine: Coroutine[Any, Any, T]) -> T:
+        outcome: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                outcome["value"] = asyncio.run(coroutine)
+            except BaseException as exc:
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=target, name="run-async")
+        worker.start()
+        worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]  # type: ignore[no-any-return]
+
+    return run

@@ -6,7 +6,6 @@ the simulator's request log.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -135,9 +134,9 @@ def test_wait_timeout_raises_the_builtin_and_watching_goes_on(sim: GatewaySimula
     assert len(g.wait(WAIT)) == 1
 
 
-def test_wait_async(sim: GatewaySimulator, gallery: Any) -> None:
+def test_wait_async(sim: GatewaySimulator, gallery: Any, run_async: Any) -> None:
     g = gallery([sim.add_task(), sim.add_task()])
-    assert len(asyncio.run(g.wait_async(WAIT))) == 2
+    assert len(run_async(g.wait_async(WAIT))) == 2
 
 
 def test_cards_share_the_default_engine(sim: GatewaySimulator, gallery: Any) -> None:

@@ -12,6 +12,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -768,11 +769,13 @@ def test_many_parallel_gets(sim: GatewaySimulator) -> None:
         assert poll(sim, task_id).status is TaskStatus.SUCCESS  # the 21st answered GET, whatever the order
 
 
-def sim_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("kling-simulator")]
+def sim_threads(ignore: Collection[threading.Thread] = ()) -> list[threading.Thread]:
+    """The simulator threads alive now, except ``ignore`` (other simulators, e.g. a session fixture's)."""
+    return [t for t in threading.enumerate() if t.name.startswith("kling-simulator") and t not in ignore]
 
 
 def test_stop_closes_everything_even_with_open_connections() -> None:
+    others = sim_threads()
     sim = GatewaySimulator().start()
     url = sim.url
     session = requests.Session()  # keeps its connection open after each request
@@ -780,13 +783,13 @@ def test_stop_closes_everything_even_with_open_connections() -> None:
     assert session.get(f"{url}/kling/v1/videos/text2video/{sim.add_task()}", headers=auth(sim), timeout=10).ok
     hung = threading.Thread(target=lambda: fetch_quietly(sim, slow_task), daemon=True)
     hung.start()
-    while not sim.requests(slow_task) and len(sim_threads()) < 3:
+    while not sim.requests(slow_task) and len(sim_threads(others)) < 3:
         time.sleep(0.01)
-    assert sim_threads()
+    assert sim_threads(others)
     sim.stop()
     hung.join(10)
     assert not hung.is_alive()
-    assert sim_threads() == []
+    assert sim_threads(others) == []
     with pytest.raises(requests.ConnectionError):
         requests.get(url, timeout=5)
     sim.stop()  # idempotent
@@ -815,6 +818,7 @@ def test_lifecycle_rules() -> None:
 
 
 def test_serve_forever_blocks_until_stopped() -> None:
+    others = sim_threads()
     sim = GatewaySimulator()
     runner = threading.Thread(target=sim.serve_forever)
     runner.start()
@@ -828,7 +832,7 @@ def test_serve_forever_blocks_until_stopped() -> None:
     sim.stop()
     runner.join(10)
     assert not runner.is_alive()
-    assert sim_threads() == []
+    assert sim_threads(others) == []
 
 
 def test_requests_are_not_logged_to_the_console(

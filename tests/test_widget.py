@@ -7,7 +7,6 @@ wait for final states with generous bounds and check texts, styles, orderings an
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import uuid
@@ -317,9 +316,9 @@ def test_wait_timeout_is_the_builtin_one_and_watching_goes_on(sim: GatewaySimula
     wait_for(lambda: gets(sim, task_id) > before)
 
 
-def test_wait_async(sim: GatewaySimulator, watch: Any) -> None:
+def test_wait_async(sim: GatewaySimulator, watch: Any, run_async: Any) -> None:
     widget = watch(sim.add_task())
-    task = asyncio.run(widget.wait_async(WAIT))
+    task = run_async(widget.wait_async(WAIT))
     assert task.status is TaskStatus.SUCCESS
 
 
