@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import statistics
 from collections.abc import Callable
 from statistics import NormalDist
 
@@ -14,18 +15,21 @@ from hypothesis import strategies as st
 
 from kling_widgets._models import TaskStatus
 from kling_widgets._schedule import (
+    POLL_JITTER,
     PRIOR_MEDIAN,
     PRIOR_SIGMA,
     REQUEST_COST,
     completion_hazard,
     next_poll_delay,
+    poll_gap,
     retry_delay,
 )
 
 
 def poll_delay(status: TaskStatus | None, elapsed: float, **intervals: float) -> float:
+    """The policy's gap, without jitter."""
     intervals = {"poll_interval": 1.0, "max_poll_interval": 15.0, **intervals}
-    return next_poll_delay(status=status, polls=3, elapsed=elapsed, **intervals)
+    return poll_gap(status=status, elapsed=elapsed, **intervals)
 
 
 GENERATING = [TaskStatus.IN_PROGRESS, TaskStatus.UNKNOWN]
@@ -93,14 +97,54 @@ def test_ceiling_below_the_interval_counts_as_equal() -> None:
         assert poll_delay(TaskStatus.IN_PROGRESS, elapsed, poll_interval=3.0, max_poll_interval=1.0) == 3.0
 
 
-def test_poll_count_does_not_matter() -> None:
+def test_jitter_is_reproducible_with_a_seed_and_ignores_the_poll_count() -> None:
     common = {
         "status": TaskStatus.IN_PROGRESS,
         "elapsed": 200.0,
         "poll_interval": 1.0,
         "max_poll_interval": 5.0,
     }
-    assert next_poll_delay(polls=10**9, **common) == next_poll_delay(polls=-3, **common)
+    first = [next_poll_delay(polls=n, rng=random.Random(7), **common) for n in (-3, 0, 10**9)]
+    assert len(set(first)) == 1
+    assert first[0] == next_poll_delay(polls=1, rng=random.Random(7), **common)
+
+
+@pytest.mark.parametrize(
+    ("status", "elapsed"), [(TaskStatus.IN_PROGRESS, 200.0), (TaskStatus.IN_PROGRESS, 90.0)]
+)
+def test_jitter_spreads_polls_around_the_gap_without_biasing_it(status: TaskStatus, elapsed: float) -> None:
+    gap = poll_delay(status, elapsed)
+    rng = random.Random(11)
+    delays = [
+        next_poll_delay(
+            status=status, polls=1, elapsed=elapsed, poll_interval=1.0, max_poll_interval=15.0, rng=rng
+        )
+        for _ in range(2000)
+    ]
+    assert all((1 - POLL_JITTER) * gap <= d <= (1 + POLL_JITTER) * gap for d in delays)
+    assert statistics.fmean(delays) == pytest.approx(gap, rel=0.02)
+    assert max(delays) - min(delays) > POLL_JITTER * gap  # real spread: tasks submitted together drift apart
+
+
+def test_jitter_never_leaves_the_intervals() -> None:
+    rng = random.Random(5)
+    queued = [
+        next_poll_delay(
+            status=TaskStatus.SUBMITTED,
+            polls=1,
+            elapsed=0.0,
+            poll_interval=1.0,
+            max_poll_interval=15.0,
+            rng=rng,
+        )
+        for _ in range(500)
+    ]
+    assert max(queued) == 15.0
+    assert min(queued) >= 15.0 * (1 - POLL_JITTER)
+    assert {
+        next_poll_delay(status=None, polls=0, elapsed=0.0, poll_interval=2.0, max_poll_interval=2.0, rng=rng)
+        for _ in range(50)
+    } == {2.0}
 
 
 @given(
@@ -108,17 +152,20 @@ def test_poll_count_does_not_matter() -> None:
     elapsed=st.floats(allow_nan=True, allow_infinity=True),
     poll_interval=st.floats(1e-3, 1e3),
     max_poll_interval=st.floats(0, 1e4),
+    seed=st.integers(0, 2**32),
 )
 def test_poll_delay_is_total_and_clamped(
-    status: TaskStatus | None, elapsed: float, poll_interval: float, max_poll_interval: float
+    status: TaskStatus | None, elapsed: float, poll_interval: float, max_poll_interval: float, seed: int
 ) -> None:
-    delay = next_poll_delay(
-        status=status,
-        polls=0,
-        elapsed=elapsed,
-        poll_interval=poll_interval,
-        max_poll_interval=max_poll_interval,
-    )
+    common = {
+        "status": status,
+        "elapsed": elapsed,
+        "poll_interval": poll_interval,
+        "max_poll_interval": max_poll_interval,
+    }
+    gap = poll_gap(**common)
+    delay = next_poll_delay(polls=0, rng=random.Random(seed), **common)
+    assert poll_interval <= gap <= max(poll_interval, max_poll_interval)
     assert poll_interval <= delay <= max(poll_interval, max_poll_interval)
 
 

@@ -6,7 +6,7 @@ gap shrinks to a couple of seconds around the time Kling usually finishes. The g
 minimises "mean detection lag + `REQUEST_COST` per request" for a log-normal prior on the duration: with
 hazard rate h(t) (the chance per second of finishing now, given not finished yet), polling at rate
 sqrt(h / (2 · cost)) is optimal, i.e. a gap of sqrt(2 · cost / h). `poll_interval` and `max_poll_interval`
-clamp it.
+clamp it, and a ±20 % jitter keeps tasks submitted together from polling in bursts.
 
 Retries use capped exponential backoff with equal jitter, never less than 1 s (Kling's advice for 429)
 and never less than the server's ``Retry-After``.
@@ -19,7 +19,7 @@ import random
 
 from ._models import TaskStatus
 
-__all__ = ["completion_hazard", "next_poll_delay", "retry_delay"]
+__all__ = ["completion_hazard", "next_poll_delay", "poll_gap", "retry_delay"]
 
 # The prior on how long a Kling text-to-video task takes from submission to SUCCESS. Observations
 # (gateway-api.md §10.6): 79–151 s for 5 s clips via fal, about 3 min in MIT Technology Review's test,
@@ -30,6 +30,8 @@ PRIOR_SIGMA = 0.45
 # What one request is worth, in seconds of mean detection lag: it sets how densely the likely window is
 # polled (about every 2.6 s around the median; the gap never exceeds max_poll_interval).
 REQUEST_COST = 0.04
+# Each poll gap is drawn from ±20 % around the policy's, so the polls of tasks submitted together spread out.
+POLL_JITTER = 0.2
 MIN_RETRY_DELAY = 1.0  # Kling: "exponential backoff, initial delay ≥ 1 s"
 
 _rng = random.Random()
@@ -60,23 +62,15 @@ def completion_hazard(age: float) -> float:
     return density / survival
 
 
-def next_poll_delay(
-    *,
-    status: TaskStatus | None,
-    polls: int,
-    elapsed: float,
-    poll_interval: float,
-    max_poll_interval: float,
+def poll_gap(
+    *, status: TaskStatus | None, elapsed: float, poll_interval: float, max_poll_interval: float
 ) -> float:
-    """Seconds to wait before the next poll.
+    """The policy's gap before the next poll, before jitter.
 
     Parameters
     ----------
     status : TaskStatus or None
         The latest known status (None before the first successful poll).
-    polls : int
-        How many polls were made so far. Not used: the chance of finishing depends on the task's age,
-        not on how often it was asked.
     elapsed : float
         Seconds since watching started, taken as the task's age. For a task watched long after it was
         submitted this errs toward sparse polling, still bounded by ``max_poll_interval``.
@@ -99,6 +93,41 @@ def next_poll_delay(
     if hazard <= 0.0:
         return float(ceiling)
     return float(min(max(math.sqrt(2 * REQUEST_COST / hazard), poll_interval), ceiling))
+
+
+def next_poll_delay(
+    *,
+    status: TaskStatus | None,
+    polls: int,
+    elapsed: float,
+    poll_interval: float,
+    max_poll_interval: float,
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds to wait before the next poll: `poll_gap` with jitter.
+
+    Parameters
+    ----------
+    status, elapsed, poll_interval, max_poll_interval
+        As for `poll_gap`.
+    polls : int
+        How many polls were made so far. Not used: the chance of finishing depends on the task's age,
+        not on how often it was asked.
+    rng : random.Random or None
+        Source of jitter (pass a seeded one for reproducible delays).
+
+    Returns
+    -------
+    float
+        `poll_gap` times a factor drawn uniformly from 1 ± `POLL_JITTER`, kept within
+        [``poll_interval``, ``max_poll_interval``]. Without jitter, tasks submitted together would be
+        polled in bursts for their whole life (same age, same gap).
+    """
+    gap = poll_gap(
+        status=status, elapsed=elapsed, poll_interval=poll_interval, max_poll_interval=max_poll_interval
+    )
+    jittered = gap * (rng or _rng).uniform(1 - POLL_JITTER, 1 + POLL_JITTER)
+    return float(min(max(jittered, poll_interval), max(max_poll_interval, poll_interval)))
 
 
 def retry_delay(

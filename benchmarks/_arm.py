@@ -1,0 +1,136 @@
+"""One benchmark arm in its own process: create the workload's tasks on the simulator, watch them, report.
+
+Run by ``run.py`` (not meant to be run by hand). Reads a JSON job on stdin, prints a JSON result on stdout:
+when each task was created and when its watcher saw SUCCESS (``time.monotonic()``, which is system-wide on
+Linux, so it compares with the simulator's clock), and the CPU time this process spent watching.
+
+Arms:
+
+- ``ours``: a `TaskGallery` on the shared engine, with its default schedule (time-compressed, see below).
+- ``fixed``: one thread per task calling ``KlingClient.get_task`` every ``interval`` seconds, like Kling's
+  own ComfyUI nodes (``poll_interval`` 1 s).
+
+Time compression: the simulator runs ``speed`` times faster than Kling, so every delay on the watching side
+is divided by ``speed`` too. For the fixed arms that is the sleep; for ours it is the schedule, wrapped so
+that it sees task ages in Kling seconds and its answer is scaled back (`compressed_schedule`).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from kling_widgets import KlingClient, TaskStatus, _poller, _schedule
+from kling_widgets._gallery import TaskGallery
+
+GALLERY_POLL_INTERVAL = 1.0  # TaskGallery's defaults, in Kling seconds
+GALLERY_MAX_POLL_INTERVAL = 15.0
+TIMEOUT = 900.0
+
+
+def compressed_schedule(speed: float) -> Callable[..., float]:
+    """`next_poll_delay` for a clock running ``speed`` times fast: ages scaled up, the delay scaled down."""
+
+    def delay(
+        *, status: Any, polls: int, elapsed: float, poll_interval: float, max_poll_interval: float
+    ) -> float:
+        return (
+            _schedule.next_poll_delay(
+                status=status,
+                polls=polls,
+                elapsed=elapsed * speed,
+                poll_interval=poll_interval * speed,
+                max_poll_interval=max_poll_interval * speed,
+            )
+            / speed
+        )
+
+    return delay
+
+
+def create_tasks(url: str, key: str, workload: list[list[float]]) -> tuple[list[str], list[float]]:
+    """Create a simulator task per (queued, running) pair; return ids and the instant before each POST."""
+    session = requests.Session()
+    ids, created = [], []
+    for queued, running in workload:
+        before = time.monotonic()
+        response = session.post(
+            f"{url}/_simulator/tasks",
+            json={"queued": queued, "running": running},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        response.raise_for_status()
+        ids.append(response.json()["task_id"])
+        created.append(before)
+    session.close()
+    return ids, created
+
+
+def watch_ours(client: KlingClient, ids: list[str], speed: float, seen: dict[str, float]) -> None:
+    _poller.next_poll_delay = compressed_schedule(speed)  # type: ignore[assignment]
+    gallery = TaskGallery(
+        ids,
+        client=client,
+        poll_interval=GALLERY_POLL_INTERVAL / speed,
+        max_poll_interval=GALLERY_MAX_POLL_INTERVAL / speed,
+        timeout=TIMEOUT / speed,
+    )
+
+    def on_status(change: dict[str, Any]) -> None:
+        if change["new"] == TaskStatus.SUCCESS.value:
+            seen.setdefault(change["owner"].task_id, time.monotonic())
+
+    for card in gallery.cards:
+        card.observe(on_status, names=["status"])  # type: ignore[union-attr]
+    gallery.wait()
+    gallery.close()
+
+
+def watch_fixed(client: KlingClient, ids: list[str], interval: float, seen: dict[str, float]) -> None:
+    def poll(task_id: str) -> None:
+        while True:
+            task = client.get_task(task_id)
+            if task.status is TaskStatus.SUCCESS:
+                seen[task_id] = time.monotonic()
+                return
+            time.sleep(interval)
+
+    threads = [threading.Thread(target=poll, args=(task_id,), daemon=True) for task_id in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def main() -> None:
+    job = json.load(sys.stdin)
+    speed = job["speed"]
+    client = KlingClient(api_key=job["key"], base_url=job["url"])
+    ids, created = create_tasks(job["url"], job["key"], job["workload"])
+    seen: dict[str, float] = {}
+    cpu, wall = time.process_time(), time.monotonic()
+    if job["arm"] == "ours":
+        watch_ours(client, ids, speed, seen)
+    else:
+        watch_fixed(client, ids, job["interval"] / speed, seen)
+    result = {
+        "ids": ids,
+        "created": created,
+        "seen": [seen.get(task_id) for task_id in ids],
+        "cpu": time.process_time() - cpu,
+        "wall": time.monotonic() - wall,
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
