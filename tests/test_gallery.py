@@ -6,7 +6,6 @@ the simulator's request log.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,6 +14,7 @@ import comm
 import ipywidgets
 import pytest
 
+from helpers import assert_no_request_follows
 from kling_widgets import KlingClient, KlingError, TaskFailedError, TaskStatus, TaskStatusWidget, _gallery
 from kling_widgets._gallery import TaskGallery, generate_many
 from kling_widgets._poller import default_engine
@@ -119,12 +119,7 @@ def test_stop_all_stops_every_watch_and_no_request_follows(sim: GatewaySimulator
     assert [e.code for e in g.failed] == ["stopped"] * 4
     assert g.summary().startswith("4 tasks · 4 stopped · ")
     assert g._stop_all.disabled
-    at_stop = len(sim.requests())
-    time.sleep(0.5)  # a GET already in flight at the click may still reach the server: one per task at most
-    settled = len(sim.requests())
-    assert settled - at_stop <= len(ids)
-    time.sleep(0.5)
-    assert len(sim.requests()) == settled
+    assert_no_request_follows(sim, ids)
 
 
 def test_wait_timeout_raises_the_builtin_and_watching_goes_on(sim: GatewaySimulator, gallery: Any) -> None:

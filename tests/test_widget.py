@@ -22,6 +22,7 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers import assert_no_request_follows
 from kling_widgets import (
     AuthenticationError,
     KlingClient,
@@ -299,9 +300,7 @@ def test_stop_warns_and_sends_no_further_request(sim: GatewaySimulator, watch: A
     assert line(widget).endswith(" — the task keeps running on the server")
     assert row(widget)[1].bar_style == "warning"
     assert row(widget)[3].disabled
-    count = gets(sim, task_id)
-    time.sleep(0.3)  # six poll intervals: a request would have been made by now
-    assert gets(sim, task_id) == count
+    assert_no_request_follows(sim, [task_id])
 
 
 def test_wait_timeout_is_the_builtin_one_and_watching_goes_on(sim: GatewaySimulator, watch: Any) -> None:
@@ -399,9 +398,7 @@ def test_close_while_polling_stops_requests(sim: GatewaySimulator) -> None:
     assert widget._watch.state is WatchState.STOPPED
     with pytest.raises(KlingError, match="Stopped watching"):
         widget.wait(WAIT)
-    count = gets(sim, task_id)
-    time.sleep(0.3)
-    assert gets(sim, task_id) == count
+    assert_no_request_follows(sim, [task_id])
     with pytest.raises(RuntimeError, match="closed"):
         widget.start()
 
