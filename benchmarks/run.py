@@ -93,10 +93,10 @@ def fake_clock(
 
 def our_gap(queued: bool, t: float) -> float:
     from kling_widgets import TaskStatus
-    from kling_widgets._schedule import next_poll_delay
+    from kling_widgets._schedule import poll_gap
 
     status = TaskStatus.SUBMITTED if queued else TaskStatus.IN_PROGRESS
-    return next_poll_delay(status=status, polls=1, elapsed=t, poll_interval=1.0, max_poll_interval=15.0)
+    return poll_gap(status=status, elapsed=t, poll_interval=1.0, max_poll_interval=15.0)  # without jitter
 
 
 # -- live arms ------------------------------------------------------------------------------------------
@@ -331,6 +331,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="N = 1 only, ×100 time compression (smoke run)")
     parser.add_argument("--seed", type=int, default=2026, help="workload seed (default 2026)")
     parser.add_argument("--csv", type=Path, help="per-task results (default: a file in the temp directory)")
+    parser.add_argument(
+        "--kernel-speed",
+        type=float,
+        default=KERNEL_SPEED,
+        help=f"time compression of the kernel round trips (default {KERNEL_SPEED:g}; 1 adds about 4 minutes)",
+    )
     args = parser.parse_args(argv)
 
     sizes, speed = ((1,), lambda n: 100.0) if args.quick else (SIZES, speed_for)
@@ -348,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         trips = kernel_round_trips(2, 100.0, samples_idle=5, seed=args.seed)
     else:
-        trips = kernel_round_trips(KERNEL_TASKS, KERNEL_SPEED, samples_idle=100, seed=args.seed)
+        trips = kernel_round_trips(KERNEL_TASKS, args.kernel_speed, samples_idle=100, seed=args.seed)
 
     path = args.csv or Path(tempfile.gettempdir()) / "kling-widgets-benchmark-tasks.csv"
     with path.open("w", newline="") as f:
