@@ -39,13 +39,12 @@ def compressed_schedule(speed: float) -> Callable[..., float]:
     """`next_poll_delay` for a clock running ``speed`` times fast: ages scaled up, the delay scaled down."""
 
     def delay(
-        *, status: Any, polls: int, elapsed: float, poll_interval: float, max_poll_interval: float
+        *, status: Any, age: float, poll_interval: float, max_poll_interval: float
     ) -> float:
         return (
             _schedule.next_poll_delay(
                 status=status,
-                polls=polls,
-                elapsed=elapsed * speed,
+                age=age * speed,
                 poll_interval=poll_interval * speed,
                 max_poll_interval=max_poll_interval * speed,
             )
@@ -53,6 +52,17 @@ def compressed_schedule(speed: float) -> Callable[..., float]:
         )
 
     return delay
+
+
+def compress_engine(speed: float) -> None:
+    """Run the shared engine's schedule on the compressed clock.
+
+    Task ages come from the watch time alone: the simulator's ``submit_time`` has whole-second resolution,
+    which compression would inflate to up to ``speed`` Kling seconds, and these tasks are watched from the
+    moment they are created, so the watch time is their age.
+    """
+    _poller.next_poll_delay = compressed_schedule(speed)  # type: ignore[assignment]
+    _poller.task_age = lambda task, watched_for, now=None: watched_for  # type: ignore[assignment]
 
 
 def create_tasks(url: str, key: str, workload: list[list[float]]) -> tuple[list[str], list[float]]:
@@ -75,7 +85,7 @@ def create_tasks(url: str, key: str, workload: list[list[float]]) -> tuple[list[
 
 
 def watch_ours(client: KlingClient, ids: list[str], speed: float, seen: dict[str, float]) -> None:
-    _poller.next_poll_delay = compressed_schedule(speed)  # type: ignore[assignment]
+    compress_engine(speed)
     gallery = TaskGallery(
         ids,
         client=client,

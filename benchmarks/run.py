@@ -96,7 +96,7 @@ def our_gap(queued: bool, t: float) -> float:
     from kling_widgets._schedule import poll_gap
 
     status = TaskStatus.SUBMITTED if queued else TaskStatus.IN_PROGRESS
-    return poll_gap(status=status, elapsed=t, poll_interval=1.0, max_poll_interval=15.0)  # without jitter
+    return poll_gap(status=status, age=t, poll_interval=1.0, max_poll_interval=15.0)  # without jitter
 
 
 # -- live arms ------------------------------------------------------------------------------------------
@@ -224,8 +224,8 @@ def kernel_round_trips(n_tasks: int, speed: float, samples_idle: int, seed: int)
         execute(
             f"import sys; sys.path.insert(0, {str(HERE)!r})\n"
             "from IPython.display import display\n"
-            "from _arm import compressed_schedule, create_tasks\n"
-            "from kling_widgets import KlingClient, _poller\n"
+            "from _arm import compress_engine, create_tasks\n"
+            "from kling_widgets import KlingClient\n"
             "from kling_widgets._gallery import TaskGallery\n"
         )
 
@@ -238,7 +238,7 @@ def kernel_round_trips(n_tasks: int, speed: float, samples_idle: int, seed: int)
 
         idle = sample(samples_idle)
         execute(
-            f"_poller.next_poll_delay = compressed_schedule({speed})\n"
+            f"compress_engine({speed})\n"
             f"ids, _ = create_tasks({sim.url!r}, {KEY!r}, {json.dumps(tasks)})\n"
             f"g = TaskGallery(ids, client=KlingClient(api_key={KEY!r}, base_url={sim.url!r}), "
             f"poll_interval={1 / speed}, max_poll_interval={15 / speed}, timeout={900 / speed})\n"

@@ -7,13 +7,14 @@ import math
 import random
 import statistics
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from statistics import NormalDist
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kling_widgets._models import TaskStatus
+from kling_widgets._models import Task, TaskStatus
 from kling_widgets._schedule import (
     POLL_JITTER,
     PRIOR_MEDIAN,
@@ -23,13 +24,14 @@ from kling_widgets._schedule import (
     next_poll_delay,
     poll_gap,
     retry_delay,
+    task_age,
 )
 
 
-def poll_delay(status: TaskStatus | None, elapsed: float, **intervals: float) -> float:
+def poll_delay(status: TaskStatus | None, age: float, **intervals: float) -> float:
     """The policy's gap, without jitter."""
     intervals = {"poll_interval": 1.0, "max_poll_interval": 15.0, **intervals}
-    return poll_gap(status=status, elapsed=elapsed, **intervals)
+    return poll_gap(status=status, age=age, **intervals)
 
 
 GENERATING = [TaskStatus.IN_PROGRESS, TaskStatus.UNKNOWN]
@@ -58,17 +60,17 @@ def test_nothing_known_yet_means_poll_soon() -> None:
 
 
 @pytest.mark.parametrize("status", [TaskStatus.NOT_START, TaskStatus.SUBMITTED, TaskStatus.QUEUED])
-@pytest.mark.parametrize("elapsed", [0.0, 30.0, PRIOR_MEDIAN, 900.0])
-def test_queued_tasks_are_polled_at_the_ceiling(status: TaskStatus, elapsed: float) -> None:
+@pytest.mark.parametrize("age", [0.0, 30.0, PRIOR_MEDIAN, 900.0])
+def test_queued_tasks_are_polled_at_the_ceiling(status: TaskStatus, age: float) -> None:
     # A queued task still has a whole generation ahead of it: it cannot finish before the next poll.
-    assert poll_delay(status, elapsed) == 15.0
-    assert poll_delay(status, elapsed, max_poll_interval=5.0) == 5.0
+    assert poll_delay(status, age) == 15.0
+    assert poll_delay(status, age, max_poll_interval=5.0) == 5.0
 
 
 @pytest.mark.parametrize("status", GENERATING)
-@pytest.mark.parametrize("elapsed", [0.0, 5.0, 20.0, 40.0])
-def test_young_tasks_are_polled_sparsely(status: TaskStatus, elapsed: float) -> None:
-    assert poll_delay(status, elapsed) == 15.0
+@pytest.mark.parametrize("age", [0.0, 5.0, 20.0, 40.0])
+def test_young_tasks_are_polled_sparsely(status: TaskStatus, age: float) -> None:
+    assert poll_delay(status, age) == 15.0
 
 
 @pytest.mark.parametrize("status", GENERATING)
@@ -93,31 +95,48 @@ def test_the_floor_binds_when_it_is_above_the_optimal_gap() -> None:
 
 
 def test_ceiling_below_the_interval_counts_as_equal() -> None:
-    for elapsed in (0.0, PRIOR_MEDIAN, 1e9):
-        assert poll_delay(TaskStatus.IN_PROGRESS, elapsed, poll_interval=3.0, max_poll_interval=1.0) == 3.0
+    for age in (0.0, PRIOR_MEDIAN, 1e9):
+        assert poll_delay(TaskStatus.IN_PROGRESS, age, poll_interval=3.0, max_poll_interval=1.0) == 3.0
 
 
-def test_jitter_is_reproducible_with_a_seed_and_ignores_the_poll_count() -> None:
+def test_jitter_is_reproducible_with_a_seed() -> None:
     common = {
         "status": TaskStatus.IN_PROGRESS,
-        "elapsed": 200.0,
+        "age": 200.0,
         "poll_interval": 1.0,
         "max_poll_interval": 5.0,
     }
-    first = [next_poll_delay(polls=n, rng=random.Random(7), **common) for n in (-3, 0, 10**9)]
-    assert len(set(first)) == 1
-    assert first[0] == next_poll_delay(polls=1, rng=random.Random(7), **common)
+    assert next_poll_delay(rng=random.Random(7), **common) == next_poll_delay(rng=random.Random(7), **common)
+
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.mark.parametrize(
-    ("status", "elapsed"), [(TaskStatus.IN_PROGRESS, 200.0), (TaskStatus.IN_PROGRESS, 90.0)]
+    ("submitted", "watched_for", "age"),
+    [
+        (None, 12.0, 12.0),  # no submit_time: how long we watched
+        (NOW - timedelta(minutes=10), 3.0, 600.0),  # watched again long after submission
+        (NOW - timedelta(seconds=5), 30.0, 30.0),  # never younger than what we saw ourselves
+        (NOW + timedelta(hours=1), 4.0, 4.0),  # a gateway clock running ahead
+    ],
 )
-def test_jitter_spreads_polls_around_the_gap_without_biasing_it(status: TaskStatus, elapsed: float) -> None:
-    gap = poll_delay(status, elapsed)
+def test_task_age_prefers_the_gateways_submit_time(
+    submitted: datetime | None, watched_for: float, age: float
+) -> None:
+    task = Task(task_id="1", status=TaskStatus.IN_PROGRESS, submit_time=submitted)
+    assert task_age(task, watched_for, now=NOW) == age
+
+
+@pytest.mark.parametrize(
+    ("status", "age"), [(TaskStatus.IN_PROGRESS, 200.0), (TaskStatus.IN_PROGRESS, 90.0)]
+)
+def test_jitter_spreads_polls_around_the_gap_without_biasing_it(status: TaskStatus, age: float) -> None:
+    gap = poll_delay(status, age)
     rng = random.Random(11)
     delays = [
         next_poll_delay(
-            status=status, polls=1, elapsed=elapsed, poll_interval=1.0, max_poll_interval=15.0, rng=rng
+            status=status, age=age, poll_interval=1.0, max_poll_interval=15.0, rng=rng
         )
         for _ in range(2000)
     ]
@@ -131,8 +150,7 @@ def test_jitter_never_leaves_the_intervals() -> None:
     queued = [
         next_poll_delay(
             status=TaskStatus.SUBMITTED,
-            polls=1,
-            elapsed=0.0,
+            age=0.0,
             poll_interval=1.0,
             max_poll_interval=15.0,
             rng=rng,
@@ -142,29 +160,29 @@ def test_jitter_never_leaves_the_intervals() -> None:
     assert max(queued) == 15.0
     assert min(queued) >= 15.0 * (1 - POLL_JITTER)
     assert {
-        next_poll_delay(status=None, polls=0, elapsed=0.0, poll_interval=2.0, max_poll_interval=2.0, rng=rng)
+        next_poll_delay(status=None, age=0.0, poll_interval=2.0, max_poll_interval=2.0, rng=rng)
         for _ in range(50)
     } == {2.0}
 
 
 @given(
     status=st.none() | st.sampled_from(TaskStatus),
-    elapsed=st.floats(allow_nan=True, allow_infinity=True),
+    age=st.floats(allow_nan=True, allow_infinity=True),
     poll_interval=st.floats(1e-3, 1e3),
     max_poll_interval=st.floats(0, 1e4),
     seed=st.integers(0, 2**32),
 )
 def test_poll_delay_is_total_and_clamped(
-    status: TaskStatus | None, elapsed: float, poll_interval: float, max_poll_interval: float, seed: int
+    status: TaskStatus | None, age: float, poll_interval: float, max_poll_interval: float, seed: int
 ) -> None:
     common = {
         "status": status,
-        "elapsed": elapsed,
+        "age": age,
         "poll_interval": poll_interval,
         "max_poll_interval": max_poll_interval,
     }
     gap = poll_gap(**common)
-    delay = next_poll_delay(polls=0, rng=random.Random(seed), **common)
+    delay = next_poll_delay(rng=random.Random(seed), **common)
     assert poll_interval <= gap <= max(poll_interval, max_poll_interval)
     assert poll_interval <= delay <= max(poll_interval, max_poll_interval)
 

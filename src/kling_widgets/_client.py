@@ -34,7 +34,7 @@ from ._errors import (
     error_from_response,
 )
 from ._models import Task, TaskStatus, parse_submission, parse_task
-from ._schedule import next_poll_delay, retry_delay
+from ._schedule import next_poll_delay, retry_delay, task_age
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_BASE_URL", "ENDPOINTS", "KlingClient"]
 
@@ -311,7 +311,7 @@ class KlingClient:
         deadline = started + timeout
         task: Task | None = None
         last_error: KlingError | None = None
-        polls = failures = 0
+        failures = 0
         while True:
             try:
                 task = self.get_task(task_id, endpoint, retry=False)
@@ -323,7 +323,6 @@ class KlingClient:
                 delay = retry_delay(failures, retry_after=_retry_after_of(exc))
                 logger.info("Polling task %s failed (%s); retrying in %.1f s", task_id, exc, delay)
             else:
-                polls += 1
                 failures = 0
                 last_error = None
                 if on_poll is not None:
@@ -334,8 +333,7 @@ class KlingClient:
                     raise TaskFailedError(task)
                 delay = next_poll_delay(
                     status=task.status,
-                    polls=polls,
-                    elapsed=time.monotonic() - started,
+                    age=task_age(task, time.monotonic() - started),
                     poll_interval=poll_interval,
                     max_poll_interval=max_poll_interval,
                 )

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from ._errors import KlingError, RateLimitError, TaskFailedError, TaskTimeoutError
 from ._models import Task, TaskStatus
-from ._schedule import next_poll_delay, retry_delay
+from ._schedule import next_poll_delay, retry_delay, task_age
 
 __all__ = ["Engine", "Update", "Watch", "WatchState", "default_engine"]
 
@@ -119,7 +119,6 @@ class Watch:
         self._state = WatchState.WAITING
         self._task: Task | None = None
         self._error: KlingError | None = None
-        self._polls = 0  # successful polls so far
         self._attempt = 0  # consecutive transient errors
         self._pending: collections.deque[Update] = collections.deque()
         self._draining = False
@@ -389,7 +388,7 @@ class Engine:
             return False  # stopped, timed out or shut down meanwhile: the answer is discarded
         now = time.monotonic()
         if isinstance(outcome, Task):
-            w._task, w._polls, w._attempt = outcome, w._polls + 1, 0
+            w._task, w._attempt = outcome, 0
             if outcome.status is TaskStatus.SUCCESS:
                 return self._finish(w, WatchState.SUCCESS, inline=True)
             if outcome.status is TaskStatus.FAILURE:
@@ -397,8 +396,7 @@ class Engine:
             w._state, w._error = WatchState.WAITING, None
             delay = next_poll_delay(
                 status=outcome.status,
-                polls=w._polls,
-                elapsed=now - w._started,
+                age=task_age(outcome, now - w._started),
                 poll_interval=w._poll_interval,
                 max_poll_interval=w._max_poll_interval,
             )

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import math
 import random
+from datetime import datetime, timezone
 
-from ._models import TaskStatus
+from ._models import Task, TaskStatus
 
-__all__ = ["completion_hazard", "next_poll_delay", "poll_gap", "retry_delay"]
+__all__ = ["completion_hazard", "next_poll_delay", "poll_gap", "retry_delay", "task_age"]
 
 # The prior on how long a Kling text-to-video task takes from submission to SUCCESS. Observations
 # (gateway-api.md §10.6): 79–151 s for 5 s clips via fal, about 3 min in MIT Technology Review's test,
@@ -62,8 +63,21 @@ def completion_hazard(age: float) -> float:
     return density / survival
 
 
+def task_age(task: Task, watched_for: float, now: datetime | None = None) -> float:
+    """Seconds since the task was submitted, for the schedule.
+
+    The gateway's ``submit_time`` when it is known and plausible (a task watched again long after it was
+    submitted is not young), else how long we have been watching. Never less than ``watched_for``, so a
+    gateway clock running ahead of ours cannot make a task look younger than we know it is.
+    """
+    if task.submit_time is None:
+        return watched_for
+    since_submit = ((now or datetime.now(timezone.utc)) - task.submit_time).total_seconds()
+    return max(watched_for, since_submit) if math.isfinite(since_submit) else watched_for
+
+
 def poll_gap(
-    *, status: TaskStatus | None, elapsed: float, poll_interval: float, max_poll_interval: float
+    *, status: TaskStatus | None, age: float, poll_interval: float, max_poll_interval: float
 ) -> float:
     """The policy's gap before the next poll, before jitter.
 
@@ -71,9 +85,8 @@ def poll_gap(
     ----------
     status : TaskStatus or None
         The latest known status (None before the first successful poll).
-    elapsed : float
-        Seconds since watching started, taken as the task's age. For a task watched long after it was
-        submitted this errs toward sparse polling, still bounded by ``max_poll_interval``.
+    age : float
+        Seconds since the task was submitted (`task_age`).
     poll_interval, max_poll_interval : float
         The shortest and the longest gap (a ``max_poll_interval`` below ``poll_interval`` counts as equal).
 
@@ -82,14 +95,14 @@ def poll_gap(
     float
         ``poll_interval`` while nothing is known yet; ``max_poll_interval`` while the task is queued (it
         cannot finish before a whole generation has run); otherwise sqrt(2 · `REQUEST_COST` / hazard),
-        clamped: the gap shrinks from ``max_poll_interval`` as ``elapsed`` enters the 1–5 minute window.
+        clamped: the gap shrinks from ``max_poll_interval`` as ``age`` enters the 1–5 minute window.
     """
     ceiling = max(max_poll_interval, poll_interval)
     if status is None:
         return float(poll_interval)
     if status.is_queued:
         return float(ceiling)
-    hazard = completion_hazard(elapsed)
+    hazard = completion_hazard(age)
     if hazard <= 0.0:
         return float(ceiling)
     return float(min(max(math.sqrt(2 * REQUEST_COST / hazard), poll_interval), ceiling))
@@ -98,8 +111,7 @@ def poll_gap(
 def next_poll_delay(
     *,
     status: TaskStatus | None,
-    polls: int,
-    elapsed: float,
+    age: float,
     poll_interval: float,
     max_poll_interval: float,
     rng: random.Random | None = None,
@@ -108,11 +120,8 @@ def next_poll_delay(
 
     Parameters
     ----------
-    status, elapsed, poll_interval, max_poll_interval
+    status, age, poll_interval, max_poll_interval
         As for `poll_gap`.
-    polls : int
-        How many polls were made so far. Not used: the chance of finishing depends on the task's age,
-        not on how often it was asked.
     rng : random.Random or None
         Source of jitter (pass a seeded one for reproducible delays).
 
@@ -124,7 +133,7 @@ def next_poll_delay(
         polled in bursts for their whole life (same age, same gap).
     """
     gap = poll_gap(
-        status=status, elapsed=elapsed, poll_interval=poll_interval, max_poll_interval=max_poll_interval
+        status=status, age=age, poll_interval=poll_interval, max_poll_interval=max_poll_interval
     )
     jittered = gap * (rng or _rng).uniform(1 - POLL_JITTER, 1 + POLL_JITTER)
     return float(min(max(jittered, poll_interval), max(max_poll_interval, poll_interval)))

@@ -346,7 +346,9 @@ class TaskStatusWidget(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets is 
     endpoint : str
         ``"text2video"`` or ``"image2video"``, the path the task was created on.
     poll_interval, max_poll_interval : float
-        Seconds between polls; the interval grows from the first toward the second.
+        The shortest and the longest gap between polls. In between, the gap follows the chance that the
+        task finishes soon: sparse while it is queued or young, about every 2.6 s around the time Kling
+        usually finishes (1-5 minutes), with ±20 % jitter.
     timeout : float or None
         Give up watching after this many seconds (the task may still finish on the server).
     autostart : bool
