@@ -14,8 +14,16 @@ import comm
 import ipywidgets
 import pytest
 
-from helpers import assert_no_request_follows
-from kling_widgets import KlingClient, KlingError, TaskFailedError, TaskStatus, TaskStatusWidget, _gallery
+from helpers import FakeShell, assert_no_request_follows
+from kling_widgets import (
+    KlingClient,
+    KlingError,
+    TaskFailedError,
+    TaskStatus,
+    TaskStatusWidget,
+    _gallery,
+    _widget,
+)
 from kling_widgets._gallery import TaskGallery, generate_many
 from kling_widgets._poller import default_engine
 from kling_widgets.simulator import GatewaySimulator, Scenario
@@ -245,3 +253,19 @@ def test_display_refreshes_the_static_fallback_once_every_card_has_ended(
     (final,) = handle.updates
     assert final["text/html"].count("<video src=") == 2
     assert "2 done" in final["text/plain"]
+
+
+def test_rerunning_the_cell_closes_the_gallery_and_its_cards(
+    sim: GatewaySimulator, gallery: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shell = FakeShell()
+    monkeypatch.setattr(_widget, "get_ipython", lambda: shell)
+    monkeypatch.setattr(_widget, "_REGISTRY", _widget._Registry())
+    monkeypatch.setattr(_gallery, "_REGISTRY", _widget._REGISTRY)
+
+    first = shell.run_cell("cell-A", lambda: gallery([sim.add_task(FOREVER), sim.add_task(FOREVER)]))
+    cards = list(first.cards)
+    shell.run_cell("cell-A", lambda: gallery([sim.add_task(FOREVER)]))
+
+    assert first.comm is None
+    assert all(card.comm is None for card in cards)

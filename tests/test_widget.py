@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
-from types import SimpleNamespace
 from typing import Any
 
 import comm
@@ -22,7 +21,7 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import assert_no_request_follows
+from helpers import FakeShell, assert_no_request_follows
 from kling_widgets import (
     AuthenticationError,
     KlingClient,
@@ -426,25 +425,6 @@ def test_a_new_widget_for_the_same_task_closes_the_old_one(sim: GatewaySimulator
     assert new.comm is not None
     assert old._watch is not None
     assert old._watch.wait(WAIT)
-
-
-class FakeShell:
-    """Just enough of IPython for the cell registry: events, and the running cell's ExecutionInfo."""
-
-    def __init__(self) -> None:
-        self.handlers: list[Callable[[Any], None]] = []
-        self.events = SimpleNamespace(register=lambda name, handler: self.handlers.append(handler))
-        self.displayhook = SimpleNamespace(exec_result=None)
-
-    def run_cell(self, cell_id: str, body: Callable[[], TaskStatusWidget]) -> TaskStatusWidget:
-        info = SimpleNamespace(cell_id=cell_id)
-        for handler in list(self.handlers):
-            handler(info)
-        self.displayhook.exec_result = SimpleNamespace(info=info)
-        try:
-            return body()
-        finally:
-            self.displayhook.exec_result = None
 
 
 def test_rerunning_a_cell_closes_the_widgets_it_made(

@@ -26,7 +26,7 @@ from IPython.display import display
 from ._client import KlingClient
 from ._errors import KlingError
 from ._models import Task
-from ._widget import _WIDGET_OPTIONS, TaskStatusWidget, _clock, _close_model, _resolve_client
+from ._widget import _REGISTRY, _WIDGET_OPTIONS, TaskStatusWidget, _clock, _close_model, _resolve_client
 
 __all__ = ["TaskGallery", "generate_many"]
 
@@ -155,6 +155,7 @@ class TaskGallery(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets is untyp
                 card.observe(self._on_card_change, names=["status", "error"])
                 card.observe(self._on_card_tick, names=["progress"])
         self._recount()
+        _REGISTRY.track_cell(self)  # re-running the cell closes the whole gallery, not only its cards
         if autostart:
             self.start()
 

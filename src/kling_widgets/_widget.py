@@ -291,11 +291,20 @@ class _Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_task: weakref.WeakValueDictionary[str, TaskStatusWidget] = weakref.WeakValueDictionary()
-        self._by_cell: dict[str, list[weakref.ref[TaskStatusWidget]]] = {}
+        self._by_cell: dict[str, list[weakref.ref[ipywidgets.Widget]]] = {}
         self._shell: object = None
 
     def adopt(self, widget: TaskStatusWidget) -> None:
         """Register a new widget; close the one it replaces."""
+        with self._lock:
+            previous = self._by_task.get(widget.task_id)
+            self._by_task[widget.task_id] = widget
+        self.track_cell(widget)
+        if previous is not None and previous is not widget:
+            previous.close()
+
+    def track_cell(self, widget: ipywidgets.Widget) -> None:
+        """Close ``widget`` when the notebook cell that made it runs again (also used by the gallery)."""
         shell = get_ipython()
         if shell is not None and shell is not self._shell:
             self._shell = shell
@@ -303,13 +312,9 @@ class _Registry:
         # The running cell's id, as IPython hands it to the displayhook (None outside a notebook cell).
         cell = getattr(getattr(getattr(shell, "displayhook", None), "exec_result", None), "info", None)
         cell_id = getattr(cell, "cell_id", None)
-        with self._lock:
-            previous = self._by_task.get(widget.task_id)
-            self._by_task[widget.task_id] = widget
-            if isinstance(cell_id, str) and cell_id:
+        if isinstance(cell_id, str) and cell_id:
+            with self._lock:
                 self._by_cell.setdefault(cell_id, []).append(weakref.ref(widget))
-        if previous is not None and previous is not widget:
-            previous.close()
 
     def forget(self, widget: TaskStatusWidget) -> None:
         """Drop a closed widget from the task index."""
