@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+from helpers import RecordingComm, record_comms
 from kling_widgets.simulator import GatewaySimulator, Scenario
 
 if TYPE_CHECKING:
@@ -76,3 +77,9 @@ def run_async() -> Callable[[Coroutine[Any, Any, T]], T]:
         return outcome["value"]  # type: ignore[no-any-return]
 
     return run
+
+
+@pytest.fixture
+def comms(monkeypatch: pytest.MonkeyPatch) -> list[RecordingComm]:
+    """Every comm opened during the test, in order."""
+    return record_comms(monkeypatch)

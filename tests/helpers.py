@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, TypeVar
+
+import comm
+import pytest
 
 from kling_widgets.simulator import GatewaySimulator
 
@@ -47,3 +51,35 @@ class FakeShell:
             return body()
         finally:
             self.displayhook.exec_result = None
+
+
+class RecordingComm:
+    """A comm that records what would be sent to the front end (jupyter-widgets.md §6.1)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.comm_id = uuid.uuid4().hex
+        self.kernel = object()  # truthy: Widget._send sends
+        self.open_data = kwargs.get("data")
+        self.sent: list[Any] = []
+        self.closed = False
+
+    def send(self, data: Any = None, metadata: Any = None, buffers: Any = None) -> None:
+        self.sent.append(data)
+
+    def on_msg(self, callback: Callable[..., Any]) -> None:
+        self._callback = callback
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        self.closed = True
+
+
+def record_comms(monkeypatch: pytest.MonkeyPatch) -> list[RecordingComm]:
+    """Make every widget opened from now on use a `RecordingComm`; return them, in order."""
+    made: list[RecordingComm] = []
+
+    def create_comm(**kwargs: Any) -> RecordingComm:
+        made.append(RecordingComm(**kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(comm, "create_comm", create_comm)
+    return made

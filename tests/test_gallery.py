@@ -6,11 +6,9 @@ the simulator's request log.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import comm
 import ipywidgets
 import pytest
 
@@ -195,30 +193,13 @@ def test_bad_arguments(client: KlingClient, gallery: Any) -> None:
         TaskGallery(["7"], client=client, api_key="sk-x")
 
 
-def test_close_releases_every_model(sim: GatewaySimulator, client: KlingClient, monkeypatch: Any) -> None:
-    opened: list[Any] = []
-
-    class RecordingComm:
-        def __init__(self, **kwargs: Any) -> None:
-            self.comm_id, self.kernel, self.closed = uuid.uuid4().hex, object(), False
-            opened.append(self)
-
-        def send(self, *args: Any, **kwargs: Any) -> None:
-            pass
-
-        def on_msg(self, callback: Any) -> None:
-            pass
-
-        def close(self, *args: Any, **kwargs: Any) -> None:
-            self.closed = True
-
-    monkeypatch.setattr(comm, "create_comm", RecordingComm)
+def test_close_releases_every_model(sim: GatewaySimulator, client: KlingClient, comms: list[Any]) -> None:
     g = TaskGallery([sim.add_task(), KlingError("refused")], labels=["a", "b"], client=client, **FAST)
     g.wait(WAIT)
     g.close()
     g.close()  # idempotent
-    assert opened
-    assert all(c.closed for c in opened)
+    assert comms
+    assert all(c.closed for c in comms)
     live = ipywidgets.widgets.widget._instances.values()
     assert not any(isinstance(w, (TaskGallery, TaskStatusWidget)) for w in live)
 

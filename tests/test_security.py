@@ -18,12 +18,13 @@ from urllib.parse import quote
 import ipywidgets
 import pytest
 
+from helpers import RecordingComm
 from kling_widgets import KlingClient, KlingError, TaskStatusWidget, TaskTimeoutError, generate
 from kling_widgets._models import parse_task
 from kling_widgets._poller import Update, WatchState
 from kling_widgets._widget import _describe, _links_html, _static_html, _View
 from kling_widgets.simulator import Fault, GatewaySimulator, Scenario
-from test_widget import WAIT, RecordingComm, record_comms
+from test_widget import WAIT
 
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.05}
 HOSTILE = [
@@ -46,11 +47,6 @@ UNSAFE_URLS = [
     "https:///no-host.mp4",
 ]
 TEXT2VIDEO = "/kling/v1/videos/text2video/"
-
-
-@pytest.fixture
-def comms(monkeypatch: pytest.MonkeyPatch) -> list[RecordingComm]:
-    return record_comms(monkeypatch)
 
 
 @pytest.fixture

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import comm
 import ipywidgets
 import pytest
 import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import FakeShell, assert_no_request_follows
+from helpers import FakeShell, RecordingComm, assert_no_request_follows
 from kling_widgets import (
     AuthenticationError,
     KlingClient,
@@ -46,44 +44,6 @@ from kling_widgets.simulator import VIDEO_PATH_PREFIX, Fault, GatewaySimulator, 
 WAIT = 20.0  # upper bound for a watch to end; never reached when things work
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.05}
 FOREVER = Scenario(polls=(10**6, 0))  # stays queued for as long as anyone polls
-
-
-class RecordingComm:
-    """A comm that records what would be sent to the front end (jupyter-widgets.md §6.1)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.comm_id = uuid.uuid4().hex
-        self.kernel = object()  # truthy: Widget._send sends
-        self.open_data = kwargs.get("data")
-        self.sent: list[Any] = []
-        self.closed = False
-
-    def send(self, data: Any = None, metadata: Any = None, buffers: Any = None) -> None:
-        self.sent.append(data)
-
-    def on_msg(self, callback: Callable[..., Any]) -> None:
-        self._callback = callback
-
-    def close(self, *args: Any, **kwargs: Any) -> None:
-        self.closed = True
-
-
-def record_comms(monkeypatch: pytest.MonkeyPatch) -> list[RecordingComm]:
-    """Make every widget opened from now on use a `RecordingComm`; return them, in order."""
-    made: list[RecordingComm] = []
-
-    def create_comm(**kwargs: Any) -> RecordingComm:
-        made.append(RecordingComm(**kwargs))
-        return made[-1]
-
-    monkeypatch.setattr(comm, "create_comm", create_comm)
-    return made
-
-
-@pytest.fixture
-def comms(monkeypatch: pytest.MonkeyPatch) -> list[RecordingComm]:
-    """Every comm opened during the test, in order."""
-    return record_comms(monkeypatch)
 
 
 @pytest.fixture
