@@ -11,9 +11,11 @@ from typing import Any, TypeVar
 import comm
 import pytest
 
-from kling_widgets.simulator import GatewaySimulator
+from kling_widgets.simulator import GatewaySimulator, Scenario
 
 T = TypeVar("T")
+WAIT = 20.0  # upper bound for a watch or a batch to end; never reached when things work
+FOREVER = Scenario(polls=(10**6, 0))  # stays queued for as long as anyone polls
 
 
 def assert_no_request_follows(sim: GatewaySimulator, task_ids: list[str], settle: float = 0.5) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import ipywidgets
 import pytest
 
-from helpers import FakeShell, assert_no_request_follows
+from helpers import FOREVER, WAIT, FakeShell, assert_no_request_follows
 from kling_widgets import (
     KlingClient,
     KlingError,
@@ -26,9 +26,7 @@ from kling_widgets._gallery import TaskGallery, generate_many
 from kling_widgets._poller import default_engine
 from kling_widgets.simulator import GatewaySimulator, Scenario
 
-WAIT = 20.0  # upper bound for a batch to end; never reached when things work
 FAST = {"poll_interval": 0.02, "max_poll_interval": 0.02}
-FOREVER = Scenario(polls=(10**6, 0))  # stays queued for as long as anyone polls
 
 
 @pytest.fixture

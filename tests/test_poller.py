@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from helpers import WAIT
 from kling_widgets import KlingClient, _poller
 from kling_widgets._errors import (
     AuthenticationError,
@@ -31,7 +32,6 @@ from kling_widgets._poller import Engine, Update, Watch, WatchState, default_eng
 from kling_widgets.simulator import Fault, GatewaySimulator, RequestRecord, Scenario
 
 FAST = {"poll_interval": 0.01, "max_poll_interval": 0.01}
-WAIT = 20.0  # upper bound for a watch to become final; never reached when things work
 
 
 def task(status: str, task_id: str = "t-1", **kwargs: object) -> Task:

@@ -18,13 +18,12 @@ from urllib.parse import quote
 import ipywidgets
 import pytest
 
-from helpers import RecordingComm
+from helpers import WAIT, RecordingComm
 from kling_widgets import KlingClient, KlingError, TaskStatusWidget, TaskTimeoutError, generate
 from kling_widgets._models import parse_task
 from kling_widgets._poller import Update, WatchState
 from kling_widgets._widget import _describe, _links_html, _static_html, _View
 from kling_widgets.simulator import Fault, GatewaySimulator, Scenario
-from test_widget import WAIT
 
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.05}
 HOSTILE = [

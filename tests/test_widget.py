@@ -19,7 +19,7 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import FakeShell, RecordingComm, assert_no_request_follows
+from helpers import FOREVER, WAIT, FakeShell, RecordingComm, assert_no_request_follows
 from kling_widgets import (
     AuthenticationError,
     KlingClient,
@@ -41,9 +41,7 @@ from kling_widgets._poller import Update, WatchState
 from kling_widgets._widget import _describe, _View, estimate_progress
 from kling_widgets.simulator import VIDEO_PATH_PREFIX, Fault, GatewaySimulator, Scenario
 
-WAIT = 20.0  # upper bound for a watch to end; never reached when things work
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.05}
-FOREVER = Scenario(polls=(10**6, 0))  # stays queued for as long as anyone polls
 
 
 @pytest.fixture
