@@ -1,6 +1,6 @@
 """Benchmark: our shared engine and schedule against thread-per-task polling, on one simulated workload.
 
-    .venv/bin/python benchmarks/run.py            # the full run (about 10 minutes), prints markdown tables
+    .venv/bin/python benchmarks/run.py            # the full run (about 17 minutes), prints markdown tables
     .venv/bin/python benchmarks/run.py --quick    # N = 1 only, heavily time-compressed (a smoke run)
 
 Workload: N tasks whose time from submission to SUCCESS is drawn (fixed seed) from a log-normal with median
@@ -13,8 +13,8 @@ schedule; ``1 s`` and ``5 s`` are one thread per task calling ``KlingClient.get_
 Kling's own ComfyUI nodes do (1 s). All arms share one client per process.
 
 Time compression: the simulator runs ``speed`` times faster than Kling and every watcher's delays are
-divided by the same factor, so one run takes minutes instead of hours. ``speed = min(30, 600 / N)`` keeps
-the 1 s baseline's nominal request rate at most 600/s. Lags and intervals are reported in Kling seconds
+divided by the same factor, so one run takes minutes instead of hours. ``speed = min(30, 300 / N)`` keeps
+the 1 s baseline's nominal request rate at most 300/s. Lags and intervals are reported in Kling seconds
 (wall seconds × speed). Request latency is magnified by the same factor, which adds to every arm's lag and
 stretches the fixed arms' effective interval (their sleep starts after the answer): both are reported as
 measured. Creation instants are taken just before each create request, so lags are overestimated by that
@@ -57,7 +57,7 @@ KERNEL_WINDOW = 200.0  # Kling seconds of watching sampled: the densest polling,
 
 
 def speed_for(n: int) -> float:
-    return min(30.0, 600.0 / n)
+    return min(30.0, 300.0 / n)
 
 
 # -- workload and the fake clock ------------------------------------------------------------------------
