@@ -151,6 +151,20 @@ def test_repr_shows_the_base_url_and_never_the_key(sim: GatewaySimulator, client
     assert sim.api_key not in repr(client) + str(client) + repr(vars(client))
 
 
+def test_key_id_tells_keys_apart_without_revealing_them(sim: GatewaySimulator) -> None:
+    first = KlingClient("sk-first-key", base_url=sim.url)
+    assert first.key_id is not None
+    assert re.fullmatch(r"[0-9a-f]{8}", first.key_id)
+    assert first.key_id == KlingClient("sk-first-key", base_url=sim.url).key_id
+    assert first.key_id != KlingClient("sk-other-key", base_url=sim.url).key_id
+    assert first.key_id not in "sk-first-key"
+
+
+def test_key_id_is_none_without_a_key(sim: GatewaySimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EZMODEL_API_KEY", raising=False)
+    assert KlingClient(base_url=sim.url).key_id is None
+
+
 def test_base_url_loses_its_trailing_slash(sim: GatewaySimulator) -> None:
     with KlingClient("k", base_url=sim.url + "/") as kling:
         assert kling.base_url == sim.url

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from kling_widgets._models import Task, TaskStatus
 from kling_widgets._schedule import (
+    MAX_RETRY_AFTER,
     POLL_JITTER,
     PRIOR_MEDIAN,
     PRIOR_SIGMA,
@@ -231,13 +232,18 @@ def test_retry_delay_is_at_least_one_second() -> None:
     assert retry_delay(1, base=0.0, cap=0.0, rng=rng) == 1.0
 
 
-@pytest.mark.parametrize("retry_after", [0.0, 1.0, 8.0, 45.0, 3600.0])
+@pytest.mark.parametrize("retry_after", [0.0, 1.0, 8.0, 45.0, 300.0])
 def test_retry_delay_never_below_retry_after(retry_after: float) -> None:
     rng = random.Random(99)
     for attempt in range(1, 8):
         delay = retry_delay(attempt, retry_after=retry_after, rng=rng)
         assert delay >= max(retry_after, 1.0)
         assert delay <= max(retry_after, 30.0)
+
+
+@pytest.mark.parametrize("retry_after", [301.0, 3600.0, 1e10, 1e308])
+def test_retry_delay_caps_retry_after(retry_after: float) -> None:
+    assert retry_delay(1, retry_after=retry_after, rng=random.Random(1)) == MAX_RETRY_AFTER
 
 
 @pytest.mark.parametrize("retry_after", [math.nan, math.inf, -5.0])
@@ -262,5 +268,7 @@ def test_retry_delay_is_total_and_bounded(
     attempt: int, retry_after: float | None, base: float, cap: float, seed: int
 ) -> None:
     delay = retry_delay(attempt, retry_after=retry_after, base=base, cap=cap, rng=random.Random(seed))
-    floor = max(1.0, retry_after) if retry_after is not None and math.isfinite(retry_after) else 1.0
+    floor = 1.0
+    if retry_after is not None and math.isfinite(retry_after):
+        floor = max(floor, min(retry_after, MAX_RETRY_AFTER))
     assert floor <= delay <= max(floor, cap)

@@ -8,6 +8,7 @@ it never appears in a repr, a log line or an error message, and it is never sent
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import json
 import logging
 import math
@@ -119,6 +120,14 @@ class KlingClient:
     def base_url(self) -> str:
         """The gateway's base URL, without a trailing slash."""
         return self._base_url
+
+    @property
+    def key_id(self) -> str | None:
+        """A short fingerprint of the API key (8 hex digits of its SHA-256), or None without a key.
+
+        Safe to show, log and store: it tells keys apart without revealing them.
+        """
+        return self._api_key.fingerprint() if self._api_key is not None else None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self._base_url!r})"
@@ -512,6 +521,10 @@ class _Secret:
     def reveal(self) -> str:
         """The key itself, for the Authorization header only."""
         return self._value
+
+    def fingerprint(self) -> str:
+        """8 hex digits of the key's SHA-256: tells keys apart, reveals nothing usable."""
+        return hashlib.sha256(self._value.encode()).hexdigest()[:8]
 
 
 def _resolve_api_key(api_key: str | None) -> _Secret | None:

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 from ._models import Task, TaskStatus
 
-__all__ = ["completion_hazard", "next_poll_delay", "poll_gap", "retry_delay", "task_age"]
+__all__ = ["MAX_RETRY_AFTER", "completion_hazard", "next_poll_delay", "poll_gap", "retry_delay", "task_age"]
 
 # The prior on how long a Kling text-to-video task takes from submission to SUCCESS. Observations
 # (gateway-api.md §10.6): 79–151 s for 5 s clips via fal, about 3 min in MIT Technology Review's test,
@@ -34,6 +34,9 @@ REQUEST_COST = 0.04
 # Each poll gap is drawn from ±20 % around the policy's, so the polls of tasks submitted together spread out.
 POLL_JITTER = 0.2
 MIN_RETRY_DELAY = 1.0  # Kling: "exponential backoff, initial delay ≥ 1 s"
+# The longest a server's Retry-After is honoured: a gateway asking for an hour (or for year 9999) is
+# misconfigured, and waiting that long would look like a hang. A watch's own deadline may cut it shorter.
+MAX_RETRY_AFTER = 300.0
 
 _rng = random.Random()
 
@@ -154,8 +157,8 @@ def retry_delay(
     attempt : int
         1 for the first retry, 2 for the second, …
     retry_after : float or None
-        The server's ``Retry-After`` in seconds; the result is never below it. Non-finite or negative
-        values are ignored.
+        The server's ``Retry-After`` in seconds; the result is never below it, up to `MAX_RETRY_AFTER`.
+        Non-finite or negative values are ignored.
     base, cap : float
         The backoff before jitter is ``min(cap, base * 2 ** (attempt - 1))``.
     rng : random.Random or None
@@ -174,5 +177,5 @@ def retry_delay(
     jittered = (rng or _rng).uniform(backoff / 2, backoff)
     floor = MIN_RETRY_DELAY
     if retry_after is not None and math.isfinite(retry_after):
-        floor = max(floor, retry_after)
+        floor = max(floor, min(retry_after, MAX_RETRY_AFTER))
     return float(max(jittered, floor))
