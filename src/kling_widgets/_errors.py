@@ -32,7 +32,11 @@ NON_RETRYABLE_SERVER_CODES = frozenset({"get_price_scale_failed", "build_request
 
 
 class KlingError(Exception):
-    """Root of every error raised by kling_widgets."""
+    """Root of every error raised by kling_widgets.
+
+    ``task_id`` is set whenever the gateway had already given the task an id: a task that exists (and may
+    be billed) is never lost behind an error.
+    """
 
     def __init__(
         self,
@@ -41,12 +45,14 @@ class KlingError(Exception):
         status_code: int | None = None,
         code: str | None = None,
         request_id: str | None = None,
+        task_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status_code = status_code
         self.code = code
         self.request_id = request_id
+        self.task_id = task_id
 
     def __str__(self) -> str:
         # Shape B messages already end with "(request id: …)"; say it once.
@@ -101,11 +107,19 @@ class ServerError(APIError):
 
 
 class TransportError(KlingError):
-    """The request never produced a usable answer: network failure, timeout, or a non-JSON body."""
+    """The request never produced a usable answer: network failure, timeout, or a non-JSON body.
+
+    Retryable unless made with ``retryable=False`` (an answer that cannot improve, such as a wrong base
+    URL's HTML 404 page).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self._retryable = retryable
 
     @property
     def retryable(self) -> bool:
-        return True
+        return self._retryable
 
 
 class TaskFailedError(KlingError):
@@ -113,7 +127,7 @@ class TaskFailedError(KlingError):
 
     def __init__(self, task: Task) -> None:
         reason = task.fail_reason or "unknown failure (the gateway gave no reason)"
-        super().__init__(f"Task {task.task_id} failed: {reason}", code="task_failed")
+        super().__init__(f"Task {task.task_id} failed: {reason}", code="task_failed", task_id=task.task_id)
         self.task = task
 
 
@@ -123,10 +137,10 @@ class TaskTimeoutError(KlingError, TimeoutError):
     def __init__(self, task: Task | None, task_id: str, timeout: float) -> None:
         super().__init__(
             f"Task {task_id} did not finish within {timeout:g} s; it may still finish on the server. "
-            f"Watch it again with its id, or pass a larger timeout=."
+            f"Watch it again with its id, or pass a larger timeout=.",
+            task_id=task_id,
         )
         self.task = task
-        self.task_id = task_id
         self.timeout = timeout
 
 
