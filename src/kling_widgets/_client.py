@@ -7,6 +7,7 @@ it never appears in a repr, a log line or an error message, and it is never sent
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import json
@@ -19,9 +20,9 @@ import secrets
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NoReturn
 
 import requests
 
@@ -35,7 +36,9 @@ from ._errors import (
     error_from_response,
 )
 from ._models import Task, TaskStatus, parse_submission, parse_task
+from ._params import dynamic_masks_field, image_field, refuse_unknown, video_body
 from ._schedule import next_poll_delay, retry_delay, task_age
+from ._text import clean_text
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_BASE_URL", "ENDPOINTS", "KlingClient"]
 
@@ -153,27 +156,42 @@ class KlingClient:
         aspect_ratio: str = "16:9",
         mode: str = "std",
         negative_prompt: str | None = None,
-        **extra: Any,
+        cfg_scale: float | None = None,
+        sound: str | None = None,
+        camera_control: Mapping[str, Any] | None = None,
+        callback_url: str | None = None,
+        external_task_id: str | None = None,
+        **unknown: NoReturn,
     ) -> Task:
-        """Submit a text-to-video task. The POST is sent once, never retried.
+        """Submit a text-to-video task. Every option is checked first; the POST is sent once, never retried.
 
         Parameters
         ----------
         prompt : str
-            What to generate (non-blank; at most 2500 characters for Kling).
+            What to generate (non-blank; at most 2500 characters).
         model_name : str
             A Kling model, e.g. ``"kling-v2-6"``, ``"kling-v2-5-turbo"``, ``"kling-v2-1-master"``.
         duration : str or int
-            Seconds, ``"5"`` or ``"10"``. Always sent as a string: the gateway rejects a JSON number.
+            Seconds, ``"5"`` or ``"10"`` (the gateway prices no other). Always sent as a string: the
+            gateway rejects a JSON number.
         aspect_ratio : str
             ``"16:9"``, ``"9:16"`` or ``"1:1"``. Always sent: the gateway's own default is 1:1.
         mode : str
-            ``"std"`` (720p) or ``"pro"`` (1080p); ``"master"`` for ``*-master`` models.
+            ``"std"`` (720p) or ``"pro"`` (1080p); ``"master"`` for ``*-master`` models only.
         negative_prompt : str, optional
-            What to avoid.
-        **extra
-            Other Kling fields, forwarded as they are (``sound="on"``, ``cfg_scale=0.5``,
-            ``camera_control={...}``, ``callback_url=...``).
+            What to avoid (at most 2500 characters).
+        cfg_scale : float, optional
+            How closely to follow the prompt, 0 to 1 (the gateway sends 0.5; v2.x models ignore it).
+        sound : str, optional
+            ``"on"`` or ``"off"``: generate audio (v2.6 and later; it raises the price).
+        camera_control : mapping, optional
+            ``{"type": "simple", "config": {"zoom": 5}}``: exactly one of ``horizontal``, ``vertical``,
+            ``pan``, ``tilt``, ``roll``, ``zoom`` non-zero, in [-10, 10]; or a preset type without config:
+            ``"down_back"``, ``"forward_up"``, ``"right_turn_forward"``, ``"left_turn_forward"``.
+        callback_url : str, optional
+            An http(s) URL Kling itself POSTs its raw task JSON to when the status changes.
+        external_task_id : str, optional
+            Your own id for the task, unique per account (the gateway cannot be queried by it).
 
         Returns
         -------
@@ -182,17 +200,33 @@ class KlingClient:
 
         Raises
         ------
+        TypeError
+            An option has the wrong type, or is not one of the above (nothing is sent).
         ValueError
-            The prompt is blank (nothing is sent).
+            An option has a value the gateway would refuse, e.g. a blank prompt (nothing is sent).
         KlingError
-            The gateway refused the task, or could not be reached.
+            The gateway refused the task, or could not be reached. If the gateway answered with a task id
+            but something failed afterwards, the error's ``task_id`` holds it.
         """
-        body = _video_body(prompt, model_name, duration, aspect_ratio, mode, negative_prompt, extra)
+        refuse_unknown(self.text2video, unknown)
+        body = video_body(
+            prompt,
+            model_name=model_name,
+            duration=duration,
+            aspect_ratio=aspect_ratio,
+            mode=mode,
+            negative_prompt=negative_prompt,
+            cfg_scale=cfg_scale,
+            sound=sound,
+            camera_control=camera_control,
+            callback_url=callback_url,
+            external_task_id=external_task_id,
+        )
         return self._submit("text2video", body)
 
     def image2video(
         self,
-        image: str,
+        image: str | os.PathLike[str],
         prompt: str,
         *,
         model_name: str = "kling-v2-6",
@@ -200,19 +234,38 @@ class KlingClient:
         aspect_ratio: str = "16:9",
         mode: str = "std",
         negative_prompt: str | None = None,
-        **extra: Any,
+        image_tail: str | os.PathLike[str] | None = None,
+        static_mask: str | os.PathLike[str] | None = None,
+        dynamic_masks: Sequence[Mapping[str, Any]] | None = None,
+        cfg_scale: float | None = None,
+        sound: str | None = None,
+        camera_control: Mapping[str, Any] | None = None,
+        callback_url: str | None = None,
+        external_task_id: str | None = None,
+        **unknown: NoReturn,
     ) -> Task:
-        """Submit an image-to-video task. The POST is sent once, never retried.
+        """Submit an image-to-video task. Every option is checked first; the POST is sent once, never retried.
 
         Parameters
         ----------
-        image : str
-            The first frame: an http(s) URL or raw base64 (jpg/png, at most 10 MB, at least 300 px).
-            A ``data:`` URL is accepted and sent as the raw base64 Kling expects.
+        image : str or path-like
+            The first frame: an http(s) URL (sent as it is), a local .jpg/.jpeg/.png file (a `pathlib.Path`,
+            or a string ending in one of those), a ``data:`` URL, or raw base64. Files, data URLs and base64
+            are sent as the raw base64 Kling expects, after checking that they hold a JPEG or PNG of at most
+            10 MB (Kling also wants at least 300 px and an aspect ratio between 1:2.5 and 2.5:1).
         prompt : str
             What should happen (non-blank: the gateway requires it for image-to-video too).
-        model_name, duration, aspect_ratio, mode, negative_prompt, **extra
-            As for `text2video` (``image_tail=`` for the last frame goes in ``extra``).
+        model_name, duration, aspect_ratio, mode, negative_prompt
+            As for `text2video`.
+        image_tail : str or path-like, optional
+            The last frame, in any form ``image`` takes.
+        static_mask : str or path-like, optional
+            Motion brush: the area that stays still, an image in any form ``image`` takes.
+        dynamic_masks : sequence of mappings, optional
+            Motion brush: up to 6 ``{"mask": image, "trajectories": [{"x": int, "y": int}, ...]}`` with 2
+            to 77 points each.
+        cfg_scale, sound, camera_control, callback_url, external_task_id
+            As for `text2video`.
 
         Returns
         -------
@@ -221,23 +274,61 @@ class KlingClient:
 
         Raises
         ------
-        ValueError
-            The image or the prompt is empty (nothing is sent).
+        TypeError, ValueError
+            An option is wrong (nothing is sent), as for `text2video`.
+        FileNotFoundError
+            An image path names no file.
         KlingError
-            The gateway refused the task, or could not be reached.
+            The gateway refused the task, or could not be reached; ``task_id`` as for `text2video`.
         """
-        if not isinstance(image, str) or not image.strip():
-            raise ValueError("image must be an http(s) URL or base64 image data; got an empty value")
-        image = image.strip()
-        if image.startswith("data:") and ";base64," in image:
-            image = image.partition(";base64,")[2]
-        body = _video_body(prompt, model_name, duration, aspect_ratio, mode, negative_prompt, extra)
-        return self._submit("image2video", {"image": image, **body})
+        refuse_unknown(self.image2video, unknown)
+        body: dict[str, Any] = {"image": image_field("image", image)}
+        body.update(
+            video_body(
+                prompt,
+                model_name=model_name,
+                duration=duration,
+                aspect_ratio=aspect_ratio,
+                mode=mode,
+                negative_prompt=negative_prompt,
+                cfg_scale=cfg_scale,
+                sound=sound,
+                camera_control=camera_control,
+                callback_url=callback_url,
+                external_task_id=external_task_id,
+            )
+        )
+        if image_tail is not None:
+            body["image_tail"] = image_field("image_tail", image_tail)
+        if static_mask is not None:
+            body["static_mask"] = image_field("static_mask", static_mask)
+        if dynamic_masks is not None:
+            body["dynamic_masks"] = dynamic_masks_field(dynamic_masks)
+        return self._submit("image2video", body)
 
     def _submit(self, endpoint: str, body: Mapping[str, Any]) -> Task:
         payload = self._request("POST", f"/kling/v1/videos/{endpoint}", body=body, retry=False)
-        task = parse_submission(payload)
-        logger.info("Submitted Kling %s task %s", endpoint, task.task_id)
+        # From here on a task may exist and be billed: whatever fails must not lose its id.
+        try:
+            task = parse_submission(payload)
+            logger.info("Submitted Kling %s task %s", endpoint, task.task_id)
+        except BaseException as exc:
+            task_id = _answered_task_id(payload)
+            with contextlib.suppress(Exception):  # a broken log handler must not replace this error
+                logger.warning(
+                    "The gateway answered the %s submission (task id %s; it may be billed), but handling "
+                    "the answer failed: %s", endpoint, task_id or "not visible", clean_text(str(exc), 300),
+                )  # fmt: skip
+            if task_id is None or not isinstance(exc, Exception):  # KeyboardInterrupt stays itself
+                raise
+            if isinstance(exc, KlingError):
+                exc.task_id = exc.task_id or task_id
+                raise
+            raise KlingError(
+                f"Kling {endpoint} task {task_id} was created (it may be billed), but handling the "
+                f"gateway's answer failed: {clean_text(str(exc), 300)}",
+                task_id=task_id,
+            ) from exc
         return task
 
     # -- fetching and waiting ---------------------------------------------------------------------
@@ -553,33 +644,6 @@ def _colab_secret(name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _video_body(
-    prompt: str,
-    model_name: str,
-    duration: str | int,
-    aspect_ratio: str,
-    mode: str,
-    negative_prompt: str | None,
-    extra: Mapping[str, Any],
-) -> dict[str, Any]:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("prompt must be a non-blank string: the gateway refuses a task without one")
-    seconds = str(duration).strip()
-    if isinstance(duration, bool) or not seconds:
-        raise ValueError(f'duration must be "5" or "10" (a string or an int), got {duration!r}')
-    body: dict[str, Any] = {
-        "model_name": model_name,
-        "prompt": prompt,
-        "mode": mode,
-        "duration": seconds,
-        "aspect_ratio": aspect_ratio,
-    }
-    if negative_prompt is not None:
-        body["negative_prompt"] = negative_prompt
-    body.update(extra)
-    return body
-
-
 def _task_id_segment(task_id: object) -> str:
     """``task_id`` quoted as exactly one URL path segment."""
     if not isinstance(task_id, str):
@@ -611,6 +675,18 @@ def _video_source(task_or_url: Task | str) -> tuple[str, str]:
     # Server-provided text becomes a file name: keep it to one harmless path component.
     name = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".") or "video"
     return url, name if name.lower().endswith(".mp4") else f"{name}.mp4"
+
+
+def _answered_task_id(payload: Mapping[str, Any]) -> str | None:
+    """The task id a submission answer shows, looked for leniently (gateway-api.md §4.3 order), or None."""
+    data = payload.get("data")
+    nested = data.get("task_id") if isinstance(data, Mapping) else None
+    for value in (payload.get("task_id"), payload.get("id"), nested):
+        if isinstance(value, str) and value.strip():
+            return clean_text(value.strip(), 100)
+        if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 128:
+            return str(value)
+    return None
 
 
 def _json_object(response: requests.Response) -> tuple[dict[str, Any] | None, str]:
