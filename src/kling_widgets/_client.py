@@ -20,9 +20,9 @@ import secrets
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 import requests
 
@@ -35,10 +35,11 @@ from ._errors import (
     TransportError,
     error_from_response,
 )
+from ._files import SNIFF_BYTES, file_name, not_a_video, publish, video_kind
 from ._models import Task, TaskStatus, parse_submission, parse_task
 from ._params import dynamic_masks_field, image_field, refuse_unknown, video_body
 from ._schedule import next_poll_delay, retry_delay, task_age
-from ._text import clean_text
+from ._text import clean_text, strip_credentials
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_BASE_URL", "ENDPOINTS", "KlingClient"]
 
@@ -66,6 +67,10 @@ ENDPOINTS = frozenset(
 # Connecting should be quick even when answering is not: the gateway refreshes from Kling on every GET.
 _CONNECT_TIMEOUT = 10.0
 _CHUNK = 1 << 16
+# A first try, then a few resumes after a dropped connection (each resume asks only for what is missing).
+_DOWNLOAD_ATTEMPTS = 4
+_MAX_REDIRECTS = 10
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 _REQUEST_ID_HEADER = "X-Oneapi-Request-Id"
 
 
@@ -452,11 +457,13 @@ class KlingClient:
         *,
         overwrite: bool = False,
     ) -> pathlib.Path:
-        """Save a task's video (or any http(s) video URL) to a file.
+        """Save a task's video (or any video URL) to a file and return its path.
 
-        The video host gets no API key: Kling's CDN URLs are signed, and the key must not leak to a
-        third party. The file is written under a temporary name and renamed when complete, so an
-        interrupted download never leaves a truncated video behind.
+        The request goes to the video host with neither the API key nor any cookie the gateway set: the
+        URL is signed, and neither may leak to a third party. The body is streamed into a temporary file
+        next to the target; its first bytes must look like a video (MP4/MOV or WebM), or nothing is saved.
+        A connection that drops midway is resumed with a Range request (a few times at most), and the file
+        gets its final name only when complete, so an interrupted download never leaves a truncated video.
 
         Parameters
         ----------
@@ -464,10 +471,10 @@ class KlingClient:
             A finished task (its first video is saved) or a video URL.
         path : str or path-like, optional
             The file to write, or an existing directory to write into. Defaults to
-            ``./<task id>.mp4`` for a task, or the URL's file name.
+            ``./<task id>.mp4`` for a task, or the URL's file name (shortened with a hash if too long).
         overwrite : bool
             Replace an existing file. By default an existing file is left alone and `FileExistsError`
-            is raised, before anything is downloaded.
+            is raised: before anything is downloaded, and again at the end if the file appeared meanwhile.
 
         Returns
         -------
@@ -481,8 +488,9 @@ class KlingClient:
         FileExistsError
             The file exists and ``overwrite`` is false.
         KlingError
-            The video host answered with an error (a signed link expires after about 30 days), or could
-            not be reached (`TransportError`).
+            The video host answered with an error (a signed link expires after about 30 days), or with
+            something that is not a video (code ``"not_a_video"``); `TransportError` if it could not be
+            reached or kept dropping the connection.
         """
         url, default_name = _video_source(task_or_url)
         target = pathlib.Path(path) if path is not None else pathlib.Path(default_name)
@@ -491,28 +499,97 @@ class KlingClient:
         target = target.absolute()
         if target.exists() and not overwrite:
             raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it")
-        partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+        partial = target.with_name(f".{target.stem[:40]}.{secrets.token_hex(4)}.part")
         try:
-            # The session itself carries no credentials: only gateway requests get an Authorization header.
-            with self._session.get(url, stream=True, timeout=self._timeouts()) as r:
-                if r.status_code >= 400:
-                    raise KlingError(
-                        f"Downloading the video failed: the video host answered HTTP {r.status_code}. "
-                        "Signed video links expire (Kling deletes videos after 30 days).",
-                        status_code=r.status_code,
-                        code="download_failed",
-                    )
-                with open(partial, "xb") as out:
-                    for chunk in r.iter_content(_CHUNK):
-                        out.write(chunk)
-            os.replace(partial, target)
-        except requests.RequestException as exc:
-            reason = self._scrub(_describe_exception(exc))
-            raise TransportError(f"Downloading the video failed: {reason}") from exc
+            with open(partial, "xb") as out:
+                self._fetch_video(url, out)
+            publish(partial, target, overwrite=overwrite)
         finally:
             partial.unlink(missing_ok=True)
         logger.info("Saved %s", target)
         return target
+
+    def _fetch_video(self, url: str, out: BinaryIO) -> None:
+        """Stream ``url`` into ``out``; after a dropped connection, ask for the rest with a Range request.
+
+        A server that answers a resume with the whole video (200) gets it written from the start again.
+        """
+        validator: str | None = None
+        problem = ""
+        for _ in range(_DOWNLOAD_ATTEMPTS):
+            have = out.tell()
+            if problem:
+                logger.info("Downloading a video: %s; trying again from byte %d", problem, have)
+            # Ranges count the bytes as stored, so ask for them unencoded.
+            headers = {"Accept-Encoding": "identity"}
+            if have:
+                headers["Range"] = f"bytes={have}-"
+                if validator:  # only resume the same version of the file
+                    headers["If-Range"] = validator
+            try:
+                with self._open_video(url, headers) as response:
+                    if response.status_code >= 300:
+                        raise _download_failed(response.status_code)
+                    resumed = response.status_code == 206 and _range_start(response) == have
+                    if have and not resumed:  # the whole video again (200), or a range not asked for
+                        out.seek(0)
+                        out.truncate()
+                    if response.status_code == 206 and not resumed:
+                        problem = "the video host sent another byte range than asked for"
+                        continue
+                    chunks = response.iter_content(_CHUNK)
+                    if out.tell() == 0:
+                        validator = _validator(response)
+                        _write_video_start(chunks, response.headers.get("Content-Type", ""), out)
+                    for chunk in chunks:
+                        out.write(chunk)
+                    size = _full_size(response)
+            except requests.RequestException as exc:
+                problem = _without_userinfo(self._scrub(_describe_exception(exc)), url)
+                continue
+            if size is None or out.tell() >= size:
+                return
+            problem = f"the connection closed after {out.tell()} of {size} bytes"
+        # Raised outside any except block: no __context__ keeps the request (and a URL's credentials).
+        raise TransportError(
+            f"Downloading the video failed after {_DOWNLOAD_ATTEMPTS} attempts: {problem}",
+            code="download_failed",
+        )
+
+    def _open_video(self, url: str, headers: Mapping[str, str]) -> requests.Response:
+        """GET ``url`` through the session's connection pool but never its cookie jar.
+
+        Cookies ignore ports, so a cookie the gateway set on a host would otherwise reach a video host on
+        the same host name; the video host needs none (its URLs are signed). Redirects are followed here,
+        each to an http(s) URL, with the same headers.
+        """
+        session = self._session
+        for _ in range(_MAX_REDIRECTS + 1):
+            request = requests.Request("GET", url, headers={**session.headers, **headers}).prepare()
+            # What Session.request would add from the environment (proxies, CA bundle), minus its cookies.
+            settings = session.merge_environment_settings(url, {}, True, session.verify, session.cert)
+            verify = settings["verify"]
+            response = session.get_adapter(url).send(
+                request,
+                stream=True,
+                timeout=self._timeouts(),
+                verify=True if verify is None else verify,
+                cert=settings["cert"],
+                proxies=settings["proxies"],
+            )
+            location = session.get_redirect_target(response)
+            if location is None:
+                return response
+            response.close()
+            url = urllib.parse.urljoin(url, location)
+            if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+                raise KlingError(
+                    "Downloading the video failed: the video host redirected to a URL that is not http(s).",
+                    code="download_failed",
+                )
+        raise KlingError(
+            f"Downloading the video failed: more than {_MAX_REDIRECTS} redirects.", code="download_failed"
+        )
 
     # -- HTTP -------------------------------------------------------------------------------------
 
@@ -661,7 +738,7 @@ def _video_source(task_or_url: Task | str) -> tuple[str, str]:
     if isinstance(task_or_url, Task):
         url = task_or_url.video_url
         if not url:
-            reason = f": {task_or_url.fail_reason}" if task_or_url.fail_reason else ""
+            reason = f": {clean_text(task_or_url.fail_reason)}" if task_or_url.fail_reason else ""
             raise ValueError(
                 f"Task {task_or_url.task_id} has no video (status {task_or_url.status.value}{reason}); "
                 "wait for it to succeed first"
@@ -671,10 +748,9 @@ def _video_source(task_or_url: Task | str) -> tuple[str, str]:
         url = task_or_url.strip()
         stem = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
     if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
-        raise ValueError(f"only http(s) video URLs can be downloaded, got {url[:80]!r}")
-    # Server-provided text becomes a file name: keep it to one harmless path component.
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".") or "video"
-    return url, name if name.lower().endswith(".mp4") else f"{name}.mp4"
+        shown = clean_text(strip_credentials(url), 80)
+        raise ValueError(f"only http(s) video URLs can be downloaded, got {shown!r}")
+    return url, file_name(stem)
 
 
 def _answered_task_id(payload: Mapping[str, Any]) -> str | None:
@@ -687,6 +763,63 @@ def _answered_task_id(payload: Mapping[str, Any]) -> str | None:
         if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 128:
             return str(value)
     return None
+
+
+def _download_failed(status: int) -> KlingError:
+    return KlingError(
+        f"Downloading the video failed: the video host answered HTTP {status}. "
+        "Signed video links expire (Kling deletes videos after 30 days).",
+        status_code=status,
+        code="download_failed",
+    )
+
+
+def _write_video_start(chunks: Iterator[bytes], content_type: str, out: BinaryIO) -> None:
+    """Write the body's first bytes to ``out`` only if they start like a video; else raise ``not_a_video``."""
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if len(head) >= SNIFF_BYTES:
+            break
+    if video_kind(head) is None:
+        raise KlingError(
+            f"Downloading the video failed: the video host sent {not_a_video(head, content_type)} "
+            "instead of a video. The link may have expired, or lead to a page rather than a file.",
+            code="not_a_video",
+        )
+    out.write(head)
+
+
+def _range_start(response: requests.Response) -> int | None:
+    """Where the body of a 206 starts, per its ``Content-Range``; None if not said."""
+    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+    return int(match.group(1)) if match else None
+
+
+def _full_size(response: requests.Response) -> int | None:
+    """The whole video's size in bytes, if the answer says."""
+    if response.status_code == 206:
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+        return int(match.group(2)) if match and match.group(2) != "*" else None
+    length = response.headers.get("Content-Length", "").strip()
+    return int(length) if length.isdigit() else None
+
+
+def _validator(response: requests.Response) -> str | None:
+    """What an ``If-Range`` may carry to resume this very file: a strong ETag, else Last-Modified."""
+    etag = response.headers.get("ETag")
+    if etag and not etag.startswith("W/"):  # If-Range only takes a strong ETag
+        return etag
+    return response.headers.get("Last-Modified")
+
+
+def _without_userinfo(text: str, url: str) -> str:
+    """``text`` without the ``user:password`` of ``url``, should an error message quote it."""
+    parts = urllib.parse.urlsplit(url)
+    for secret in (parts.netloc.rpartition("@")[0], parts.password):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _json_object(response: requests.Response) -> tuple[dict[str, Any] | None, str]:
