@@ -16,11 +16,13 @@ import os
 import random
 import re
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers import WAIT
 from kling_widgets import KlingClient, KlingError, Task, TaskStatus, TransportError, Video
 from kling_widgets.simulator import GatewaySimulator, Scenario
 from loopback import Exchange, Loopback, loopback
@@ -98,6 +100,7 @@ def test_a_large_page_is_refused_from_its_first_bytes(
 ) -> None:
     size = 256 * 1024 * 1024  # far more than the socket buffers hold: only a reader that stops hangs up
     sent: list[int] = []
+    answered = threading.Event()
 
     def big_page(exchange: Exchange) -> None:
         exchange.send_response(200)
@@ -111,12 +114,13 @@ def test_a_large_page_is_refused_from_its_first_bytes(
                 written += exchange.wfile.write(block[: size - written])
         finally:
             sent.append(written)
+            answered.set()
 
     host.answer = big_page
     with pytest.raises(KlingError, match="an HTML page"):
         kling.download(f"{host.url}/video.mp4", tmp_path)
     assert os.listdir(tmp_path) == []
-    host.close()  # waits for the answer to end
+    assert answered.wait(WAIT)
     assert sent[0] < size
 
 

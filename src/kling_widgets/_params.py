@@ -59,7 +59,7 @@ def video_body(
     callback_url: str | None,
     external_task_id: str | None,
 ) -> dict[str, Any]:
-    """The checked fields shared by text2video and image2video, in the order Kling documents them.
+    """The checked fields shared by text2video and image2video.
 
     Optional fields left at None are not sent (the gateway's own defaults apply), except ``duration`` and
     ``aspect_ratio``, which are always sent: the gateway's default aspect ratio is 1:1, not Kling's 16:9.
