@@ -305,3 +305,32 @@ def test_a_host_that_keeps_dropping_is_given_up_on(
     assert info.value.__context__ is None  # nothing of the request (headers, URL) hangs off the error
     assert len(host.seen) == 4
     assert os.listdir(tmp_path) == []
+
+
+# -- redirects ------------------------------------------------------------------------------------
+
+
+def test_a_redirect_to_the_video_is_followed_without_cookies(
+    host: Loopback, kling: KlingClient, tmp_path: Path
+) -> None:
+    def redirect(exchange: Exchange) -> None:
+        cookie = {"Set-Cookie": "cdn=1; Path=/", "Location": f"{host.url}/real.mp4"}
+        exchange.reply(302, b"", "text/plain", cookie)
+
+    with loopback(redirect) as signer:
+        assert sha256(kling.download(f"{signer.url}/signed.mp4", tmp_path)) == CLIP_SHA256
+    (request,) = host.seen
+    assert request.path == "/real.mp4"
+    assert "Cookie" not in request.headers
+
+
+@pytest.mark.parametrize(
+    ("location", "message"), [("file:///etc/passwd", "not http"), ("/again.mp4", "more than 10 redirects")]
+)
+def test_bad_redirects_are_refused(
+    host: Loopback, kling: KlingClient, tmp_path: Path, location: str, message: str
+) -> None:
+    host.answer = lambda exchange: exchange.reply(302, b"", "text/plain", {"Location": location})
+    with pytest.raises(KlingError, match=message):
+        kling.download(f"{host.url}/v.mp4", tmp_path)
+    assert os.listdir(tmp_path) == []
