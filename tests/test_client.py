@@ -325,14 +325,6 @@ def test_empty_image_is_refused_before_sending(sim: GatewaySimulator, client: Kl
     assert sim.requests() == []
 
 
-def test_bad_parameters_are_not_retryable(sim: GatewaySimulator, client: KlingClient) -> None:
-    with pytest.raises(ServerError) as info:
-        client.text2video("a corgi", duration="7")
-    assert info.value.code == "get_price_scale_failed"
-    assert not info.value.retryable
-    assert "duration 5 or 10" in str(info.value)
-
-
 def test_a_post_is_never_retried(
     sim: GatewaySimulator, client: KlingClient, retries: list[RetryCall]
 ) -> None:

@@ -7,6 +7,7 @@ it never appears in a repr, a log line or an error message, and it is never sent
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import json
@@ -19,9 +20,9 @@ import secrets
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, BinaryIO, NoReturn
 
 import requests
 
@@ -34,8 +35,11 @@ from ._errors import (
     TransportError,
     error_from_response,
 )
+from ._files import SNIFF_BYTES, file_name, not_a_video, publish, video_kind
 from ._models import Task, TaskStatus, parse_submission, parse_task
+from ._params import dynamic_masks_field, image_field, refuse_unknown, video_body
 from ._schedule import next_poll_delay, retry_delay, task_age
+from ._text import clean_text, strip_credentials
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_BASE_URL", "ENDPOINTS", "KlingClient"]
 
@@ -63,6 +67,10 @@ ENDPOINTS = frozenset(
 # Connecting should be quick even when answering is not: the gateway refreshes from Kling on every GET.
 _CONNECT_TIMEOUT = 10.0
 _CHUNK = 1 << 16
+# A first try, then a few resumes after a dropped connection (each resume asks only for what is missing).
+_DOWNLOAD_ATTEMPTS = 4
+_MAX_REDIRECTS = 10
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 _REQUEST_ID_HEADER = "X-Oneapi-Request-Id"
 
 
@@ -153,27 +161,42 @@ class KlingClient:
         aspect_ratio: str = "16:9",
         mode: str = "std",
         negative_prompt: str | None = None,
-        **extra: Any,
+        cfg_scale: float | None = None,
+        sound: str | None = None,
+        camera_control: Mapping[str, Any] | None = None,
+        callback_url: str | None = None,
+        external_task_id: str | None = None,
+        **unknown: NoReturn,
     ) -> Task:
-        """Submit a text-to-video task. The POST is sent once, never retried.
+        """Submit a text-to-video task. Every option is checked first; the POST is sent once, never retried.
 
         Parameters
         ----------
         prompt : str
-            What to generate (non-blank; at most 2500 characters for Kling).
+            What to generate (non-blank; at most 2500 characters).
         model_name : str
             A Kling model, e.g. ``"kling-v2-6"``, ``"kling-v2-5-turbo"``, ``"kling-v2-1-master"``.
         duration : str or int
-            Seconds, ``"5"`` or ``"10"``. Always sent as a string: the gateway rejects a JSON number.
+            Seconds, ``"5"`` or ``"10"`` (the gateway prices no other). Always sent as a string: the
+            gateway rejects a JSON number.
         aspect_ratio : str
             ``"16:9"``, ``"9:16"`` or ``"1:1"``. Always sent: the gateway's own default is 1:1.
         mode : str
-            ``"std"`` (720p) or ``"pro"`` (1080p); ``"master"`` for ``*-master`` models.
+            ``"std"`` (720p) or ``"pro"`` (1080p); ``"master"`` for ``*-master`` models only.
         negative_prompt : str, optional
-            What to avoid.
-        **extra
-            Other Kling fields, forwarded as they are (``sound="on"``, ``cfg_scale=0.5``,
-            ``camera_control={...}``, ``callback_url=...``).
+            What to avoid (at most 2500 characters).
+        cfg_scale : float, optional
+            How closely to follow the prompt, 0 to 1 (the gateway sends 0.5; v2.x models ignore it).
+        sound : str, optional
+            ``"on"`` or ``"off"``: generate audio (v2.6 and later; it raises the price).
+        camera_control : mapping, optional
+            ``{"type": "simple", "config": {"zoom": 5}}``: exactly one of ``horizontal``, ``vertical``,
+            ``pan``, ``tilt``, ``roll``, ``zoom`` non-zero, in [-10, 10]; or a preset type without config:
+            ``"down_back"``, ``"forward_up"``, ``"right_turn_forward"``, ``"left_turn_forward"``.
+        callback_url : str, optional
+            An http(s) URL Kling itself POSTs its raw task JSON to when the status changes.
+        external_task_id : str, optional
+            Your own id for the task, unique per account (the gateway cannot be queried by it).
 
         Returns
         -------
@@ -182,17 +205,33 @@ class KlingClient:
 
         Raises
         ------
+        TypeError
+            An option has the wrong type, or is not one of the above (nothing is sent).
         ValueError
-            The prompt is blank (nothing is sent).
+            An option has a value the gateway would refuse, e.g. a blank prompt (nothing is sent).
         KlingError
-            The gateway refused the task, or could not be reached.
+            The gateway refused the task, or could not be reached. If the gateway answered with a task id
+            but something failed afterwards, the error's ``task_id`` holds it.
         """
-        body = _video_body(prompt, model_name, duration, aspect_ratio, mode, negative_prompt, extra)
+        refuse_unknown(self.text2video, unknown)
+        body = video_body(
+            prompt,
+            model_name=model_name,
+            duration=duration,
+            aspect_ratio=aspect_ratio,
+            mode=mode,
+            negative_prompt=negative_prompt,
+            cfg_scale=cfg_scale,
+            sound=sound,
+            camera_control=camera_control,
+            callback_url=callback_url,
+            external_task_id=external_task_id,
+        )
         return self._submit("text2video", body)
 
     def image2video(
         self,
-        image: str,
+        image: str | os.PathLike[str],
         prompt: str,
         *,
         model_name: str = "kling-v2-6",
@@ -200,19 +239,38 @@ class KlingClient:
         aspect_ratio: str = "16:9",
         mode: str = "std",
         negative_prompt: str | None = None,
-        **extra: Any,
+        image_tail: str | os.PathLike[str] | None = None,
+        static_mask: str | os.PathLike[str] | None = None,
+        dynamic_masks: Sequence[Mapping[str, Any]] | None = None,
+        cfg_scale: float | None = None,
+        sound: str | None = None,
+        camera_control: Mapping[str, Any] | None = None,
+        callback_url: str | None = None,
+        external_task_id: str | None = None,
+        **unknown: NoReturn,
     ) -> Task:
-        """Submit an image-to-video task. The POST is sent once, never retried.
+        """Submit an image-to-video task. Every option is checked first; the POST is sent once, never retried.
 
         Parameters
         ----------
-        image : str
-            The first frame: an http(s) URL or raw base64 (jpg/png, at most 10 MB, at least 300 px).
-            A ``data:`` URL is accepted and sent as the raw base64 Kling expects.
+        image : str or path-like
+            The first frame: an http(s) URL (sent as it is), a local .jpg/.jpeg/.png file (a `pathlib.Path`,
+            or a string ending in one of those), a ``data:`` URL, or raw base64. Files, data URLs and base64
+            are sent as the raw base64 Kling expects, after checking that they hold a JPEG or PNG of at most
+            10 MB (Kling also wants at least 300 px and an aspect ratio between 1:2.5 and 2.5:1).
         prompt : str
             What should happen (non-blank: the gateway requires it for image-to-video too).
-        model_name, duration, aspect_ratio, mode, negative_prompt, **extra
-            As for `text2video` (``image_tail=`` for the last frame goes in ``extra``).
+        model_name, duration, aspect_ratio, mode, negative_prompt
+            As for `text2video`.
+        image_tail : str or path-like, optional
+            The last frame, in any form ``image`` takes.
+        static_mask : str or path-like, optional
+            Motion brush: the area that stays still, an image in any form ``image`` takes.
+        dynamic_masks : sequence of mappings, optional
+            Motion brush: up to 6 ``{"mask": image, "trajectories": [{"x": int, "y": int}, ...]}`` with 2
+            to 77 points each.
+        cfg_scale, sound, camera_control, callback_url, external_task_id
+            As for `text2video`.
 
         Returns
         -------
@@ -221,23 +279,61 @@ class KlingClient:
 
         Raises
         ------
-        ValueError
-            The image or the prompt is empty (nothing is sent).
+        TypeError, ValueError
+            An option is wrong (nothing is sent), as for `text2video`.
+        FileNotFoundError
+            An image path names no file.
         KlingError
-            The gateway refused the task, or could not be reached.
+            The gateway refused the task, or could not be reached; ``task_id`` as for `text2video`.
         """
-        if not isinstance(image, str) or not image.strip():
-            raise ValueError("image must be an http(s) URL or base64 image data; got an empty value")
-        image = image.strip()
-        if image.startswith("data:") and ";base64," in image:
-            image = image.partition(";base64,")[2]
-        body = _video_body(prompt, model_name, duration, aspect_ratio, mode, negative_prompt, extra)
-        return self._submit("image2video", {"image": image, **body})
+        refuse_unknown(self.image2video, unknown)
+        body: dict[str, Any] = {"image": image_field("image", image)}
+        body.update(
+            video_body(
+                prompt,
+                model_name=model_name,
+                duration=duration,
+                aspect_ratio=aspect_ratio,
+                mode=mode,
+                negative_prompt=negative_prompt,
+                cfg_scale=cfg_scale,
+                sound=sound,
+                camera_control=camera_control,
+                callback_url=callback_url,
+                external_task_id=external_task_id,
+            )
+        )
+        if image_tail is not None:
+            body["image_tail"] = image_field("image_tail", image_tail)
+        if static_mask is not None:
+            body["static_mask"] = image_field("static_mask", static_mask)
+        if dynamic_masks is not None:
+            body["dynamic_masks"] = dynamic_masks_field(dynamic_masks)
+        return self._submit("image2video", body)
 
     def _submit(self, endpoint: str, body: Mapping[str, Any]) -> Task:
         payload = self._request("POST", f"/kling/v1/videos/{endpoint}", body=body, retry=False)
-        task = parse_submission(payload)
-        logger.info("Submitted Kling %s task %s", endpoint, task.task_id)
+        # From here on a task may exist and be billed: whatever fails must not lose its id.
+        try:
+            task = parse_submission(payload)
+            logger.info("Submitted Kling %s task %s", endpoint, task.task_id)
+        except BaseException as exc:
+            task_id = _answered_task_id(payload)
+            with contextlib.suppress(Exception):  # a broken log handler must not replace this error
+                logger.warning(
+                    "The gateway answered the %s submission (task id %s; it may be billed), but handling "
+                    "the answer failed: %s", endpoint, task_id or "not visible", clean_text(str(exc), 300),
+                )  # fmt: skip
+            if task_id is None or not isinstance(exc, Exception):  # KeyboardInterrupt stays itself
+                raise
+            if isinstance(exc, KlingError):
+                exc.task_id = exc.task_id or task_id
+                raise
+            raise KlingError(
+                f"Kling {endpoint} task {task_id} was created (it may be billed), but handling the "
+                f"gateway's answer failed: {clean_text(str(exc), 300)}",
+                task_id=task_id,
+            ) from exc
         return task
 
     # -- fetching and waiting ---------------------------------------------------------------------
@@ -361,11 +457,13 @@ class KlingClient:
         *,
         overwrite: bool = False,
     ) -> pathlib.Path:
-        """Save a task's video (or any http(s) video URL) to a file.
+        """Save a task's video (or any video URL) to a file and return its path.
 
-        The video host gets no API key: Kling's CDN URLs are signed, and the key must not leak to a
-        third party. The file is written under a temporary name and renamed when complete, so an
-        interrupted download never leaves a truncated video behind.
+        The request goes to the video host with neither the API key nor any cookie the gateway set: the
+        URL is signed, and neither may leak to a third party. The body is streamed into a temporary file
+        next to the target; its first bytes must look like a video (MP4/MOV or WebM), or nothing is saved.
+        A connection that drops midway is resumed with a Range request (a few times at most), and the file
+        gets its final name only when complete, so an interrupted download never leaves a truncated video.
 
         Parameters
         ----------
@@ -373,10 +471,10 @@ class KlingClient:
             A finished task (its first video is saved) or a video URL.
         path : str or path-like, optional
             The file to write, or an existing directory to write into. Defaults to
-            ``./<task id>.mp4`` for a task, or the URL's file name.
+            ``./<task id>.mp4`` for a task, or the URL's file name (shortened with a hash if too long).
         overwrite : bool
             Replace an existing file. By default an existing file is left alone and `FileExistsError`
-            is raised, before anything is downloaded.
+            is raised: before anything is downloaded, and again at the end if the file appeared meanwhile.
 
         Returns
         -------
@@ -390,8 +488,9 @@ class KlingClient:
         FileExistsError
             The file exists and ``overwrite`` is false.
         KlingError
-            The video host answered with an error (a signed link expires after about 30 days), or could
-            not be reached (`TransportError`).
+            The video host answered with an error (a signed link expires after about 30 days), or with
+            something that is not a video (code ``"not_a_video"``); `TransportError` if it could not be
+            reached or kept dropping the connection.
         """
         url, default_name = _video_source(task_or_url)
         target = pathlib.Path(path) if path is not None else pathlib.Path(default_name)
@@ -400,28 +499,97 @@ class KlingClient:
         target = target.absolute()
         if target.exists() and not overwrite:
             raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it")
-        partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+        partial = target.with_name(f".{target.stem[:40]}.{secrets.token_hex(4)}.part")
         try:
-            # The session itself carries no credentials: only gateway requests get an Authorization header.
-            with self._session.get(url, stream=True, timeout=self._timeouts()) as r:
-                if r.status_code >= 400:
-                    raise KlingError(
-                        f"Downloading the video failed: the video host answered HTTP {r.status_code}. "
-                        "Signed video links expire (Kling deletes videos after 30 days).",
-                        status_code=r.status_code,
-                        code="download_failed",
-                    )
-                with open(partial, "xb") as out:
-                    for chunk in r.iter_content(_CHUNK):
-                        out.write(chunk)
-            os.replace(partial, target)
-        except requests.RequestException as exc:
-            reason = self._scrub(_describe_exception(exc))
-            raise TransportError(f"Downloading the video failed: {reason}") from exc
+            with open(partial, "xb") as out:
+                self._fetch_video(url, out)
+            publish(partial, target, overwrite=overwrite)
         finally:
             partial.unlink(missing_ok=True)
         logger.info("Saved %s", target)
         return target
+
+    def _fetch_video(self, url: str, out: BinaryIO) -> None:
+        """Stream ``url`` into ``out``; after a dropped connection, ask for the rest with a Range request.
+
+        A server that answers a resume with the whole video (200) gets it written from the start again.
+        """
+        validator: str | None = None
+        problem = ""
+        for _ in range(_DOWNLOAD_ATTEMPTS):
+            have = out.tell()
+            if problem:
+                logger.info("Downloading a video: %s; trying again from byte %d", problem, have)
+            # Ranges count the bytes as stored, so ask for them unencoded.
+            headers = {"Accept-Encoding": "identity"}
+            if have:
+                headers["Range"] = f"bytes={have}-"
+                if validator:  # only resume the same version of the file
+                    headers["If-Range"] = validator
+            try:
+                with self._open_video(url, headers) as response:
+                    if response.status_code >= 300:
+                        raise _download_failed(response.status_code)
+                    resumed = response.status_code == 206 and _range_start(response) == have
+                    if have and not resumed:  # the whole video again (200), or a range not asked for
+                        out.seek(0)
+                        out.truncate()
+                    if response.status_code == 206 and not resumed:
+                        problem = "the video host sent another byte range than asked for"
+                        continue
+                    chunks = response.iter_content(_CHUNK)
+                    if out.tell() == 0:
+                        validator = _validator(response)
+                        _write_video_start(chunks, response.headers.get("Content-Type", ""), out)
+                    for chunk in chunks:
+                        out.write(chunk)
+                    size = _full_size(response)
+            except requests.RequestException as exc:
+                problem = _without_userinfo(self._scrub(_describe_exception(exc)), url)
+                continue
+            if size is None or out.tell() >= size:
+                return
+            problem = f"the connection closed after {out.tell()} of {size} bytes"
+        # Raised outside any except block: no __context__ keeps the request (and a URL's credentials).
+        raise TransportError(
+            f"Downloading the video failed after {_DOWNLOAD_ATTEMPTS} attempts: {problem}",
+            code="download_failed",
+        )
+
+    def _open_video(self, url: str, headers: Mapping[str, str]) -> requests.Response:
+        """GET ``url`` through the session's connection pool but never its cookie jar.
+
+        Cookies ignore ports, so a cookie the gateway set on a host would otherwise reach a video host on
+        the same host name; the video host needs none (its URLs are signed). Redirects are followed here,
+        each to an http(s) URL, with the same headers.
+        """
+        session = self._session
+        for _ in range(_MAX_REDIRECTS + 1):
+            request = requests.Request("GET", url, headers={**session.headers, **headers}).prepare()
+            # What Session.request would add from the environment (proxies, CA bundle), minus its cookies.
+            settings = session.merge_environment_settings(url, {}, True, session.verify, session.cert)
+            verify = settings["verify"]
+            response = session.get_adapter(url).send(
+                request,
+                stream=True,
+                timeout=self._timeouts(),
+                verify=True if verify is None else verify,
+                cert=settings["cert"],
+                proxies=settings["proxies"],
+            )
+            location = session.get_redirect_target(response)
+            if location is None:
+                return response
+            response.close()
+            url = urllib.parse.urljoin(url, location)
+            if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+                raise KlingError(
+                    "Downloading the video failed: the video host redirected to a URL that is not http(s).",
+                    code="download_failed",
+                )
+        raise KlingError(
+            f"Downloading the video failed: more than {_MAX_REDIRECTS} redirects.", code="download_failed"
+        )
 
     # -- HTTP -------------------------------------------------------------------------------------
 
@@ -553,33 +721,6 @@ def _colab_secret(name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _video_body(
-    prompt: str,
-    model_name: str,
-    duration: str | int,
-    aspect_ratio: str,
-    mode: str,
-    negative_prompt: str | None,
-    extra: Mapping[str, Any],
-) -> dict[str, Any]:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("prompt must be a non-blank string: the gateway refuses a task without one")
-    seconds = str(duration).strip()
-    if isinstance(duration, bool) or not seconds:
-        raise ValueError(f'duration must be "5" or "10" (a string or an int), got {duration!r}')
-    body: dict[str, Any] = {
-        "model_name": model_name,
-        "prompt": prompt,
-        "mode": mode,
-        "duration": seconds,
-        "aspect_ratio": aspect_ratio,
-    }
-    if negative_prompt is not None:
-        body["negative_prompt"] = negative_prompt
-    body.update(extra)
-    return body
-
-
 def _task_id_segment(task_id: object) -> str:
     """``task_id`` quoted as exactly one URL path segment."""
     if not isinstance(task_id, str):
@@ -597,7 +738,7 @@ def _video_source(task_or_url: Task | str) -> tuple[str, str]:
     if isinstance(task_or_url, Task):
         url = task_or_url.video_url
         if not url:
-            reason = f": {task_or_url.fail_reason}" if task_or_url.fail_reason else ""
+            reason = f": {clean_text(task_or_url.fail_reason)}" if task_or_url.fail_reason else ""
             raise ValueError(
                 f"Task {task_or_url.task_id} has no video (status {task_or_url.status.value}{reason}); "
                 "wait for it to succeed first"
@@ -607,10 +748,78 @@ def _video_source(task_or_url: Task | str) -> tuple[str, str]:
         url = task_or_url.strip()
         stem = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
     if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
-        raise ValueError(f"only http(s) video URLs can be downloaded, got {url[:80]!r}")
-    # Server-provided text becomes a file name: keep it to one harmless path component.
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".") or "video"
-    return url, name if name.lower().endswith(".mp4") else f"{name}.mp4"
+        shown = clean_text(strip_credentials(url), 80)
+        raise ValueError(f"only http(s) video URLs can be downloaded, got {shown!r}")
+    return url, file_name(stem)
+
+
+def _answered_task_id(payload: Mapping[str, Any]) -> str | None:
+    """The task id a submission answer shows, looked for leniently (gateway-api.md §4.3 order), or None."""
+    data = payload.get("data")
+    nested = data.get("task_id") if isinstance(data, Mapping) else None
+    for value in (payload.get("task_id"), payload.get("id"), nested):
+        if isinstance(value, str) and value.strip():
+            return clean_text(value.strip(), 100)
+        if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 128:
+            return str(value)
+    return None
+
+
+def _download_failed(status: int) -> KlingError:
+    return KlingError(
+        f"Downloading the video failed: the video host answered HTTP {status}. "
+        "Signed video links expire (Kling deletes videos after 30 days).",
+        status_code=status,
+        code="download_failed",
+    )
+
+
+def _write_video_start(chunks: Iterator[bytes], content_type: str, out: BinaryIO) -> None:
+    """Write the body's first bytes to ``out`` only if they start like a video; else raise ``not_a_video``."""
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if len(head) >= SNIFF_BYTES:
+            break
+    if video_kind(head) is None:
+        raise KlingError(
+            f"Downloading the video failed: the video host sent {not_a_video(head, content_type)} "
+            "instead of a video. The link may have expired, or lead to a page rather than a file.",
+            code="not_a_video",
+        )
+    out.write(head)
+
+
+def _range_start(response: requests.Response) -> int | None:
+    """Where the body of a 206 starts, per its ``Content-Range``; None if not said."""
+    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+    return int(match.group(1)) if match else None
+
+
+def _full_size(response: requests.Response) -> int | None:
+    """The whole video's size in bytes, if the answer says."""
+    if response.status_code == 206:
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+        return int(match.group(2)) if match and match.group(2) != "*" else None
+    length = response.headers.get("Content-Length", "").strip()
+    return int(length) if length.isdigit() else None
+
+
+def _validator(response: requests.Response) -> str | None:
+    """What an ``If-Range`` may carry to resume this very file: a strong ETag, else Last-Modified."""
+    etag = response.headers.get("ETag")
+    if etag and not etag.startswith("W/"):  # If-Range only takes a strong ETag
+        return etag
+    return response.headers.get("Last-Modified")
+
+
+def _without_userinfo(text: str, url: str) -> str:
+    """``text`` without the ``user:password`` of ``url``, should an error message quote it."""
+    parts = urllib.parse.urlsplit(url)
+    for secret in (parts.netloc.rpartition("@")[0], parts.password):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _json_object(response: requests.Response) -> tuple[dict[str, Any] | None, str]:
