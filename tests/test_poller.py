@@ -340,15 +340,91 @@ def test_stop_is_immediate_and_discards_the_request_in_flight(make_engine: Calla
     assert info.value.code == "stopped"
 
 
-def test_result_before_the_end_is_a_runtime_error(make_engine: Callable[..., Engine]) -> None:
+def test_result_blocks_until_final_and_times_out_with_the_builtin_error(
+    make_engine: Callable[..., Engine],
+) -> None:
     engine = make_engine()
     watch = engine.watch(Script(task("IN_PROGRESS")), task_id="t-1", **FAST)
     assert not watch.state.is_final
-    with pytest.raises(RuntimeError, match="not final"):
-        watch.result()
+    assert not watch.done()
+    for wait in (watch.result, watch.exception):
+        with pytest.raises(TimeoutError) as info:
+            wait(0.01)
+        assert not isinstance(info.value, KlingError)  # not the task's deadline: the watch goes on
     assert not watch.wait(0)
-    watch.stop()
+    threading.Timer(0.05, watch.stop).start()
+    with pytest.raises(KlingError) as stopped:
+        watch.result(WAIT)  # released by stop() on another thread
+    assert stopped.value.code == "stopped"
+    assert watch.done()
     assert watch.wait(WAIT)
+
+
+@pytest.mark.parametrize(
+    ("steps", "state", "expected"),
+    [
+        ((task("SUCCESS"),), WatchState.SUCCESS, None),
+        ((task("FAILURE", fail_reason="nsfw"),), WatchState.FAILURE, TaskFailedError),
+        ((AuthenticationError("rejected (401)", status_code=401),), WatchState.ERROR, AuthenticationError),
+        ((task("IN_PROGRESS"),), WatchState.TIMEOUT, TaskTimeoutError),
+    ],
+    ids=lambda v: v.value if isinstance(v, WatchState) else None,
+)
+def test_outcome_is_typed_like_a_future(
+    make_engine: Callable[..., Engine], steps: tuple[Step, ...], state: WatchState, expected: type | None
+) -> None:
+    engine = make_engine()
+    called: list[Watch] = []
+    watch = engine.watch(Script(*steps), task_id="t-1", timeout=0.2, **FAST)
+    watch.add_done_callback(called.append)
+    error = watch.exception(WAIT)
+    assert watch.done()
+    assert watch.state is state
+    if expected is None:
+        assert error is None
+        assert watch.result(0) is watch.task
+    else:
+        assert isinstance(error, expected)
+        assert error.task_id == "t-1"
+        with pytest.raises(expected) as info:
+            watch.result(0)
+        assert info.value is error  # the same error every time
+    assert watch.wait(WAIT)
+    settle(engine)
+    assert called == [watch]
+
+
+def test_done_callbacks_run_once_outside_the_lock_and_their_errors_are_logged(
+    make_engine: Callable[..., Engine], caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = make_engine()
+    release = threading.Event()
+    watch = engine.watch(Script(lambda: (release.wait(WAIT), task("SUCCESS"))[1]), task_id="t-3", **FAST)
+    seen: list[tuple[str, WatchState, bool, threading.Thread]] = []
+
+    def reads_the_watch(w: Watch) -> None:
+        # Reading the state and the result would deadlock if the engine's lock were held here.
+        seen.append(("reads", w.state, w.wait(0), threading.current_thread()))
+        assert w.result(0) is w.task
+
+    def broken(w: Watch) -> None:
+        raise RuntimeError("callback exploded")
+
+    watch.add_done_callback(broken)
+    watch.add_done_callback(reads_the_watch)
+    with caplog.at_level(logging.ERROR, logger="kling_widgets"):
+        release.set()
+        assert watch.wait(WAIT)
+        settle(engine)
+    assert len(seen) == 1
+    name, state, delivered, thread = seen[0]
+    assert (name, state, delivered) == ("reads", WatchState.SUCCESS, True)
+    assert thread is not threading.current_thread()
+    assert [r.exc_info[1] for r in caplog.records if r.exc_info and "t-3" in r.getMessage()] != []
+
+    late: list[threading.Thread] = []
+    watch.add_done_callback(lambda w: late.append(threading.current_thread()))
+    assert late == [threading.current_thread()]  # already final: at once, on the calling thread
 
 
 def test_two_hundred_watches_use_a_bounded_number_of_threads(make_engine: Callable[..., Engine]) -> None:

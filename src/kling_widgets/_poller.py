@@ -122,6 +122,9 @@ class Watch:
         self._attempt = 0  # consecutive transient errors
         self._pending: collections.deque[Update] = collections.deque()
         self._draining = False
+        self._outcome: KlingError | None = None  # what result() raises, once final
+        self._callbacks: list[Callable[[Watch], None]] = []  # until final; then run by the drain
+        self._final = threading.Event()  # set as the watch becomes final
         self._done = threading.Event()  # set once the final update has been delivered
 
     def __repr__(self) -> str:
@@ -153,10 +156,15 @@ class Watch:
         """
         self._engine._stop_watch(self)
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the watch is final and its final update has been delivered.
+    def done(self) -> bool:
+        """True once the watch is final (SUCCESS, FAILURE, ERROR, TIMEOUT or STOPPED)."""
+        return self._final.is_set()
 
-        Do not call it from ``on_update`` (that runs on the thread that would deliver the final update).
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the watch is final and its final update has been delivered to ``on_update``.
+
+        Do not call it from ``on_update`` (that runs on the thread that would deliver the final update);
+        `result` and `exception` may be called from there.
 
         Parameters
         ----------
@@ -166,12 +174,20 @@ class Watch:
         Returns
         -------
         bool
-            True once final, False if ``timeout`` passed first.
+            True once final and delivered, False if ``timeout`` passed first.
         """
         return self._done.wait(timeout)
 
-    def result(self) -> Task:
-        """The outcome of a final watch.
+    def result(self, timeout: float | None = None) -> Task:
+        """Block until the watch is final, then return the task or raise what ended it.
+
+        Like `concurrent.futures.Future.result`. It returns as soon as the watch is final, before
+        ``on_update`` gets the final update, so an ``on_update`` that calls it does not block.
+
+        Parameters
+        ----------
+        timeout : float or None
+            Seconds to wait at most; None waits for ever.
 
         Returns
         -------
@@ -180,30 +196,60 @@ class Watch:
 
         Raises
         ------
+        TimeoutError
+            The builtin one: ``timeout`` passed before the watch was final (the watch goes on).
         TaskFailedError
             The task ended in FAILURE.
         TaskTimeoutError
-            The watch's deadline passed first.
+            The watch's own deadline passed first.
         KlingError
-            The error that stopped polling (ERROR), or code ``"stopped"`` after `stop`.
-        RuntimeError
-            The watch is not final yet.
+            The error that stopped polling (ERROR), or code ``"stopped"`` after `stop`. Every error
+            raised here carries ``task_id``.
+        """
+        error = self.exception(timeout)
+        if error is not None:
+            raise error
+        task = self.task
+        assert task is not None  # SUCCESS always comes with its snapshot
+        return task
+
+    def exception(self, timeout: float | None = None) -> KlingError | None:
+        """Block like `result`, then return the error that ended the watch instead of raising it.
+
+        Returns
+        -------
+        KlingError or None
+            None on SUCCESS; otherwise the error `result` would raise.
+
+        Raises
+        ------
+        TimeoutError
+            ``timeout`` passed before the watch was final.
+        """
+        if not self._final.wait(timeout):
+            raise TimeoutError(f"watch of task {self.task_id} is not final after waiting {timeout:g} s")
+        with self._engine._lock:
+            return self._outcome
+
+    def add_done_callback(self, fn: Callable[[Watch], None]) -> None:
+        """Call ``fn(watch)`` once, when the watch becomes final.
+
+        It runs on an engine thread after the final update was delivered to ``on_update``, or at once on
+        the calling thread if the watch is already final; never under the engine's lock. Its exceptions
+        are logged, not raised.
         """
         with self._engine._lock:
-            state, task, error = self._state, self._task, self._error
-        if state is WatchState.SUCCESS and task is not None:
-            return task
-        if state is WatchState.FAILURE and task is not None:
-            raise TaskFailedError(task)
-        if state in (WatchState.ERROR, WatchState.TIMEOUT) and error is not None:
-            raise error
-        if state is WatchState.STOPPED:
-            raise KlingError(
-                f"Stopped watching task {self.task_id} before it finished; the task keeps running on the "
-                f"server. Watch it again with its id.",
-                code="stopped",
-            )
-        raise RuntimeError(f"watch of task {self.task_id} is not final yet (state {state.value})")
+            if not self._state.is_final:
+                self._callbacks.append(fn)
+                return
+        _call_done_callback(self, fn)
+
+
+def _call_done_callback(watch: Watch, fn: Callable[[Watch], None]) -> None:
+    try:
+        fn(watch)
+    except Exception:
+        logger.exception("a done callback for task %s raised", watch.task_id)
 
 
 class Engine:
@@ -343,9 +389,7 @@ class Engine:
 
     def _post(self, w: Watch, update: Update, *, inline: bool) -> bool:
         """Queue an update for delivery. Returns True when the caller must drain it (``inline``)."""
-        if w._on_update is None:
-            if update.state.is_final:
-                w._done.set()
+        if w._on_update is None and not update.state.is_final:
             return False
         w._pending.append(update)
         if w._draining:
@@ -364,6 +408,8 @@ class Engine:
         if w._state.is_final:
             return False
         w._state, w._error = state, error
+        w._outcome = _outcome(w, state, error)
+        w._final.set()
         self._live.discard(w)
         update = Update(state, w._task, error, None, time.monotonic() - w._started)
         return self._post(w, update, inline=inline)
@@ -470,22 +516,28 @@ class Engine:
     # -- threads ---------------------------------------------------------------------------------------
 
     def _drain(self, w: Watch) -> None:
-        """Deliver a watch's queued updates in order; only one thread drains a watch at a time."""
+        """Deliver a watch's queued updates in order; only one thread drains a watch at a time.
+
+        After the final update: release `Watch.wait`, then run the done callbacks.
+        """
         callback = w._on_update
-        assert callback is not None  # only watches with a callback get queued updates
         while True:
             with self._lock:
                 if not w._pending:
                     w._draining = False
                     return
                 update = w._pending.popleft()
-            try:
-                callback(update)
-            except Exception:
-                logger.exception("on_update for task %s raised; the watch goes on", w.task_id)
-            finally:
-                if update.state.is_final:
-                    w._done.set()
+            if callback is not None:
+                try:
+                    callback(update)
+                except Exception:
+                    logger.exception("on_update for task %s raised; the watch goes on", w.task_id)
+            if update.state.is_final:
+                w._done.set()
+                with self._lock:
+                    callbacks, w._callbacks = w._callbacks, []
+                for fn in callbacks:
+                    _call_done_callback(w, fn)
 
     def _run_scheduler(self) -> None:
         while True:
@@ -536,6 +588,25 @@ class Engine:
                 must_drain = self._settle(w, outcome)
             if must_drain:
                 self._drain(w)
+
+
+def _outcome(w: Watch, state: WatchState, error: KlingError | None) -> KlingError | None:
+    """The error `Watch.result` raises for a final state (None on SUCCESS), carrying the task id."""
+    if state is WatchState.SUCCESS:
+        return None
+    if state is WatchState.FAILURE and w._task is not None:
+        return TaskFailedError(w._task)
+    if state is WatchState.STOPPED:
+        return KlingError(
+            f"Stopped watching task {w.task_id} before it finished; the task keeps running on the "
+            f"server. Watch it again with its id.",
+            code="stopped",
+            task_id=w.task_id,
+        )
+    assert error is not None  # ERROR and TIMEOUT always come with their cause
+    if error.task_id is None:
+        error.task_id = w.task_id
+    return error
 
 
 _default: Engine | None = None
