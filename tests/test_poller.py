@@ -778,6 +778,20 @@ def test_a_dead_default_engine_is_replaced(monkeypatch: pytest.MonkeyPatch) -> N
         dead.shutdown()
 
 
+def test_the_engine_reads_every_instant_from_its_clock(make_engine: Callable[..., Engine]) -> None:
+    now = [1000.0]
+    engine = make_engine(clock=lambda: now[0])
+    rec = Recorder()
+    watch = engine.watch(Script(task("IN_PROGRESS")), task_id="t-1", on_update=rec, timeout=100.0)
+    while not rec.states:
+        time.sleep(0.005)
+    now[0] += 250.0  # the deadline has passed on the engine's clock (not on the wall clock)
+    engine.watch(Script(task("SUCCESS")), task_id="t-2")  # wakes the scheduler
+    assert watch.wait(WAIT)
+    assert rec.states == [WatchState.WAITING, WatchState.TIMEOUT]
+    assert rec.updates[-1].elapsed == 250.0
+
+
 def test_set_default_engine(monkeypatch: pytest.MonkeyPatch, make_engine: Callable[..., Engine]) -> None:
     monkeypatch.setattr(_poller, "_default", None)
     mine = make_engine(policy=PollPolicy(poll_interval=0.5, max_poll_interval=2.0))

@@ -364,7 +364,7 @@ class Engine:
             raise ValueError(f"max_threads must be at least 1, not {max_threads}")
         self._max_workers = max_workers
         self._max_threads = max_threads
-        self._policy = policy or PollPolicy()
+        self._policy = PollPolicy() if policy is None else policy
         self._clock = clock
         self._pid = os.getpid()
 
