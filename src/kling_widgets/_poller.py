@@ -126,7 +126,7 @@ class Watch:
         self._timeout = timeout
         self._started = started
         self._deadline = None if timeout is None else started + timeout
-        # Everything below is guarded by the engine's lock.
+        # Everything below is written only under the engine's lock.
         self._state = WatchState.WAITING
         self._task: Task | None = None
         self._error: KlingError | None = None
