@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import logging
@@ -81,7 +82,7 @@ MIN_BLOB_CHARS = 256
 # ...and any string longer than this is stored as its digest (Kling's prompts stop at 2,500 characters).
 MAX_PARAM_CHARS = 10_000
 
-_BASE64 = re.compile(r"[A-Za-z0-9+/_\-\r\n]+={0,2}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/_\-\r\n]+={0,2}[\r\n]*")
 
 T = TypeVar("T")
 
@@ -528,7 +529,7 @@ class Ledger:
 
     def _open(self, db: sqlite3.Connection) -> None:
         """Create or migrate the schema (the constructor runs this once, on its own connection)."""
-        db.execute("PRAGMA journal_mode = WAL")  # persistent in the file; a corrupt file fails here
+        _use_wal(db)
         if _user_version(db) == SCHEMA_VERSION:
             return
         with db:
@@ -588,14 +589,14 @@ class Ledger:
 
 def _task_fields(task: Task) -> tuple[str, str | None, str]:
     """(state, capped fail reason, videos as JSON) of a task: all the ledger keeps of it."""
+    kept = [video for video in task.videos if len(video.url) <= MAX_URL_CHARS][:MAX_VIDEOS]
     videos = [
         {
             "url": video.url,
             "duration": video.duration,
             "expires_at": expires.timestamp() if (expires := video.expires_at) is not None else None,
         }
-        for video in task.videos[:MAX_VIDEOS]
-        if len(video.url) <= MAX_URL_CHARS
+        for video in kept
     ]
     reason = clean_text(task.fail_reason) if task.fail_reason else None
     return task.status.value, reason, _dumps(videos)
@@ -632,6 +633,17 @@ def _video(item: dict[str, Any]) -> LedgerVideo:
 
 def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL mode (it stays so): readers never block the writer, nor the writer them.
+
+    The switch does not wait for a busy file: when two processes open a new ledger at once, one switches
+    and the other gets "locked" and goes on (its next statements wait). A corrupt file fails here.
+    """
+    if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        with contextlib.suppress(sqlite3.OperationalError):
+            db.execute("PRAGMA journal_mode = WAL")
 
 
 def _user_version(db: sqlite3.Connection) -> int:
