@@ -28,6 +28,7 @@ from kling_widgets._ledger import (
     LedgerVideo,
     default_ledger_path,
     gateway_host,
+    shared_ledger,
     storable_params,
 )
 from kling_widgets._models import Task, TaskStatus, Video
@@ -159,9 +160,10 @@ def test_a_ledger_that_turns_corrupt_later_gives_up_once(tmp_path: Path) -> None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ledger._local = threading.local()  # a new thread would open the damaged file too
-        assert ledger.entries() == []
+        assert ledger.get("1") is None
         check_no_op(ledger)
     assert len(caught) == 1
+    assert caught[0].filename == __file__
 
 
 def test_unwritable_location_gives_one_warning_and_a_no_op_ledger(tmp_path: Path) -> None:
@@ -184,6 +186,26 @@ def test_read_only_folder_gives_one_warning_and_a_no_op_ledger(tmp_path: Path) -
         assert len(caught) == 1
     finally:
         folder.chmod(0o700)
+
+
+def test_a_ledger_that_is_off_touches_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_no_op(Ledger.off())
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_one_shared_ledger_per_file_and_one_warning_per_process(tmp_path: Path) -> None:
+    assert shared_ledger() is shared_ledger(default_ledger_path())
+    assert shared_ledger().path == tmp_path / "default-home" / "ledger.sqlite3"
+    bad = tmp_path / "bad.sqlite3"
+    bad.write_bytes(b"garbage" * 1000)
+    with pytest.warns(RuntimeWarning) as caught:
+        ledgers = [shared_ledger(bad) for _ in range(3)]
+    assert len(caught) == 1
+    assert ledgers[0] is ledgers[2]
+    assert shared_ledger(tmp_path / "other.sqlite3") is not shared_ledger()
 
 
 def test_off_the_main_thread_the_warning_is_logged_not_printed(
@@ -529,3 +551,22 @@ def test_repr_names_the_file(ledger: Ledger) -> None:
 def _no_stray_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test here may touch the real user data directory."""
     monkeypatch.setenv(HOME_ENV, str(tmp_path / "default-home"))
+
+
+def write_in_child(ledger: Ledger) -> None:
+    """Runs in a forked child: the parent's connection must not be used (SQLite forbids it)."""
+    inherited = ledger._local.db  # the copy of the parent's connection
+    record(ledger, "from-child")
+    if not ledger.available or ledger._local.db is inherited:
+        raise SystemExit(1)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_a_forked_child_opens_its_own_connection(ledger: Ledger) -> None:
+    record(ledger, "before")
+    child = multiprocessing.get_context("fork").Process(target=write_in_child, args=(ledger,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    record(ledger, "after")
+    assert [e.task_id for e in ledger.entries()] == ["after", "from-child", "before"]

@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import sqlite3
+import sys
 import threading
 import time
 import warnings
@@ -48,13 +49,18 @@ from ._models import Task, TaskStatus
 from ._text import clean_text, strip_credentials
 
 __all__ = [
+    "FINAL_STATES",
     "HOME_ENV",
+    "REFUSED",
     "SCHEMA_VERSION",
+    "SUBMITTING",
+    "UNANSWERED",
     "Ledger",
     "LedgerEntry",
     "LedgerVideo",
     "default_ledger_path",
     "gateway_host",
+    "shared_ledger",
     "storable_params",
 ]
 
@@ -191,7 +197,7 @@ class LedgerVideo:
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One submission (or watched task) in the ledger: a snapshot, newest state first.
+    """One submission in the ledger, as last recorded.
 
     Attributes
     ----------
@@ -299,13 +305,23 @@ class Ledger:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path).expanduser() if path is not None else default_ledger_path()
-        self._available = True
+        self._setup(Path(path).expanduser() if path is not None else default_ledger_path(), available=True)
+        self._run(self._open, None)
+
+    @classmethod
+    def off(cls) -> Ledger:
+        """A ledger that records nothing and touches no file (for ``KlingClient(ledger=False)``)."""
+        ledger = cls.__new__(cls)
+        ledger._setup(Path(os.devnull), available=False)
+        return ledger
+
+    def _setup(self, path: Path, *, available: bool) -> None:
+        self.path = path
+        self._available = available
         self._lock = threading.Lock()
         self._local = threading.local()
         self._inherited: list[sqlite3.Connection] = []  # a forked child's copies: never used, never closed
         self._seen: dict[str, tuple[str, str | None, str]] = {}  # task id -> last state written from here
-        self._run(self._open, None)
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.path)!r}, available={self._available})"
@@ -417,14 +433,14 @@ class Ledger:
             The entry's ``local_id`` for `submitted`, `refused` or `unanswered`; None when the ledger is
             unavailable (those methods then do nothing with it).
         """
-        row = (endpoint, gateway_host(gateway), key_id, _dumps(storable_params(params)), source, SUBMITTING)
 
         def insert(db: sqlite3.Connection) -> int | None:
             now = time.time()
+            stored = _dumps(storable_params(params))
             cursor = db.execute(
                 "INSERT INTO tasks (endpoint, gateway, key_id, params, source, state, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (*row, now, now),
+                (endpoint, gateway_host(gateway), key_id, stored, source, SUBMITTING, now, now),
             )
             return cursor.lastrowid
 
@@ -582,9 +598,34 @@ class Ledger:
             f"Make its folder writable, move a damaged file away, or set {HOME_ENV} to another folder."
         )
         if threading.current_thread() is threading.main_thread():
-            warnings.warn(message, RuntimeWarning, stacklevel=4)  # points at the caller of the Ledger method
+            warnings.warn(message, RuntimeWarning, stacklevel=_outside_stacklevel())
         else:  # nothing is printed from a background thread
             logger.warning("%s", message)
+
+
+_shared: dict[Path, Ledger] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_ledger(path: str | os.PathLike[str] | None = None) -> Ledger:
+    """This process's one `Ledger` for ``path`` (`default_ledger_path` when None), opened on first use.
+
+    Every client and widget that shares it shares its connections, and a bad file warns once per process,
+    not once per client.
+    """
+    where = Path(path).expanduser() if path is not None else default_ledger_path()
+    with _shared_lock:
+        if where not in _shared:
+            _shared[where] = Ledger(where)
+        return _shared[where]
+
+
+def _outside_stacklevel() -> int:
+    """The ``stacklevel`` of the first caller outside this module, so the warning names the user's line."""
+    level, frame = 1, sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename == __file__:
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def _task_fields(task: Task) -> tuple[str, str | None, str]:

@@ -395,7 +395,7 @@ def _rate_limited(fault: Fault) -> Reply:
 
 def _saturated() -> Reply:
     """EZmodel's answer to every upstream 429, Kling's parallel-task limit (1303) included: it retries
-    other channels, then replaces Kling's body by its own words (gateway-api.md §8.1, §10.4)."""
+    other channels, then replaces Kling's body with its own words."""
     return _json_reply(429, _shape_a("fail_to_fetch_task", "当前分组上游负载已饱和，请稍后再试"))
 
 
