@@ -566,10 +566,11 @@ class GatewaySimulator:
         Kling's account-wide parallel-task limit: a submit while this many tasks are unfinished (queued or
         running, whether submitted or added) answers the gateway's 429 and creates nothing. None: no limit.
     url_lifetime
-        Seconds a video link stays valid from its task's creation (Kling: 30 days); negative makes links
-        that have already expired. A `Scenario` may set its own.
+        Seconds a video link stays valid from its task's creation, or for `clip_url` from `start` (Kling:
+        30 days); negative makes links that have already expired. A `Scenario` may set its own.
 
-    The three are attributes that may be changed at any time; ``url_lifetime`` applies to links made later.
+    ``scenario``, ``max_parallel`` and ``url_lifetime`` are attributes that may be changed at any time (a
+    new ``url_lifetime`` applies to links made from then on).
     Use as a context manager, or `start` / `stop`. `serve_forever` blocks until Ctrl-C (for the CLI).
     The key never appears in a repr, a log line or an error message.
     """
