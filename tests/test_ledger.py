@@ -19,7 +19,17 @@ from typing import Any
 import platformdirs
 import pytest
 
-from kling_widgets import AuthenticationError, KlingClient, TaskNotFoundError, TransportError, _ledger
+from helpers import FOREVER
+from kling_widgets import (
+    APIError,
+    AuthenticationError,
+    KlingClient,
+    KlingError,
+    RateLimitError,
+    TaskNotFoundError,
+    TransportError,
+    _ledger,
+)
 from kling_widgets._ledger import (
     HOME_ENV,
     SCHEMA_VERSION,
@@ -570,3 +580,46 @@ def test_a_forked_child_opens_its_own_connection(ledger: Ledger) -> None:
     assert child.exitcode == 0
     record(ledger, "after")
     assert [e.task_id for e in ledger.entries()] == ["after", "from-child", "before"]
+
+
+def submit_recorded(ledger: Ledger, client: KlingClient, prompt: str) -> Task:
+    """The wiring `KlingClient` is meant to get: a row before the POST, then what came of it."""
+    local_id = ledger.begin("text2video", client.base_url, client.key_id, {"prompt": prompt})
+    try:
+        task = client.text2video(prompt)
+    except APIError as exc:  # the gateway answered: nothing was created (unless the error names a task)
+        ledger.refused(local_id, exc)
+        raise
+    except BaseException as exc:  # no usable answer: the task may exist, and may have been charged
+        ledger.unanswered(local_id, exc)
+        raise
+    ledger.submitted(local_id, task)
+    return task
+
+
+def test_every_outcome_of_a_real_post_is_recorded(ledger: Ledger) -> None:
+    with (
+        GatewaySimulator(max_parallel=1, scenario=FOREVER) as sim,
+        KlingClient(sim.api_key, base_url=sim.url, timeout=0.5) as client,
+    ):
+        task = submit_recorded(ledger, client, "answered")
+        with pytest.raises(RateLimitError):
+            submit_recorded(ledger, client, "over the parallel limit")
+        sim.max_parallel = None
+        sim.drop_next_submits()
+        with pytest.raises(KlingError):
+            submit_recorded(ledger, client, "dropped")
+        sim.drop_next_submits(hang=True)
+        with pytest.raises(KlingError):
+            submit_recorded(ledger, client, "timed out")
+        created = [r.task_id for r in sim.requests() if r.method == "POST" and r.task_id]
+    got = [(e.params["prompt"], e.state, e.task_id) for e in reversed(ledger.entries())]
+    assert got == [
+        ("answered", "SUBMITTED", task.task_id),
+        ("over the parallel limit", "refused", None),
+        ("dropped", "unknown", None),
+        ("timed out", "unknown", None),
+    ]
+    assert len(created) == 3  # the two unknown ones were created, and may be billed: never resubmit them
+    unfinished = ledger.unfinished(client.base_url, client.key_id)
+    assert [e.params["prompt"] for e in unfinished] == ["timed out", "dropped", "answered"]
