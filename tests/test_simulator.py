@@ -23,9 +23,12 @@ import pytest
 import requests
 
 import kling_widgets
+from helpers import FOREVER
+from kling_widgets import KlingClient
 from kling_widgets._errors import (
     APIError,
     AuthenticationError,
+    KlingError,
     RateLimitError,
     ServerError,
     TaskNotFoundError,
@@ -62,14 +65,9 @@ def auth(sim: GatewaySimulator) -> dict[str, str]:
 def submit(
     sim: GatewaySimulator, body: object = None, endpoint: str = "text2video", **kw: Any
 ) -> requests.Response:
-    headers = kw.pop("headers", auth(sim))
-    return requests.post(
-        f"{sim.url}/kling/v1/videos/{endpoint}",
-        json=BODY if body is None else body,
-        headers=headers,
-        timeout=10,
-        **kw,
-    )
+    kw.setdefault("headers", auth(sim))
+    kw.setdefault("timeout", 10)
+    return requests.post(f"{sim.url}/kling/v1/videos/{endpoint}", json=BODY if body is None else body, **kw)
 
 
 def fetch(sim: GatewaySimulator, task_id: str, endpoint: str = "text2video") -> requests.Response:
@@ -843,3 +841,209 @@ def test_requests_are_not_logged_to_the_console(
     requests.get(f"{sim.url}/nowhere", timeout=10)
     requests.get(sim.clip_url, headers={"Range": "bytes=0-1"}, timeout=10)
     assert capfd.readouterr() == ("", "")
+
+
+# --- the account's parallel-task limit ----------------------------------------------------------------------
+
+SATURATED = {"code": "fail_to_fetch_task", "message": "当前分组上游负载已饱和，请稍后再试", "data": None}
+
+
+def test_parallel_limit_answers_the_gateways_429_and_creates_nothing() -> None:
+    with GatewaySimulator(max_parallel=2, scenario=Scenario(polls=(1, 1))) as sim:
+        first, second = (submit(sim).json()["id"] for _ in range(2))
+        over = submit(sim)
+        assert over.status_code == 429
+        assert over.json() == SATURATED
+        assert "Retry-After" not in over.headers
+        error = api_error(over)
+        assert isinstance(error, RateLimitError)
+        assert error.retryable
+        assert sim.requests()[-1].task_id is None
+        assert sim.unfinished() == 2
+        assert statuses(sim, first, 3)[-1] is TaskStatus.SUCCESS  # a task ends: its slot is free
+        assert sim.unfinished() == 1
+        third = submit(sim)
+        assert third.status_code == 200
+        assert third.json()["id"] not in (first, second)
+        assert submit(sim).status_code == 429
+
+
+def test_parallel_limit_counts_every_task_of_the_account_and_time_frees_slots() -> None:
+    with GatewaySimulator(max_parallel=1, speed=50, scenario=Scenario(queued=0.5, running=0.5)) as sim:
+        added = sim.add_task(Scenario(polls=(5, 5)))  # e.g. created by another client
+        assert submit(sim).status_code == 429
+        statuses(sim, added, 11)
+        task_id = submit(sim).json()["id"]  # finishes in 20 ms of its own accord
+        deadline = time.monotonic() + 10
+        while sim.unfinished() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert submit(sim).status_code == 200
+        assert poll(sim, task_id).status is TaskStatus.SUCCESS
+
+
+def test_parallel_limit_comes_after_validation_and_can_change() -> None:
+    with GatewaySimulator(max_parallel=1, scenario=FOREVER) as sim:
+        assert submit(sim).status_code == 200
+        assert submit(sim, {**BODY, "prompt": " "}).status_code == 400  # refused first for what it is
+        assert submit(sim).status_code == 429
+        sim.max_parallel = None
+        assert submit(sim).status_code == 200
+
+
+def test_parallel_submits_cannot_share_the_last_slot() -> None:
+    with GatewaySimulator(max_parallel=3, scenario=FOREVER) as sim, ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(lambda _: submit(sim).status_code, range(40)))
+        assert sorted(codes) == [200] * 3 + [429] * 37
+        assert sim.unfinished() == 3
+
+
+def test_max_parallel_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_parallel"):
+        GatewaySimulator(max_parallel=0)
+
+
+# --- submits that are never answered ------------------------------------------------------------------------
+
+
+def test_a_dropped_submit_creates_its_task_and_closes_the_connection(sim: GatewaySimulator) -> None:
+    sim.drop_next_submits()
+    with pytest.raises(requests.ConnectionError):
+        submit(sim)
+    [record] = sim.requests()
+    assert (record.method, record.path, record.status) == ("POST", "/kling/v1/videos/text2video", 0)
+    assert record.task_id is not None
+    assert statuses(sim, record.task_id, 3)[-1] is TaskStatus.SUCCESS  # the task exists and runs
+    assert submit(sim).status_code == 200  # only the next one was dropped
+
+
+def test_a_hung_submit_creates_its_task_and_the_client_times_out(sim: GatewaySimulator) -> None:
+    others = sim_threads()
+    sim.drop_next_submits(hang=True)
+    with KlingClient(sim.api_key, base_url=sim.url, timeout=0.5) as client, pytest.raises(KlingError):
+        client.text2video("a corgi surfing")
+    [record] = sim.requests()
+    assert (record.status, record.task_id is not None) == (0, True)
+    assert sim.unfinished() == 1
+    deadline = time.monotonic() + 10  # the client hung up: the held connection ends too
+    while sim_threads(others) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sim_threads(others) == []  # ``others`` has the server's own thread
+
+
+def test_stop_ends_a_hung_submit() -> None:
+    others = sim_threads()
+    sim = GatewaySimulator().start()
+    sim.drop_next_submits(hang=True)
+    hung = threading.Thread(target=lambda: submit_quietly(sim), daemon=True)
+    hung.start()
+    while not sim.requests():
+        time.sleep(0.01)
+    sim.stop()
+    hung.join(10)
+    assert not hung.is_alive()
+    assert sim_threads(others) == []
+
+
+def submit_quietly(sim: GatewaySimulator) -> None:
+    with contextlib.suppress(requests.RequestException):  # the server goes away mid-request
+        requests.post(f"{sim.url}/kling/v1/videos/text2video", json=BODY, headers=auth(sim), timeout=60)
+
+
+def test_refused_submits_do_not_use_up_a_drop() -> None:
+    with GatewaySimulator(max_parallel=1, scenario=FOREVER) as sim:
+        sim.add_task()
+        sim.drop_next_submits(2)
+        assert submit(sim, {**BODY, "duration": "7"}).status_code == 500
+        assert submit(sim).status_code == 429
+        sim.max_parallel = None
+        for _ in range(2):
+            with pytest.raises(requests.ConnectionError):
+                submit(sim)
+        assert submit(sim).status_code == 200
+        assert [r.status for r in sim.requests()] == [500, 429, 0, 0, 200]
+        with pytest.raises(ValueError, match="count"):
+            sim.drop_next_submits(-1)
+
+
+def test_control_api_drops_submits(sim: GatewaySimulator) -> None:
+    url = f"{sim.url}/_simulator/drop_submits"
+    response = requests.post(url, json={"count": 2}, headers=auth(sim), timeout=10)
+    assert (response.status_code, response.json()) == (200, {"pending": 2})
+    response = requests.post(url, json={"count": 1, "hang": True}, headers=auth(sim), timeout=10)
+    assert response.json() == {"pending": 3}
+    for _ in range(2):
+        with pytest.raises(requests.ConnectionError):
+            submit(sim)
+    with pytest.raises(requests.ReadTimeout):
+        submit(sim, timeout=0.3)
+    assert submit(sim).status_code == 200
+    assert requests.post(url, json={}, headers=auth(sim), timeout=10).json() == {"pending": 1}
+
+
+@pytest.mark.parametrize(
+    "body", [[1], {"count": "2"}, {"count": True}, {"count": -1}, {"hang": 1}, {"count": 1, "when": "now"}]
+)
+def test_control_api_rejects_bad_drop_requests(sim: GatewaySimulator, body: object) -> None:
+    url = f"{sim.url}/_simulator/drop_submits"
+    response = requests.post(url, json=body, headers=auth(sim), timeout=10)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("not a drop request")
+    assert requests.post(url, json={}, timeout=10).status_code == 401
+
+
+# --- link expiry --------------------------------------------------------------------------------------------
+
+
+def video_of(sim: GatewaySimulator, url_lifetime: float | None = None) -> Video:
+    """The video of a new task that is done at its first GET."""
+    return poll(sim, sim.add_task(Scenario(polls=(0, 0), url_lifetime=url_lifetime))).videos[0]
+
+
+def test_links_live_as_long_as_url_lifetime_says() -> None:
+    with GatewaySimulator(url_lifetime=3600) as sim:
+        video = video_of(sim)
+        assert video.expires_at is not None
+        left = video.expires_at - datetime.now(timezone.utc)
+        assert timedelta(minutes=59) < left <= timedelta(hours=1)
+        assert requests.get(video.url, timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_an_expired_link_is_403_like_a_signed_cdn(method: str) -> None:
+    with GatewaySimulator(url_lifetime=-60) as sim:
+        video = video_of(sim)
+        assert video.expires_at is not None
+        assert video.expires_at < datetime.now(timezone.utc)
+        response = requests.request(method, video.url, headers={"Range": "bytes=0-9"}, timeout=10)
+        assert response.status_code == 403
+        assert response.headers["Content-Type"] == "text/plain"
+        assert requests.get(sim.clip_url, timeout=10).status_code == 403
+        assert sim.requests()[-2].task_id is not None  # still logged as a download of that task
+
+
+def test_a_scenario_sets_its_own_lifetime_and_the_default_can_change(sim: GatewaySimulator) -> None:
+    expired = video_of(sim, url_lifetime=-1)
+    fresh = video_of(sim)
+    assert requests.get(expired.url, timeout=10).status_code == 403
+    assert requests.get(fresh.url, timeout=10).status_code == 200
+    sim.url_lifetime = -5
+    assert requests.get(video_of(sim).url, timeout=10).status_code == 403
+    assert requests.get(fresh.url, timeout=10).status_code == 200  # links made before keep their expiry
+    scenario = Scenario(url_lifetime=-1)
+    assert Scenario.from_dict(json.loads(json.dumps(scenario.to_dict()))) == scenario
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda query: {**query, "Expires": [str(int(query["Expires"][0]) + 86400)]},  # extended by hand
+        lambda query: {**query, "Signature": ["0" * 64]},
+        lambda query: {k: v for k, v in query.items() if k != "Signature"},
+        lambda query: {},
+    ],
+)
+def test_a_tampered_link_is_403(sim: GatewaySimulator, change: Any) -> None:
+    parts = urlsplit(video_of(sim).url)
+    query = change(parse_qs(parts.query))
+    url = parts._replace(query="&".join(f"{k}={v[0]}" for k, v in query.items())).geturl()
+    assert requests.get(url, timeout=10).status_code == 403

@@ -5,7 +5,13 @@ byte for byte like EZmodel does (see ``gateway-api.md`` §3–§8): the OpenAI-v
 ``TaskDto`` envelope with the raw Kling JSON inside, both error shapes with their Chinese texts, the
 ``X-Oneapi-Request-Id`` header and the ``fail_reason`` quirks. Each task follows a scripted `Scenario`
 (driven by time or by poll count) with optional `Fault` injection, and "generated" videos are a bundled
-clip served from a Kling-like signed path with HTTP Range support.
+clip served from a Kling-like signed path with HTTP Range support; a link answers 403, like a signed CDN,
+once its ``Expires`` has passed (``url_lifetime``, which may be negative, sets how long links live).
+
+Account-wide behaviour: ``max_parallel`` caps the tasks unfinished at once, as Kling's parallel-task limit
+does; a POST over it answers the gateway's 429 and creates nothing. `GatewaySimulator.drop_next_submits`
+makes the next POSTs create their task and then send no answer (the connection is closed, or held until the
+client gives up), as when a gateway's answer is lost: the client cannot know the task exists.
 
 >>> from kling_widgets.simulator import GatewaySimulator, Scenario, Fault
 >>> with GatewaySimulator(speed=10) as sim:                            # doctest: +SKIP
@@ -14,7 +20,8 @@ clip served from a Kling-like signed path with HTTP Range support.
 
 Control API for other processes (bearer-authenticated with the simulator's key):
 ``POST {url}/_simulator/tasks`` with a `Scenario` as JSON (plus an optional ``"task_id"``) returns
-``{"task_id": ...}``; ``GET {url}/_simulator/requests?task_id=...`` returns the request log as JSON.
+``{"task_id": ...}``; ``GET {url}/_simulator/requests?task_id=...`` returns the request log as JSON;
+``POST {url}/_simulator/drop_submits`` with ``{"count": n, "hang": false}`` drops the next ``n`` submits.
 Control requests are not logged themselves, and keep working after the key is revoked.
 """
 
@@ -127,6 +134,9 @@ class Scenario:
         If set, every video URL (and the success ``fail_reason``) is exactly this string.
     faults
         Scripted faults of the status GETs.
+    url_lifetime
+        Seconds the task's video links stay valid from its creation (negative: already expired); the
+        simulator's ``url_lifetime`` when None.
     """
 
     outcome: Outcome = "success"
@@ -137,6 +147,7 @@ class Scenario:
     videos: int = 1
     video_url: str | None = None
     faults: tuple[Fault, ...] = ()
+    url_lifetime: float | None = None
 
     def __post_init__(self) -> None:
         if self.outcome not in get_args(Outcome):
@@ -170,6 +181,7 @@ class RequestRecord:
 
     ``path`` excludes the query string; ``task_id`` is the task the request was about (status GETs,
     successful submits and downloads of its videos), else None; ``time`` is ``time.monotonic()`` at arrival.
+    ``status`` is 0 for a submit that was never answered (`GatewaySimulator.drop_next_submits`).
     """
 
     method: str
@@ -232,12 +244,16 @@ NGINX_502 = (
 
 
 class Reply(NamedTuple):
-    """One HTTP answer."""
+    """One HTTP answer; status 0 is none at all (see `NO_ANSWER`)."""
 
     status: int
     body: bytes = b""
     content_type: str = "application/json; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
+
+
+NO_ANSWER = Reply(0)  # close the connection without a byte
+HANG = Reply(0, b"hang")  # keep the connection open, silent, until the client or the simulator gives up
 
 
 def _json_reply(status: int, payload: object, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
@@ -374,7 +390,13 @@ def _malformed(task_id: str) -> Reply:
 
 def _rate_limited(fault: Fault) -> Reply:
     headers = (("Retry-After", f"{fault.retry_after:g}"),) if fault.retry_after is not None else ()
-    return _json_reply(429, _shape_a("fail_to_fetch_task", "当前分组上游负载已饱和，请稍后再试"), headers)
+    return _saturated()._replace(headers=headers)
+
+
+def _saturated() -> Reply:
+    """EZmodel's answer to every upstream 429, Kling's parallel-task limit (1303) included: it retries
+    other channels, then replaces Kling's body with its own words."""
+    return _json_reply(429, _shape_a("fail_to_fetch_task", "当前分组上游负载已饱和，请稍后再试"))
 
 
 def _bad_params(task_id: str) -> Reply:
@@ -540,7 +562,15 @@ class GatewaySimulator:
         Time-driven scenarios run this many times faster than their ``queued``/``running`` seconds.
     scenario
         The scenario of tasks created by submits (POST text2video/image2video); default `Scenario()`.
+    max_parallel
+        Kling's account-wide parallel-task limit: a submit while this many tasks are unfinished (queued or
+        running, whether submitted or added) answers the gateway's 429 and creates nothing. None: no limit.
+    url_lifetime
+        Seconds a video link stays valid from its task's creation, or for `clip_url` from `start` (Kling:
+        30 days); negative makes links that have already expired. A `Scenario` may set its own.
 
+    ``scenario``, ``max_parallel`` and ``url_lifetime`` are attributes that may be changed at any time (a
+    new ``url_lifetime`` applies to links made from then on).
     Use as a context manager, or `start` / `stop`. `serve_forever` blocks until Ctrl-C (for the CLI).
     The key never appears in a repr, a log line or an error message.
     """
@@ -553,14 +583,21 @@ class GatewaySimulator:
         port: int = 0,
         speed: float = 1.0,
         scenario: Scenario | None = None,
+        max_parallel: int | None = None,
+        url_lifetime: float = URL_LIFETIME,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be > 0")
+        if max_parallel is not None and max_parallel < 1:
+            raise ValueError("max_parallel must be >= 1 (or None for no limit)")
         self.api_key = api_key or f"sk-sim-{secrets.token_hex(16)}"
         self.speed = speed
         self.scenario = scenario or Scenario()
+        self.max_parallel = max_parallel
+        self.url_lifetime = url_lifetime
+        self._drops: list[Reply] = []  # how the next submits go unanswered, first first
         self._address = (host, port)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # scripting methods also run inside the submit's critical section
         self._tasks: dict[str, _Task] = {}
         self._video_owner: dict[str, str | None] = {}  # video path -> task id (None for clip_url)
         self._log: list[RequestRecord] = []
@@ -602,7 +639,7 @@ class GatewaySimulator:
         if self._server is not None:
             raise RuntimeError("the simulator was already started")
         self._server = _Server(self._address, self)
-        self._clip_url = self._new_video_url(None)
+        self._clip_url = self._new_video_url(None, self.url_lifetime)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
             name="kling-simulator", daemon=True,
@@ -658,6 +695,31 @@ class GatewaySimulator:
         with self._lock:
             self._revoked = True
 
+    def drop_next_submits(self, count: int = 1, *, hang: bool = False) -> None:
+        """The next ``count`` valid submits create their task and then never answer.
+
+        Parameters
+        ----------
+        count
+            How many submits, from the next one on (added to any still pending).
+        hang
+            False: close the connection at once (the client sees it dropped). True: keep it open and silent
+            until the client gives up (its read timeout) or the simulator stops.
+
+        A submit the gateway would refuse (bad parameters, the key, the parallel limit) is refused as
+        usual and does not use one up. The request log shows each dropped submit with its task id and
+        status 0.
+        """
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        with self._lock:
+            self._drops.extend([HANG if hang else NO_ANSWER] * count)
+
+    def unfinished(self) -> int:
+        """How many tasks are queued or running now: what ``max_parallel`` counts."""
+        with self._lock:
+            return sum(task.phase(self.speed) != "done" for task in self._tasks.values())
+
     # internals -----------------------------------------------------------------------------------------
 
     def _create_task(self, scenario: Scenario, action: str, task_id: str | None) -> _Task:
@@ -667,24 +729,28 @@ class GatewaySimulator:
             elif task_id in self._tasks:
                 raise ValueError(f"task {task_id!r} already exists")
             video_ids = tuple(_numeric_id() for _ in range(scenario.videos))
+            lifetime = self.url_lifetime if scenario.url_lifetime is None else scenario.url_lifetime
             if scenario.video_url is not None:
                 urls = tuple(scenario.video_url for _ in video_ids)
             else:
-                urls = tuple(self._new_video_url(task_id) for _ in video_ids)
+                urls = tuple(self._new_video_url(task_id, lifetime) for _ in video_ids)
             task = self._tasks[task_id] = _Task(task_id, scenario, action, urls, video_ids=video_ids)
         return task
 
-    def _new_video_url(self, task_id: str | None) -> str:
-        """A fresh Kling-like signed URL of the clip, registered to ``task_id``."""
-        expires = int(time.time()) + URL_LIFETIME
+    def _new_video_url(self, task_id: str | None, lifetime: float) -> str:
+        """A fresh Kling-like signed URL of the clip for ``task_id``, valid for ``lifetime`` seconds."""
+        expires = int(time.time() + lifetime)
         day = datetime.now(timezone.utc).strftime("%Y%m%d")
         path = f"{VIDEO_PATH_PREFIX}{self._muse_id}/VIDEO/{day}/{uuid.uuid4()}.mp4"
         cache_key = base64.urlsafe_b64encode(secrets.token_bytes(45)).decode()
-        signature = hmac.new(self._signing_key, f"{path}{expires}".encode(), hashlib.sha256).hexdigest()
+        signature = self._sign(path, str(expires))
         self._video_owner[path] = task_id
         return (
             f"{self.url}{path}?cacheKey={cache_key}&x-kcdn-pid=112781&Expires={expires}&Signature={signature}"
         )
+
+    def _sign(self, path: str, expires: str) -> str:
+        return hmac.new(self._signing_key, f"{path}{expires}".encode(), hashlib.sha256).hexdigest()
 
     def _record(self, record: RequestRecord) -> None:
         with self._lock:
@@ -708,7 +774,13 @@ class GatewaySimulator:
         except _Rejected as rejected:
             return rejected.reply, None
         action = "generate" if body.get("image") or body.get("image_tail") else "textGenerate"
-        task = self._create_task(self.scenario, action, None)
+        with self._lock:  # counting and creating at once: parallel submits cannot both take the last slot
+            if self.max_parallel is not None and self.unfinished() >= self.max_parallel:
+                return _saturated(), None
+            task = self._create_task(self.scenario, action, None)
+            dropped = self._drops.pop(0) if self._drops else None
+        if dropped is not None:
+            return dropped, task.task_id
         model = body.get("model_name") or body.get("model")
         video = {"id": task.task_id, "task_id": task.task_id, "object": "video", "model": model,
                  "status": "", "progress": 0, "created_at": task.created_ms // 1000}  # fmt: skip
@@ -745,16 +817,36 @@ class GatewaySimulator:
         except (ValueError, TypeError) as exc:
             return _json_reply(400, {"error": f"not a Scenario: {exc}"})
 
+    def _control_drop_submits(self, raw: bytes) -> Reply:
+        try:
+            data = json.loads(raw or b"{}")
+            if not isinstance(data, dict) or set(data) - {"count", "hang"}:
+                raise TypeError('expected {"count": n, "hang": false}')
+            count, hang = data.get("count", 1), data.get("hang", False)
+            if not isinstance(count, int) or isinstance(count, bool) or not isinstance(hang, bool):
+                raise TypeError("count must be an integer and hang a boolean")
+            self.drop_next_submits(count, hang=hang)
+        except (ValueError, TypeError) as exc:
+            return _json_reply(400, {"error": f"not a drop request: {exc}"})
+        with self._lock:
+            return _json_reply(200, {"pending": len(self._drops)})
+
     def _control_requests(self, query: str) -> Reply:
         task_id = parse_qs(query).get("task_id", [None])[0]
         return _json_reply(200, [dataclasses.asdict(r) for r in self.requests(task_id)])
 
-    def _video(self, path: str, range_header: str | None) -> tuple[Reply, str | None]:
-        """Serve the clip like a CDN: single byte ranges (206), 416 for anything else in Range."""
+    def _video(self, path: str, query: str, range_header: str | None) -> tuple[Reply, str | None]:
+        """Serve the clip like a signed CDN: 403 unless signed and unexpired, then single byte ranges (206)
+        and 416 for anything else in Range."""
         with self._lock:
             if path not in self._video_owner:
                 return Reply(404, b"Not Found", "text/plain"), None
             owner = self._video_owner[path]
+        signed = parse_qs(query)
+        expires, signature = signed.get("Expires", [""])[0], signed.get("Signature", [""])[0]
+        valid = hmac.compare_digest(signature, self._sign(path, expires))
+        if not valid or not expires.isdigit() or int(expires) <= time.time():
+            return Reply(403, b"Forbidden", "text/plain", (("Access-Control-Allow-Origin", "*"),)), owner
         size = len(self._clip)
         headers = [
             ("Accept-Ranges", "bytes"),
@@ -840,7 +932,7 @@ class _Handler(BaseHTTPRequestHandler):
         self, sim: GatewaySimulator, method: str, path: str, query: str, raw: bytes, request_id: str
     ) -> tuple[Reply, str | None]:
         if path.startswith(VIDEO_PATH_PREFIX) and method in ("GET", "HEAD"):
-            return sim._video(path, self.headers.get("Range"))
+            return sim._video(path, query, self.headers.get("Range"))
         task_match = _TASK_PATH.fullmatch(path)
         task_id = unquote(task_match.group(1)) if task_match else None
         if path.startswith("/_simulator/"):
@@ -866,7 +958,16 @@ class _Handler(BaseHTTPRequestHandler):
             return sim._control_add_task(raw)
         if (method, path) == ("GET", "/_simulator/requests"):
             return sim._control_requests(query)
+        if (method, path) == ("POST", "/_simulator/drop_submits"):
+            return sim._control_drop_submits(raw)
         return _json_reply(404, {"error": f"no simulator endpoint {method} {path}"})
+
+    def _hold(self) -> None:
+        """Read and ignore until the client hangs up, the idle ``timeout`` passes or the simulator stops
+        (`stop` shuts every connection down, which ends the read)."""
+        with contextlib.suppress(OSError):
+            while self.connection.recv(1 << 16):
+                pass
 
     def _read_body(self) -> bytes:
         try:
@@ -876,6 +977,11 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(min(max(length, 0), MAX_BODY)) if length else b""
 
     def _send(self, reply: Reply, request_id: str, *, head: bool) -> None:
+        if reply.status == 0:  # no answer at all
+            self.close_connection = True
+            if reply is HANG:
+                self._hold()
+            return
         try:
             self.send_response(reply.status)
             self.send_header("Content-Type", reply.content_type)
