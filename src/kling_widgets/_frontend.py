@@ -190,7 +190,8 @@ def _shell() -> Any:
 
 def _running_cell_id(shell: Any) -> str:
     """The ``cellId`` the front-end sent with the request being handled ("" if none)."""
-    get_parent = getattr(shell.kernel, "get_parent", None)  # ipykernel >= 6
-    parent = get_parent() if get_parent is not None else {}
+    get_parent = getattr(shell.kernel, "get_parent", None)
+    # ipykernel 5 (older Colab runtimes) has no get_parent; it keeps the whole request in _parent_header.
+    parent = get_parent() if get_parent is not None else getattr(shell.kernel, "_parent_header", {})
     cell_id = (parent.get("metadata") or {}).get("cellId")
     return cell_id if isinstance(cell_id, str) else ""
