@@ -174,7 +174,7 @@ def _main_thread_queue() -> _MainThreadQueue | None:
         if _queue is None:
             shell = _shell()
             # ipykernel 5, 6 and 7 all run the shell channel's handlers on `kernel.io_loop`, the main thread's
-            # tornado loop (docs/frontends.md, "Which loop runs the cells").
+            # tornado loop (docs/frontends.md, "Colab and background updates").
             loop = getattr(getattr(shell, "kernel", None), "io_loop", None)
             if loop is None:
                 return None

@@ -5,7 +5,8 @@ environment, its user namespace or the execute request's metadata. Delivery: wit
 ``KLING_WIDGETS_FRONTEND=colab`` (the only thing this kernel cannot have of Colab is its browser front-end), a
 background thread hands updates to `deliver`, and the kernel's messages show where and when they ran.
 
-``KLING_TEST_KERNEL`` names another kernelspec to run these against (docs/frontends.md, "What was verified").
+``KLING_TEST_KERNEL`` names another kernelspec to run these against, e.g. one with Colab's ipykernel
+(docs/frontends.md, "What was verified here, and what was not").
 """
 
 from __future__ import annotations
