@@ -108,8 +108,9 @@ def deliver(update: Callable[[], None], frontend: Frontend | None = None) -> Non
     Everywhere but Colab, ``update`` runs at once on the calling thread (the polling thread: its messages go
     out even while a cell runs). In Colab it is queued for the kernel's main thread, where it runs in order
     with every other queued update: as soon as the kernel is idle (through the kernel's event loop), or at the
-    end of the running cell if one blocks the kernel, inside that cell's execution. Nothing is dropped: the
-    last update queued is the last one run. Without a kernel event loop it runs at once, as elsewhere
+    end of the running cell if one blocks the kernel, inside that cell's execution. While the kernel runs,
+    nothing is dropped: the last update queued is the last one run. Without a kernel event loop it runs at
+    once, as elsewhere
     (docs/frontends.md, "Colab and background updates").
 
     A queued ``update`` that raises is logged (``kling_widgets._frontend``) and the updates after it still
