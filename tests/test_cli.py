@@ -8,10 +8,12 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import kling_widgets
 from kling_widgets import KlingClient, TaskStatus, _demo
 from kling_widgets.__main__ import main
 from kling_widgets.simulator import Fault, GatewaySimulator, Scenario
@@ -159,6 +161,42 @@ def test_demo_calls_run_demo(monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["demo", "--port", "9999", "--no-browser"]) == 0
     assert main(["demo"]) == 0
     assert calls == [{"port": 9999, "open_browser": False}, {"port": None, "open_browser": True}]
+
+
+def test_version_prints_the_package_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "kling_widgets", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert result.stdout == f"kling-widgets {kling_widgets.__version__}\n"
+    assert result.stderr == ""
+
+
+def test_demo_without_jupyterlab_names_the_demo_extra(tmp_path: Path) -> None:
+    """A plain `pip install kling-widgets` has no JupyterLab: the demo says how to get it, and starts nothing.
+
+    A sitecustomize on PYTHONPATH makes `jupyterlab` unimportable in this process and in any it starts.
+    """
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['jupyterlab'] = None\n")
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "kling_widgets", "demo", "--no-browser", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""  # no simulator, no server
+    assert 'Install the demo extra: pip install "kling-widgets[demo]"' in result.stderr
+    assert "jupyterlab is not installed" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_help_runs_as_a_module() -> None:

@@ -19,9 +19,8 @@ from ._errors import (
 )
 from ._gallery import TaskGallery, generate_many
 from ._models import Task, TaskStatus, Video
+from ._version import __version__ as __version__
 from ._widget import TaskStatusWidget, generate
-
-__version__ = "0.1.0"
 
 __all__ = [
     "APIError",

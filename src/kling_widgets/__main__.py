@@ -1,4 +1,4 @@
-"""The ``kling-widgets`` command (also ``python -m kling_widgets``): status, watch, simulate, demo.
+"""The ``kling-widgets`` command (also ``python -m kling_widgets``): status, watch, simulate, demo, --version.
 
 ``status`` and ``watch`` read ``EZMODEL_API_KEY`` and ``EZMODEL_BASE_URL`` like `KlingClient`. Results go to
 stdout, progress and problems to stderr, so ``url=$(kling-widgets watch ID)`` captures just the video URL.
@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from ._client import ENDPOINTS, KlingClient
 from ._errors import KlingError, TaskFailedError
 from ._models import Task, TaskStatus
+from ._version import __version__
 
 __all__ = ["main"]
 
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Watch Kling video tasks made through the EZmodel gateway, or try everything offline.",
         epilog="status and watch use EZMODEL_API_KEY and EZMODEL_BASE_URL from the environment.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     status = commands.add_parser("status", help="print a task's state once")

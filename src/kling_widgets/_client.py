@@ -109,7 +109,7 @@ class KlingClient:
         timeout: float = 30.0,
         max_retries: int = 3,
     ) -> None:
-        from . import __version__  # the package is fully imported by the time a client exists
+        from ._version import __version__
 
         if not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")

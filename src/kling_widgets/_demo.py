@@ -8,6 +8,7 @@ the real gateway. The demo runs from a clone of the repository: the notebooks ar
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
 import signal
@@ -31,10 +32,19 @@ __all__ = ["SIMULATOR_MARKER", "run_demo"]
 #: so that the notebooks can say so.
 SIMULATOR_MARKER = "KLING_WIDGETS_SIMULATOR"
 
+#: What the demo runs in this interpreter, and what the ``demo`` extra installs.
+DEMO_MODULES = ("jupyterlab", "ipykernel")
+DEMO_EXTRA = 'pip install "kling-widgets[demo]"'
+
 FIRST_NOTEBOOK = "quickstart.ipynb"
 DEFAULT_PORT = 8888
 STARTUP_TIMEOUT = 120.0
 SHUTDOWN_TIMEOUT = 20.0
+
+
+def _missing_modules() -> list[str]:
+    """The `DEMO_MODULES` this interpreter cannot import (checked without importing them)."""
+    return [name for name in DEMO_MODULES if importlib.util.find_spec(name) is None]
 
 
 def _find_notebooks() -> Path | None:
@@ -173,8 +183,17 @@ def run_demo(*, port: int | None, open_browser: bool) -> int:
     Returns
     -------
     int
-        0 after a requested stop, non-zero when JupyterLab could not start or died.
+        0 after a requested stop, non-zero when JupyterLab is not installed, could not start or died.
     """
+    missing = _missing_modules()
+    if missing:
+        # Before anything starts: the demo needs its extra, which a plain `pip install kling-widgets` lacks.
+        print(
+            f"kling-widgets demo needs JupyterLab and a Python kernel, and {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed. Install the demo extra: {DEMO_EXTRA}",
+            file=sys.stderr,
+        )
+        return 2
     notebooks = _find_notebooks()
     if notebooks is None:
         _say(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from nbclient.exceptions import CellExecutionError
 from notebook_support import (
     NOTEBOOK_NAMES,
     NOTEBOOKS,
@@ -63,3 +64,44 @@ def test_notebook_under_the_demo_uses_the_demo_simulator(
         assert all(url.startswith(f"{sim.url}/") for url in urls)
         assert any(record.path.startswith("/kling/") for record in sim.requests())
         assert f"SIMULATOR: {sim.url} " in saved.read_text()
+
+
+def _watch_existing_task(saved: Path, *, submit_new_task: bool) -> Path:
+    """watch_existing_task.ipynb as a user would leave it: no TASK_ID, SUBMIT_NEW_TASK as given."""
+    nb = nbformat.read(NOTEBOOKS / "watch_existing_task.ipynb", as_version=4)
+    (settings,) = (cell for cell in nb.cells if cell.get("id") == "cell-settings")
+    assert 'TASK_ID = ""' in settings.source
+    assert "SUBMIT_NEW_TASK = False" in settings.source  # what the notebook ships with
+    settings.source = settings.source.replace("= False", f"= {submit_new_task}")
+    nbformat.write(nb, saved)
+    return saved
+
+
+def test_watch_existing_task_submits_nothing_on_the_real_gateway_unless_asked(
+    keyless_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Run All with a key and no TASK_ID stops and says what to do, and sends no POST (a POST is billed)."""
+    with GatewaySimulator(speed=4.0) as sim:
+        # A key and a base URL without the simulator marker: to the notebook this is the real gateway.
+        monkeypatch.setenv("EZMODEL_BASE_URL", sim.url)
+        monkeypatch.setenv("EZMODEL_API_KEY", sim.api_key)
+        source = _watch_existing_task(tmp_path / "source.ipynb", submit_new_task=False)
+        with pytest.raises(CellExecutionError) as stopped:
+            execute_notebook(source, tmp_path / "saved.ipynb")
+        assert "SUBMIT_NEW_TASK = True" in str(stopped.value)
+        assert [r.path for r in sim.requests() if r.method == "POST"] == []
+
+
+def test_watch_existing_task_submits_one_task_when_asked(
+    keyless_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With SUBMIT_NEW_TASK = True the same run submits exactly one task and watches it to the end."""
+    with GatewaySimulator(speed=4.0) as sim:
+        monkeypatch.setenv("EZMODEL_BASE_URL", sim.url)
+        monkeypatch.setenv("EZMODEL_API_KEY", sim.api_key)
+        saved = tmp_path / "saved.ipynb"
+        execute_notebook(_watch_existing_task(tmp_path / "source.ipynb", submit_new_task=True), saved)
+        assert_recorded_success(saved, secrets=(sim.api_key,))
+        posts = [r.path for r in sim.requests() if r.method == "POST"]
+        assert posts == ["/kling/v1/videos/text2video"]
+        assert "submitted a new task" in saved.read_text()
