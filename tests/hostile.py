@@ -7,6 +7,7 @@ up ends the handler (writes then fail), so nothing outlives `HostileServer.close
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -29,6 +30,7 @@ class HostileServer:
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
         self._accepter = threading.Thread(target=self._accept, name="hostile-accept", daemon=True)
         self._accepter.start()
 
@@ -40,6 +42,7 @@ class HostileServer:
                 continue
             thread = threading.Thread(target=self._serve, args=(sock,), name="hostile-conn", daemon=True)
             self._threads.append(thread)
+            self._sockets.append(sock)
             thread.start()
 
     def _serve(self, sock: socket.socket) -> None:
@@ -71,6 +74,9 @@ class HostileServer:
         self._closing.set()
         self._accepter.join()
         self._listener.close()
+        for sock in self._sockets:  # a kept-alive connection waits for a next request: end it
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         for thread in self._threads:
             thread.join()
 
