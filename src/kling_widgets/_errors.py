@@ -157,7 +157,9 @@ class TaskTimeoutError(KlingError, TimeoutError):
 
 def _rebuild(cls: type[KlingError], args: tuple[Any, ...]) -> KlingError:
     """Unpickle an error: an instance with its ``args``; pickle then restores its attributes."""
-    return cls.__new__(cls, *args)
+    error = cls.__new__(cls)
+    error.args = args  # set here: OSError's __new__ (TaskTimeoutError is a TimeoutError) leaves them out
+    return error
 
 
 def _gateway_text(payload: object) -> tuple[str | None, str]:
