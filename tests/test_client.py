@@ -830,3 +830,16 @@ def test_any_answer_gives_a_task_or_a_kling_error(status: int, content_type: str
 
 
 FUZZ_CLIENT = KlingClient("sk-fuzz", base_url="http://127.0.0.1:9")  # never sends: only decodes
+
+
+def test_the_environments_proxy_carries_gateway_requests(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", recorder.url)  # as requests honoured it, so does the lean GET path
+    recorder.reply = (200, "application/json", hostile.task_json("1"))
+    with KlingClient("sk-proxied", base_url="http://gateway.invalid") as kling:
+        assert kling.get_task("1").task_id == "1"
+    (request,) = recorder.requests
+    assert request.path == "http://gateway.invalid/kling/v1/videos/text2video/1"

@@ -509,6 +509,9 @@ class KlingClient:
     def _decode(self, answer: Answer) -> dict[str, Any]:
         """The JSON object of a 2xx answer; otherwise raise the matching `KlingError`."""
         status = answer.status
+        payload, problem = _json_object(answer.body, answer.headers.get("Content-Type") or "")
+        if 200 <= status < 300 and payload is not None:
+            return payload
         request_id = clean_text(answer.headers.get(_REQUEST_ID_HEADER) or "", 100) or None
         if 300 <= status < 400:
             # Never followed: the Authorization header must not reach another host.
@@ -520,7 +523,6 @@ class KlingClient:
                 request_id=request_id,
                 retryable=False,
             )
-        payload, problem = _json_object(answer.body, answer.headers.get("Content-Type") or "")
         if status >= 400 and (payload is not None or status == 429):
             # The memory-mode rate limiter answers 429 with an empty body (§8.2): still a rate limit.
             raise error_from_response(
@@ -529,24 +531,22 @@ class KlingClient:
                 request_id=request_id,
                 retry_after=_parse_retry_after(answer.headers.get("Retry-After")),
             )
-        if payload is None:
-            if 400 <= status < 500 and status != 408:
-                # A wrong base URL answers its own 404 page; asking again would only repeat it.
-                raise TransportError(
-                    f"{self._base_url} answered with {problem} (HTTP {status}), not the gateway's JSON. "
-                    f"Check {BASE_URL_ENV} (or base_url=): it should be the gateway's address, "
-                    f"such as {DEFAULT_BASE_URL}.",
-                    status_code=status,
-                    request_id=request_id,
-                    retryable=False,
-                )
-            hint = "probably a proxy in front of the gateway" if status >= 500 else "check the base URL"
+        if 400 <= status < 500 and status != 408:
+            # A wrong base URL answers its own 404 page; asking again would only repeat it.
             raise TransportError(
-                f"{self._base_url} answered with {problem} (HTTP {status}) — {hint}",
+                f"{self._base_url} answered with {problem} (HTTP {status}), not the gateway's JSON. "
+                f"Check {BASE_URL_ENV} (or base_url=): it should be the gateway's address, "
+                f"such as {DEFAULT_BASE_URL}.",
                 status_code=status,
                 request_id=request_id,
+                retryable=False,
             )
-        return payload
+        hint = "probably a proxy in front of the gateway" if status >= 500 else "check the base URL"
+        raise TransportError(
+            f"{self._base_url} answered with {problem} (HTTP {status}) — {hint}",
+            status_code=status,
+            request_id=request_id,
+        )
 
     def _scrub(self, text: str) -> str:
         """Remove the key from text that came from elsewhere (an exception message), just in case."""

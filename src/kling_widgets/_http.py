@@ -1,7 +1,7 @@
 """Send one request to the gateway, bounded in time, size and scope: an `Answer`, or `TransportError`.
 
 `GatewayHTTP.request` gives an `Answer` (status, headers, body bytes) for any HTTP answer, whatever its
-status, and a `TransportError` for everything else (docs/gateway.md, "Transport bounds"):
+status, and a `TransportError` for everything else. Its bounds:
 
 - time: the whole request, connecting to the last body byte, ends within ``timeout`` seconds. A per-read
   timeout alone lets a gateway that trickles one byte a second hold a request for ever, so one watchdog
@@ -10,8 +10,8 @@ status, and a `TransportError` for everything else (docs/gateway.md, "Transport 
 - scope: redirects are never followed (the key must not reach another host) and nothing is retried (a
   retried POST can bill twice); no cookie jar (gateway cookies reach no one).
 
-Built on urllib3's connection pool, which costs a third of the CPU of `requests` per poll. After
-``os.fork`` a child gets its own pool: it never shares the parent's sockets.
+Built on urllib3's connection pools, which cost less than half the CPU of `requests` per poll. After
+``os.fork`` a child gets its own pools: it never shares the parent's sockets.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 
 from ._errors import TransportError
+from ._text import clean_text
 
 __all__ = ["CONNECT_TIMEOUT", "MAX_BODY_BYTES", "Answer", "GatewayHTTP"]
 
@@ -87,14 +88,11 @@ class GatewayHTTP:
         self._timeouts = urllib3.Timeout(connect=min(CONNECT_TIMEOUT, timeout), read=timeout)
         self._proxy = proxy
         self._ca_certs = ca_certs
-        self._pid = -1
-        self._manager: urllib3.PoolManager | None = None
+        self._manager, self._pid = self._new_manager(), os.getpid()
 
     def close(self) -> None:
         """Close the pooled connections (a later request opens new ones)."""
-        if self._manager is not None and self._pid == os.getpid():
-            self._manager.clear()
-        self._manager = None
+        self._manager.clear()
 
     def request(
         self, method: str, path: str, *, headers: Mapping[str, str], body: bytes | None = None
@@ -146,14 +144,18 @@ class GatewayHTTP:
 
     def _pool_manager(self) -> urllib3.PoolManager:
         """The connection pools; new ones in a forked child, which must never share the parent's sockets."""
-        if self._manager is None or self._pid != os.getpid():
-            options: dict[str, Any] = {"maxsize": 10, "ca_certs": self._ca_certs}
-            manager = urllib3.PoolManager(**options)
-            if self._proxy:
-                manager = urllib3.ProxyManager(self._proxy, **options)
-            manager.pool_classes_by_scheme = _POOL_CLASSES
-            self._manager, self._pid = manager, os.getpid()
+        if self._pid != os.getpid():
+            self._manager, self._pid = self._new_manager(), os.getpid()
         return self._manager
+
+    def _new_manager(self) -> urllib3.PoolManager:
+        options: dict[str, Any] = {"maxsize": 10, "ca_certs": self._ca_certs}
+        if self._proxy:
+            manager: urllib3.PoolManager = urllib3.ProxyManager(self._proxy, **options)
+        else:
+            manager = urllib3.PoolManager(**options)
+        manager.pool_classes_by_scheme = _POOL_CLASSES  # connections that honour the request's deadline
+        return manager
 
     def _read(self, response: urllib3.BaseHTTPResponse) -> bytes:
         declared = response.headers.get("Content-Length", "")
@@ -192,7 +194,7 @@ def _reason(exc: BaseException) -> str:
             break
         exc = inner
     text = str(exc).rsplit(": ", 1)[-1] if isinstance(exc, NewConnectionError) else str(exc)
-    return " ".join(text.split())[:300] or type(exc).__name__
+    return clean_text(text, 300) or type(exc).__name__  # it may quote the server (a bad status line)
 
 
 # -- the deadline watchdog ------------------------------------------------------------------------
