@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import threading
 import time
 import zlib
@@ -22,12 +23,13 @@ Respond = Callable[[socket.socket], None]
 class HostileServer:
     """Serve ``respond`` on 127.0.0.1; ``url`` is its base URL, ``heads`` the request heads received."""
 
-    def __init__(self, respond: Respond) -> None:
+    def __init__(self, respond: Respond, tls: ssl.SSLContext | None = None) -> None:
         self.respond = respond
+        self._tls = tls
         self.heads: list[bytes] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.05)
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self._listener.getsockname()[1]}"
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
         self._sockets: list[socket.socket] = []
@@ -42,16 +44,18 @@ class HostileServer:
                 continue
             thread = threading.Thread(target=self._serve, args=(sock,), name="hostile-conn", daemon=True)
             self._threads.append(thread)
-            self._sockets.append(sock)
             thread.start()
 
     def _serve(self, sock: socket.socket) -> None:
         with sock:
             sock.settimeout(5.0)
             try:
+                if self._tls is not None:
+                    sock = self._tls.wrap_socket(sock, server_side=True)
+                self._sockets.append(sock)
                 while not self._closing.is_set() and self._read_request(sock):
                     self.respond(sock)
-            except OSError:  # the client hung up (or gave up on us): that is the point
+            except OSError:  # the client hung up (or gave up on us, or on our certificate): that is the point
                 pass
 
     def _read_request(self, sock: socket.socket) -> bool:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import signal
 import socket
+import ssl
 import struct
+import subprocess
 import threading
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -271,3 +274,64 @@ def test_each_thread_keeps_its_own_deadline(gateway: Any) -> None:
     worker.join()
     assert all(task.task_id == "1" for task in tasks)
     assert isinstance(outcome["slow"], TransportError)
+
+
+# -- HTTPS ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ssl.SSLContext]:
+    """A self-signed certificate for 127.0.0.1: (its file, a server context using it)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return str(cert), context
+
+
+@pytest.fixture
+def tls_gateway(
+    certificate: tuple[str, ssl.SSLContext], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[hostile.Respond], hostile.HostileServer]]:
+    """Start HTTPS hostile servers whose certificate the client trusts (REQUESTS_CA_BUNDLE, as before)."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate[0])
+    servers: list[hostile.HostileServer] = []
+
+    def start(respond: hostile.Respond) -> hostile.HostileServer:
+        servers.append(hostile.HostileServer(respond, tls=certificate[1]))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_https_answers_are_read_with_the_trusted_bundle(tls_gateway: Any) -> None:
+    server = tls_gateway(hostile.answer(TASK))
+    with KlingClient(KEY, base_url=server.url) as client:
+        assert client.get_task("1").task_id == "1"
+        assert client.get_task("1").task_id == "1"  # over the kept-alive TLS connection
+    assert len(server.heads) == 2
+
+
+def test_https_certificates_are_verified(tls_gateway: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = tls_gateway(hostile.answer(TASK))
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")  # the default bundle does not know our certificate
+    error = get(server)
+    assert isinstance(error, TransportError)
+    assert "CERTIFICATE_VERIFY_FAILED" in str(error)
+    assert server.heads == []
+
+
+def test_a_trickling_https_gateway_ends_at_the_deadline(tls_gateway: Any) -> None:
+    error = get(tls_gateway(hostile.trickle(TASK, 0.05)), timeout=0.5)
+    assert isinstance(error, TransportError)
+    assert "did not answer" in str(error)

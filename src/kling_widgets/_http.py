@@ -45,11 +45,12 @@ MAX_BODY_BYTES = 16 << 20
 #: refreshes from Kling on every GET).
 CONNECT_TIMEOUT = 10.0
 _CHUNK = 1 << 16
+_SLACK = 0.1  # seconds a deadline may be enforced late
 
 
 @dataclass(frozen=True)
 class Answer:
-    """What the gateway answered: the status, the headers and the whole (decompressed) body."""
+    """What the gateway answered: status, headers (case-insensitive) and the whole body, decompressed."""
 
     status: int
     headers: Mapping[str, str]
@@ -106,7 +107,7 @@ class GatewayHTTP:
             over ``max_body`` bytes (then not retryable: such an answer cannot improve).
         """
         deadline = _Deadline(time.monotonic() + self.timeout)
-        _watchdog().watch(deadline)
+        _watchdog.watch(deadline)
         _current.deadline = deadline
         # Raised after the `except` blocks, never inside one, so that it has no __context__: urllib3's
         # exceptions hold the connection and the pool, and no traceback may lead to the request headers.
@@ -235,7 +236,11 @@ def _shut(connection: HTTPConnection) -> None:
 
 
 class _Watchdog:
-    """One daemon thread that expires deadlines in time order, waking only when the earliest is due."""
+    """One daemon thread that expires deadlines in time order, waking only when the earliest is due.
+
+    It wakes up to `_SLACK` seconds late, so that one wake-up expires a batch of deadlines (most of them
+    of requests long finished) rather than one per request.
+    """
 
     def __init__(self) -> None:
         self._wakeup = threading.Condition(threading.Lock())
@@ -258,21 +263,17 @@ class _Watchdog:
                 now = time.monotonic()
                 while self._heap and self._heap[0][0] <= now:
                     heapq.heappop(self._heap)[2].expire()
-                self._wakeup.wait(self._heap[0][0] - now if self._heap else None)
+                self._wakeup.wait(self._heap[0][0] - now + _SLACK if self._heap else None)
 
 
-_watchdog_instance = _Watchdog()
+_watchdog = _Watchdog()
 _current = threading.local()  # the calling thread's request deadline, for its connections to enlist in
-
-
-def _watchdog() -> _Watchdog:
-    return _watchdog_instance
 
 
 def _forget_watchdog() -> None:
     """In a forked child: the parent's watchdog thread does not exist there, and its lock may be held."""
-    global _watchdog_instance
-    _watchdog_instance = _Watchdog()
+    global _watchdog
+    _watchdog = _Watchdog()
 
 
 if hasattr(os, "register_at_fork"):
