@@ -259,7 +259,7 @@ def test_a_forked_child_never_shares_the_parents_connections() -> None:
         assert requested == {mine, theirs}
 
 
-def test_each_thread_keeps_its_own_deadline(gateway: Any) -> None:
+def test_a_slow_gateway_holds_up_no_other_request(gateway: Any) -> None:
     slow = gateway(hostile.trickle(TASK, 0.05))
     fast = gateway(hostile.answer(TASK))
     outcome: dict[str, Any] = {}
