@@ -843,3 +843,12 @@ def test_the_environments_proxy_carries_gateway_requests(
         assert kling.get_task("1").task_id == "1"
     (request,) = recorder.requests
     assert request.path == "http://gateway.invalid/kling/v1/videos/text2video/1"
+
+
+def test_a_socks_proxy_is_refused_at_once_without_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ALL_PROXY", "socks5://me:hunter2@127.0.0.1:1080")
+    with pytest.raises(ValueError, match=re.escape("socks5://127.0.0.1:1080")) as info:
+        KlingClient("sk-x", base_url="https://gateway.invalid")
+    assert "hunter2" not in str(info.value)

@@ -82,7 +82,8 @@ class KlingClient:
         Defaults to ``EZMODEL_BASE_URL``, then ``https://api.ezmodel.cloud``.
     timeout : float
         Seconds one gateway request may take in all, from connecting to the answer's last byte
-        (connecting alone is bounded by ``min(10, timeout)``). Answers over `MAX_BODY_BYTES` are refused.
+        (connecting alone is bounded by ``min(10, timeout)``). An answer over 16 MiB is refused
+        (``kling_widgets._http.MAX_BODY_BYTES``; real answers are a few KB).
     max_retries : int
         How many times a GET is retried after a transient failure (429, 5xx, network). POSTs are never
         retried: a retried submit could create, and bill, a second task.
@@ -300,12 +301,13 @@ class KlingClient:
         if endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {', '.join(sorted(ENDPOINTS))}")
         task = parse_task(self._request("GET", f"/kling/v1/videos/{endpoint}/{segment}", retry=retry))
-        if task.task_id != task_id.strip():
+        asked = task_id.strip()
+        if task.task_id != asked:
             # A mixed-up answer (a caching proxy, a shared connection) must not pass for this task's state.
             raise TransportError(
                 f"The gateway answered about task {clean_text(task.task_id, 100)!r} when asked about "
-                f"{task_id.strip()!r}; the answer was ignored.",
-                task_id=task_id.strip(),
+                f"{asked!r}; the answer was ignored.",
+                task_id=asked,
             )
         return task
 

@@ -33,7 +33,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 
 from ._errors import TransportError
-from ._text import clean_text
+from ._text import clean_text, strip_credentials
 
 __all__ = ["CONNECT_TIMEOUT", "MAX_BODY_BYTES", "Answer", "GatewayHTTP"]
 
@@ -67,7 +67,8 @@ class GatewayHTTP:
     timeout : float
         Seconds one whole request may take, from connecting to the body's last byte.
     proxy : str, optional
-        An HTTP(S) proxy URL (the client passes the environment's, as `requests` would use).
+        An HTTP(S) proxy URL (the client passes the environment's, as `requests` would use). Other
+        schemes (SOCKS) raise `ValueError`.
     ca_certs : str, optional
         A CA bundle for HTTPS (the client passes the one `requests` would use).
     max_body : int
@@ -87,6 +88,12 @@ class GatewayHTTP:
         self.timeout = timeout
         self.max_body = max_body
         self._timeouts = urllib3.Timeout(connect=min(CONNECT_TIMEOUT, timeout), read=timeout)
+        if proxy and urllib3.util.parse_url(proxy).scheme not in ("http", "https"):
+            raise ValueError(
+                f"The proxy {strip_credentials(proxy)!r} (from HTTPS_PROXY, HTTP_PROXY or ALL_PROXY) is "
+                "not supported for gateway requests: use an http:// or https:// proxy, or list the gateway "
+                "in NO_PROXY."
+            )
         self._proxy = proxy
         self._ca_certs = ca_certs
         self._manager, self._pid = self._new_manager(), os.getpid()
