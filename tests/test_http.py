@@ -335,3 +335,13 @@ def test_a_trickling_https_gateway_ends_at_the_deadline(tls_gateway: Any) -> Non
     error = get(tls_gateway(hostile.trickle(TASK, 0.05)), timeout=0.5)
     assert isinstance(error, TransportError)
     assert "did not answer" in str(error)
+
+
+def test_a_body_cut_short_by_the_deadline_is_not_taken_for_an_answer(gateway: Any) -> None:
+    # No Content-Length and no chunks: the body ends when the connection does, as the deadline ends it.
+    # The JSON is complete at once; the trailing spaces trickle on for 5 s (each read is quick).
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+    answer = head + hostile.task_json("1")
+    error = get(gateway(hostile.trickle(answer + b" " * 100, 0.05, after=len(answer))), timeout=0.5)
+    assert isinstance(error, TransportError)
+    assert "did not answer" in str(error)

@@ -131,7 +131,7 @@ class GatewayHTTP:
                 preload_content=False,
             )
             try:
-                return Answer(response.status, response.headers, self._read(response))
+                return Answer(response.status, response.headers, self._read(response, deadline))
             except BaseException:
                 response.close()  # a half-read connection must never go back to the pool
                 raise
@@ -165,7 +165,7 @@ class GatewayHTTP:
         manager.pool_classes_by_scheme = _POOL_CLASSES  # connections that honour the request's deadline
         return manager
 
-    def _read(self, response: urllib3.BaseHTTPResponse) -> bytes:
+    def _read(self, response: urllib3.BaseHTTPResponse, deadline: _Deadline) -> bytes:
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_body:
             raise _TooLarge
@@ -177,6 +177,8 @@ class GatewayHTTP:
             if size > self.max_body:
                 raise _TooLarge
             parts.append(chunk)
+        if deadline.expired:  # a body that ends with the connection looks complete when cut short
+            raise TimeoutError
         return b"".join(parts)
 
     def _describe(self, exc: BaseException, deadline: _Deadline, request: str) -> str:
@@ -208,34 +210,38 @@ def _reason(exc: BaseException) -> str:
 # -- the deadline watchdog ------------------------------------------------------------------------
 
 
+_Watched = HTTPConnection | socket.socket
+
+
 @dataclass(eq=False)
 class _Deadline:
-    """One request's deadline and the connections it used (a kept-alive one, or new ones)."""
+    """One request's deadline and what it uses: its connection, and the socket its answer is read from."""
 
     at: float
-    connections: list[HTTPConnection] = field(default_factory=list)
+    watched: list[_Watched] = field(default_factory=list)
     expired: bool = False
     finished: bool = False
 
-    def enlist(self, connection: HTTPConnection) -> None:
-        self.connections.append(connection)
+    def enlist(self, target: _Watched) -> None:
+        self.watched.append(target)
         if self.expired:  # enlisted after the watchdog passed by: shut it down ourselves
-            _shut(connection)
+            _shut(target)
 
     def expire(self) -> None:
-        # The flag first: a connection enlisted while we iterate sees it and shuts itself down.
+        # The flag first: a target enlisted while we iterate sees it and shuts itself down.
         self.expired = True
         if not self.finished:
-            for connection in list(self.connections):
-                _shut(connection)
+            for target in list(self.watched):
+                _shut(target)
 
     def finish(self) -> None:
         self.finished = True
-        self.connections.clear()  # the pool reuses them for other requests
+        self.watched.clear()  # the pool reuses the connections for other requests
 
 
-def _shut(connection: HTTPConnection) -> None:
-    sock = connection.sock
+def _shut(target: _Watched) -> None:
+    # A connection's socket as it is now (it may have connected since it was enlisted).
+    sock = target.sock if isinstance(target, HTTPConnection) else target
     if sock is not None:
         # The plain socket's shutdown, even for TLS: the reading thread then sees the end of the stream.
         with contextlib.suppress(OSError):
@@ -287,14 +293,18 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_watchdog)
 
 
-def _enlist(connection: HTTPConnection) -> None:
+def _enlist(target: _Watched | None) -> None:
     deadline: _Deadline | None = getattr(_current, "deadline", None)
-    if deadline is not None:
-        deadline.enlist(connection)
+    if deadline is not None and target is not None:
+        deadline.enlist(target)
 
 
 class _WatchedHTTPConnection(HTTPConnection):
-    """Enlists in the calling request's deadline when connecting, sending and reading the answer."""
+    """Enlists in the calling request's deadline when connecting, sending and reading the answer.
+
+    The socket itself is enlisted before the answer is read: http.client detaches it from the connection
+    when the answer ends with the connection (``Connection: close``), and the read must still be cut.
+    """
 
     def connect(self) -> None:
         _enlist(self)
@@ -305,7 +315,7 @@ class _WatchedHTTPConnection(HTTPConnection):
         super().request(*args, **kwargs)
 
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
-        _enlist(self)
+        _enlist(self.sock)
         return super().getresponse(*args, **kwargs)
 
 
