@@ -6,6 +6,7 @@ tiny loopback server that records every request and answers with a canned reply.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import json
 import logging
@@ -24,8 +25,10 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import hostile
 from kling_widgets import (
     APIError,
     AuthenticationError,
@@ -43,6 +46,8 @@ from kling_widgets import (
     _client,
     _schedule,
 )
+from kling_widgets._http import Answer
+from kling_widgets._models import parse_task
 from kling_widgets._schedule import PollPolicy
 from kling_widgets.simulator import Fault, GatewaySimulator, Scenario
 
@@ -471,7 +476,10 @@ def test_an_unreachable_gateway_is_a_transport_error() -> None:
         pytest.raises(TransportError, match="Could not reach the gateway") as info,
     ):
         kling.get_task("1", retry=False)
-    assert isinstance(info.value.__cause__, requests.ConnectionError)
+    assert "Connection refused" in str(info.value)
+    # No chained urllib3 exception: it would lead a verbose traceback to the request and its headers.
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None
     assert "sk-never-shown" not in str(info.value)
 
 
@@ -691,7 +699,19 @@ def test_the_key_never_reaches_logs_or_errors(
 
 @pytest.mark.parametrize(
     ("header", "seconds"),
-    [(None, None), ("", None), ("7", 7.0), (" 2.5 ", 2.5), ("-3", 0.0), ("soon", None), ("nan", None)],
+    [
+        (None, None),
+        ("", None),
+        ("7", 7.0),
+        (" 2.5 ", 2.5),
+        ("-3", 0.0),
+        ("soon", None),
+        ("nan", None),
+        ("1e10", _schedule.MAX_RETRY_AFTER),  # capped: a sleep that long would overflow
+        ("1e400", None),  # infinite
+        ("Fri, 31 Dec 9999 23:59:59 GMT", _schedule.MAX_RETRY_AFTER),
+        ("Fri, 31 Dec 99999 23:59:59 GMT", None),  # no such date
+    ],
 )
 def test_parse_retry_after_seconds(header: str | None, seconds: float | None) -> None:
     assert _client._parse_retry_after(header) == seconds
@@ -702,3 +722,126 @@ def test_parse_retry_after_http_date() -> None:
     header = format_datetime(now + timedelta(seconds=90), usegmt=True)
     assert _client._parse_retry_after(header, now=now) == 90.0
     assert _client._parse_retry_after(format_datetime(now - timedelta(hours=1), usegmt=True), now=now) == 0.0
+
+
+# -- hardening: fatal non-JSON answers, mixed-up answers, unreadable JSON, capped Retry-After ---------
+
+
+def test_a_rate_limit_for_centuries_is_retried_after_the_cap(retries: list[RetryCall]) -> None:
+    answers = iter(
+        [
+            hostile.response(b"", "429 Too Many Requests", Retry_After="1e10"),
+            hostile.response(hostile.task_json("1")),
+        ]
+    )
+    with (
+        hostile.HostileServer(lambda sock: sock.sendall(next(answers))) as server,
+        KlingClient("sk-x", base_url=server.url) as kling,
+    ):
+        assert kling.get_task("1").task_id == "1"
+    (call,) = retries
+    assert call.retry_after == _schedule.MAX_RETRY_AFTER
+    assert call.policy_delay <= _schedule.MAX_RETRY_AFTER  # what get_task would really sleep
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 410])
+def test_a_non_json_4xx_is_fatal_and_names_the_base_url_setting(
+    wire: KlingClient, recorder: Recorder, retries: list[RetryCall], status: int
+) -> None:
+    recorder.reply = (status, "text/html", b"<html><body>Not Found</body></html>")
+    with pytest.raises(TransportError, match="Check EZMODEL_BASE_URL") as info:
+        wire.get_task("842250903629086785")
+    assert not info.value.retryable
+    assert info.value.status_code == status
+    assert len(recorder.requests) == 1
+    assert retries == []
+
+
+def test_a_non_json_408_is_still_retried(
+    wire: KlingClient, recorder: Recorder, retries: list[RetryCall]
+) -> None:
+    recorder.reply = (408, "text/html", b"<html>Request Timeout</html>")
+    with pytest.raises(TransportError) as info:
+        wire.get_task("1")
+    assert info.value.retryable
+    assert len(recorder.requests) == 1 + wire.max_retries
+
+
+def test_an_answer_about_another_task_is_refused(wire: KlingClient, recorder: Recorder) -> None:
+    recorder.reply = (200, "application/json", hostile.task_json("999"))
+    with pytest.raises(TransportError, match="answered about task '999' when asked about '1'") as info:
+        wire.get_task("1", retry=False)
+    assert info.value.task_id == "1"
+
+
+@pytest.mark.parametrize(
+    ("body", "described"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply"),
+        (b'{"data": ' * 50_000 + b"1" + b"}" * 50_000, "JSON nested too deeply"),
+        (
+            b'{"code": "success", "data": {"task_id": "1", "progress": ' + b"9" * 5000 + b"}}",
+            "malformed JSON",
+        ),
+        (b'{"code": ' + b"7" * 100_000 + b"}", "malformed JSON"),
+    ],
+    ids=["deep-array", "deep-object", "long-number", "longer-number"],
+)
+def test_unreadable_json_is_a_transport_error(
+    wire: KlingClient, recorder: Recorder, body: bytes, described: str
+) -> None:
+    recorder.reply = (200, "application/json", body)
+    with pytest.raises(TransportError, match=described):
+        wire.get_task("1", retry=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    status=st.sampled_from([200, 201, 301, 400, 401, 403, 404, 408, 429, 500, 502, 503]),
+    content_type=st.sampled_from(["application/json", "text/html", ""]),
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+            lambda inner: (
+                st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+            ),
+            max_leaves=30,
+        ).map(lambda value: json.dumps(value).encode()),
+        st.builds(
+            lambda data: json.dumps({"code": "success", "data": data}).encode(),
+            st.dictionaries(
+                st.sampled_from(["task_id", "status", "progress", "fail_reason", "data"]), st.text()
+            ),
+        ),
+    ),
+)
+def test_any_answer_gives_a_task_or_a_kling_error(status: int, content_type: str, body: bytes) -> None:
+    answer = Answer(status, {"Content-Type": content_type, "Retry-After": "1e10"}, body)
+    with contextlib.suppress(KlingError):  # anything else fails the test
+        parse_task(FUZZ_CLIENT._decode(answer))
+
+
+FUZZ_CLIENT = KlingClient("sk-fuzz", base_url="http://127.0.0.1:9")  # never sends: only decodes
+
+
+def test_the_environments_proxy_carries_gateway_requests(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", recorder.url)  # as requests honoured it, so does the lean GET path
+    recorder.reply = (200, "application/json", hostile.task_json("1"))
+    with KlingClient("sk-proxied", base_url="http://gateway.invalid") as kling:
+        assert kling.get_task("1").task_id == "1"
+    (request,) = recorder.requests
+    assert request.path == "http://gateway.invalid/kling/v1/videos/text2video/1"
+
+
+def test_a_socks_proxy_is_refused_at_once_without_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ALL_PROXY", "socks5://me:hunter2@127.0.0.1:1080")
+    with pytest.raises(ValueError, match=re.escape("socks5://127.0.0.1:1080")) as info:
+        KlingClient("sk-x", base_url="https://gateway.invalid")
+    assert "hunter2" not in str(info.value)

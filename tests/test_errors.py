@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 
@@ -182,9 +183,7 @@ def test_task_failed_code_also_unpacks_embedded_kling_json() -> None:
     assert "Risk control: content policy (Kling code 1301)" in error.message
 
 
-@pytest.mark.parametrize(
-    "body", [None, "<html>502</html>", [1, 2], {}, {"error": None}, 7]
-)
+@pytest.mark.parametrize("body", [None, "<html>502</html>", [1, 2], {}, {"error": None}, 7])
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 429, 500, 502, 503])
 def test_any_body_is_classified(status: int, body: object) -> None:
     error = error_from_response(status, body)
@@ -246,3 +245,69 @@ def test_task_timeout_error_is_a_builtin_timeout_error() -> None:
     assert "may still finish" in str(error)
     with pytest.raises(TimeoutError):
         raise TaskTimeoutError(None, "x", 1.5)
+
+
+# -- hardening: shown server text is capped, every error pickles ----------------------------------
+
+
+def test_task_failed_message_shows_the_reason_cleaned_and_capped() -> None:
+    reason = "\u202eevil\u200b " + "x" * 10_000_000
+    task = Task("1", TaskStatus.FAILURE, 100, fail_reason=reason, raw={"data": {"fail_reason": reason}})
+    error = TaskFailedError(task)
+    assert len(str(error)) < 2100
+    assert str(error).startswith("Task 1 failed: evil x")
+    assert str(error).endswith("…")
+    assert error.task.fail_reason == reason  # the full text stays on the task
+    assert error.task.raw["data"]["fail_reason"] == reason
+
+
+def test_the_gateways_words_are_capped_in_error_messages() -> None:
+    error = error_from_response(500, shape_a("do_request_failed", "\u2066boom\u2069" + "y" * 5_000_000))
+    assert len(str(error)) < 2200
+    assert "The gateway said: boomyyy" in str(error)
+    huge_code = error_from_response(400, {"code": "z" * 1_000_000, "message": "no"})
+    assert len(huge_code.code or "") <= 100
+
+
+def test_a_nested_structure_is_no_message() -> None:
+    deep: object = "bottom"
+    for _ in range(50_000):
+        deep = [deep]
+    for payload in (
+        {"code": deep, "message": deep},
+        shape_a("fail_to_fetch_task", json.dumps({"message": 1})),
+    ):
+        assert isinstance(error_from_response(400, payload), APIError)
+
+
+TASK = Task(
+    "842250903629086785", TaskStatus.FAILURE, 100, fail_reason="Image pixel is invalid", raw={"code": 0}
+)
+EVERY_ERROR = [
+    KlingError("root", status_code=418, code="teapot", request_id=RID, task_id="7"),
+    APIError("api", status_code=400, code="invalid_request", request_id=RID),
+    AuthenticationError("key", status_code=401, code="invalid_api_key", request_id=RID),
+    PermissionDeniedError("quota", status_code=403, code="quota_not_enough", request_id=RID),
+    TaskNotFoundError("gone", status_code=404, code="task_not_exist", request_id=RID, task_id="9"),
+    RateLimitError("slow down", retry_after=7.5, status_code=429, request_id=RID),
+    ServerError("broken", status_code=500, code="get_price_scale_failed", request_id=RID),
+    TransportError("reset", status_code=502, request_id=RID),
+    TransportError("wrong base URL", status_code=404, retryable=False),
+    TaskFailedError(TASK),
+    TaskTimeoutError(TASK, TASK.task_id, 900.0),
+    TaskTimeoutError(None, "842250903629086785", 1.5),
+]
+
+
+@pytest.mark.parametrize("error", EVERY_ERROR, ids=lambda e: type(e).__name__)
+def test_every_error_survives_a_pickle_round_trip(error: KlingError) -> None:
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert copy.args == error.args
+    assert copy.retryable == error.retryable
+    names = ["message", "status_code", "code", "request_id", "task_id", "retry_after", "task", "timeout"]
+    for name in names:
+        assert getattr(copy, name, None) == getattr(error, name, None), name
+    if getattr(error, "task", None) is not None:
+        assert dict(copy.task.raw) == dict(error.task.raw)  # type: ignore[attr-defined]

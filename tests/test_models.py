@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any
@@ -729,3 +730,23 @@ def test_mutated_envelopes_parse_or_raise_transport_error(data: st.DataObject) -
         else:
             container[last] = data.draw(json_values)
     parse_totally(payload)
+
+
+def test_a_task_survives_a_pickle_round_trip_with_its_raw_answer() -> None:
+    payload = {"code": "success", "data": {"task_id": "7", "status": "FAILURE", "fail_reason": "no"}}
+    task = parse_task(payload)
+    copied = pickle.loads(pickle.dumps(task))
+    assert copied == task
+    assert dict(copied.raw) == payload
+    assert isinstance(copied.raw, MappingProxyType)  # still read-only
+    with pytest.raises(TypeError):
+        copied.raw["code"] = "changed"  # type: ignore[index]
+
+
+def test_an_error_like_answer_is_quoted_cleaned_and_capped() -> None:
+    payload = {"code": "\u202e" + "c" * 10_000, "message": "m\u200b" * 10_000}
+    with pytest.raises(TransportError) as info:
+        parse_task(payload)
+    assert len(str(info.value)) < 500
+    assert "\u202e" not in str(info.value)
+    assert "\u200b" not in str(info.value)

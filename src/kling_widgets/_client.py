@@ -1,8 +1,10 @@
 """`KlingClient`: submit Kling video tasks through the EZmodel gateway, then fetch, await and download them.
 
-One `requests.Session` per client. The API key is resolved once (argument, then ``EZMODEL_API_KEY``, then
-the Colab secret of that name), kept in a private attribute and added to each gateway request's headers;
-it never appears in a repr, a log line or an error message, and it is never sent to the video host.
+Gateway requests go through `GatewayHTTP` (bounded in time and size, never redirected, never retried by
+itself); a `requests.Session` serves downloads only. The API key is resolved once (argument, then
+``EZMODEL_API_KEY``, then the Colab secret of that name), kept in a private attribute and added to each
+gateway request's headers; it never appears in a repr, a log line or an error message (nor in their
+``__cause__`` or ``__context__``), and it is never sent to the video host.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from ._errors import (
     error_from_response,
 )
 from ._files import SNIFF_BYTES, file_name, not_a_video, publish, video_kind
+from ._http import CONNECT_TIMEOUT, Answer, GatewayHTTP
 from ._models import Task, TaskStatus, parse_submission, parse_task
 from ._params import dynamic_masks_field, image_field, refuse_unknown, video_body
-from ._schedule import PollPolicy, retry_delay
+from ._schedule import MAX_RETRY_AFTER, PollPolicy, retry_delay
 from ._text import clean_text, strip_credentials
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_BASE_URL", "ENDPOINTS", "KlingClient"]
@@ -64,8 +67,6 @@ ENDPOINTS = frozenset(
     }
 )
 
-# Connecting should be quick even when answering is not: the gateway refreshes from Kling on every GET.
-_CONNECT_TIMEOUT = 10.0
 _CHUNK = 1 << 16
 # A first try, then a few resumes after a dropped connection (each resume asks only for what is missing).
 _DOWNLOAD_ATTEMPTS = 4
@@ -87,7 +88,9 @@ class KlingClient:
     base_url : str, optional
         Defaults to ``EZMODEL_BASE_URL``, then ``https://api.ezmodel.cloud``.
     timeout : float
-        Seconds to wait for an answer to each request (connecting is bounded by ``min(10, timeout)``).
+        Seconds one gateway request may take in all, from connecting to the answer's last byte
+        (connecting alone is bounded by ``min(10, timeout)``). An answer over 16 MiB is refused
+        (``kling_widgets._http.MAX_BODY_BYTES``; real answers are a few KB).
     max_retries : int
         How many times a GET is retried after a transient failure (429, 5xx, network). POSTs are never
         retried: a retried submit could create, and bill, a second task.
@@ -121,8 +124,20 @@ class KlingClient:
             raise ValueError(f"base_url must start with http:// or https://, got {self._base_url!r}")
         self.timeout = float(timeout)
         self.max_retries = max_retries
-        self._session = requests.Session()
-        self._session.headers["User-Agent"] = f"kling-widgets/{__version__}"
+        self._user_agent = f"kling-widgets/{__version__}"
+        self._downloads: requests.Session | None = None
+        self._downloads_pid: int | None = None
+        # Gateway requests use the proxy and CA bundle that requests would (HTTPS_PROXY, NO_PROXY,
+        # REQUESTS_CA_BUNDLE, ...), without requests' per-call cost and without a cookie jar.
+        settings = self._session.merge_environment_settings(self._base_url, {}, None, None, None)
+        scheme = urllib.parse.urlsplit(self._base_url).scheme
+        verify = settings["verify"]
+        self._http = GatewayHTTP(
+            self._base_url,
+            timeout=self.timeout,
+            proxy=settings["proxies"].get(scheme) or settings["proxies"].get("all"),
+            ca_certs=verify if isinstance(verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH,
+        )
 
     @property
     def base_url(self) -> str:
@@ -148,7 +163,18 @@ class KlingClient:
 
     def close(self) -> None:
         """Release the HTTP connections. Tasks already submitted keep running on the server."""
-        self._session.close()
+        self._http.close()
+        if self._downloads is not None:
+            self._downloads.close()
+            self._downloads = None
+
+    @property
+    def _session(self) -> requests.Session:
+        """The session for downloads; a new one in a forked child (the parent's sockets are not ours)."""
+        if self._downloads is None or self._downloads_pid != os.getpid():
+            self._downloads, self._downloads_pid = requests.Session(), os.getpid()
+            self._downloads.headers["User-Agent"] = self._user_agent
+        return self._downloads
 
     # -- submitting -------------------------------------------------------------------------------
 
@@ -349,7 +375,8 @@ class KlingClient:
             The endpoint it was submitted to (`ENDPOINTS`): ``"text2video"``, ``"image2video"``,
             ``"omni-video"``, ...
         retry : bool
-            Retry transient failures (429, 5xx, network) up to ``max_retries`` times with backoff.
+            Retry transient failures (429, 5xx, network) up to ``max_retries`` times with backoff. Each
+            pause honours the gateway's ``Retry-After`` up to `MAX_RETRY_AFTER` (300 s), never longer.
             ``False`` sends exactly one request, for callers that schedule their own retries.
 
         Returns
@@ -360,13 +387,24 @@ class KlingClient:
         ------
         TaskNotFoundError
             The id is unknown to this API key.
+        TransportError
+            No usable answer, including an answer about another task than ``task_id``.
         KlingError
-            Any other failure (`AuthenticationError`, `RateLimitError`, `TransportError`, ...).
+            Any other failure (`AuthenticationError`, `RateLimitError`, ...).
         """
         segment = _task_id_segment(task_id)
         if endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {', '.join(sorted(ENDPOINTS))}")
-        return parse_task(self._request("GET", f"/kling/v1/videos/{endpoint}/{segment}", retry=retry))
+        task = parse_task(self._request("GET", f"/kling/v1/videos/{endpoint}/{segment}", retry=retry))
+        asked = task_id.strip()
+        if task.task_id != asked:
+            # A mixed-up answer (a caching proxy, a shared connection) must not pass for this task's state.
+            raise TransportError(
+                f"The gateway answered about task {clean_text(task.task_id, 100)!r} when asked about "
+                f"{asked!r}; the answer was ignored.",
+                task_id=asked,
+            )
+        return task
 
     def wait(
         self,
@@ -596,7 +634,7 @@ class KlingClient:
     # -- HTTP -------------------------------------------------------------------------------------
 
     def _timeouts(self) -> tuple[float, float]:
-        return (min(_CONNECT_TIMEOUT, self.timeout), self.timeout)
+        return (min(CONNECT_TIMEOUT, self.timeout), self.timeout)
 
     def _request(
         self, method: str, path: str, *, body: Mapping[str, Any] | None = None, retry: bool
@@ -624,50 +662,62 @@ class KlingClient:
                 "name), or pass api_key= to KlingClient.",
                 code="missing_api_key",
             )
-        headers = {"Authorization": f"Bearer {self._api_key.reveal()}", "Accept": "application/json"}
+        headers = {
+            "Authorization": f"Bearer {self._api_key.reveal()}",
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+            "User-Agent": self._user_agent,
+        }
         # Only a POST has a body; a JSON Content-Type on an empty GET confuses the gateway (§5).
         data = None
         if body is not None:
             headers["Content-Type"] = "application/json"
             data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-        try:
-            response = self._session.request(
-                method, self._base_url + path, data=data, headers=headers, timeout=self._timeouts()
-            )
-        except requests.Timeout as exc:
-            raise TransportError(
-                f"The gateway did not answer {method} {path} within {self.timeout:g} s. "
-                "It may be overloaded; try again, or pass a larger timeout=."
-            ) from exc
-        except requests.RequestException as exc:
-            raise TransportError(
-                f"Could not reach the gateway at {self._base_url} ({method} {path}): "
-                f"{self._scrub(_describe_exception(exc))}"
-            ) from exc
-        logger.debug("%s %s -> HTTP %d", method, path, response.status_code)
-        return self._decode(response)
+        answer = self._http.request(method, path, headers=headers, body=data)
+        logger.debug("%s %s -> HTTP %d", method, path, answer.status)
+        return self._decode(answer)
 
-    def _decode(self, response: requests.Response) -> dict[str, Any]:
+    def _decode(self, answer: Answer) -> dict[str, Any]:
         """The JSON object of a 2xx answer; otherwise raise the matching `KlingError`."""
-        status = response.status_code
-        request_id = response.headers.get(_REQUEST_ID_HEADER) or None
-        payload, problem = _json_object(response)
+        status = answer.status
+        payload, problem = _json_object(answer.body, answer.headers.get("Content-Type") or "")
+        if 200 <= status < 300 and payload is not None:
+            return payload
+        request_id = clean_text(answer.headers.get(_REQUEST_ID_HEADER) or "", 100) or None
+        if 300 <= status < 400:
+            # Never followed: the Authorization header must not reach another host.
+            location = clean_text(strip_credentials(answer.headers.get("Location") or "nowhere"), 200)
+            raise TransportError(
+                f"{self._base_url} redirected to {location} (HTTP {status}); redirects are not followed, "
+                f"so the key never reaches another host. Set {BASE_URL_ENV} to the gateway's final address.",
+                status_code=status,
+                request_id=request_id,
+                retryable=False,
+            )
         if status >= 400 and (payload is not None or status == 429):
             # The memory-mode rate limiter answers 429 with an empty body (§8.2): still a rate limit.
             raise error_from_response(
                 status,
                 payload,
                 request_id=request_id,
-                retry_after=_parse_retry_after(response.headers.get("Retry-After")),
+                retry_after=_parse_retry_after(answer.headers.get("Retry-After")),
             )
-        if payload is None:
-            hint = "probably a proxy in front of the gateway" if status >= 500 else "check the base URL"
+        if 400 <= status < 500 and status != 408:
+            # A wrong base URL answers its own 404 page; asking again would only repeat it.
             raise TransportError(
-                f"{self._base_url} answered with {problem} (HTTP {status}) — {hint}",
+                f"{self._base_url} answered with {problem} (HTTP {status}), not the gateway's JSON. "
+                f"Check {BASE_URL_ENV} (or base_url=): it should be the gateway's address, "
+                f"such as {DEFAULT_BASE_URL}.",
                 status_code=status,
                 request_id=request_id,
+                retryable=False,
             )
-        return payload
+        hint = "probably a proxy in front of the gateway" if status >= 500 else "check the base URL"
+        raise TransportError(
+            f"{self._base_url} answered with {problem} (HTTP {status}) — {hint}",
+            status_code=status,
+            request_id=request_id,
+        )
 
     def _scrub(self, text: str) -> str:
         """Remove the key from text that came from elsewhere (an exception message), just in case."""
@@ -824,16 +874,17 @@ def _without_userinfo(text: str, url: str) -> str:
     return text
 
 
-def _json_object(response: requests.Response) -> tuple[dict[str, Any] | None, str]:
+def _json_object(content: bytes, content_type: str) -> tuple[dict[str, Any] | None, str]:
     """(the decoded JSON object, "") or (None, a description of what came back instead)."""
-    content = response.content
     if not content.strip():
         return None, "an empty body"
-    if "html" in response.headers.get("Content-Type", "").lower() or content.lstrip().startswith(b"<"):
+    if "html" in content_type.lower() or content.lstrip().startswith(b"<"):
         return None, "an HTML page"
     try:
         payload = json.loads(content)
-    except ValueError:
+    except RecursionError:
+        return None, f"JSON nested too deeply to read ({len(content)} bytes)"
+    except ValueError:  # also a number of thousands of digits (Python's int conversion limit)
         return None, f"malformed JSON ({len(content)} bytes)"
     if not isinstance(payload, dict):
         return None, f"a JSON {type(payload).__name__} instead of an object"
@@ -845,7 +896,11 @@ def _retry_after_of(error: KlingError) -> float | None:
 
 
 def _parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait per a ``Retry-After`` header (delta-seconds or an HTTP-date); None if absent or bad."""
+    """Seconds to wait per a ``Retry-After`` header (delta-seconds or an HTTP-date); None if absent or bad.
+
+    Never raises, and never more than `MAX_RETRY_AFTER`: ``1e10`` or a date in year 9999 would otherwise
+    block a retry for centuries (or overflow ``time.sleep``).
+    """
     if value is None or not value.strip():
         return None
     value = value.strip()
@@ -854,12 +909,12 @@ def _parse_retry_after(value: str | None, *, now: datetime | None = None) -> flo
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+            if when.tzinfo is None:  # an HTTP-date is always GMT
+                when = when.replace(tzinfo=timezone.utc)
+            seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
-        if when.tzinfo is None:  # an HTTP-date is always GMT
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
 
 
 def _describe_exception(exc: requests.RequestException) -> str:

@@ -1,7 +1,8 @@
 """The error tree, and how a gateway error response maps onto it.
 
 Every error carries ``status_code``, ``code``, ``message`` and ``request_id`` where they are known.
-Messages are English, name the cause and the fix, and keep the gateway's own text (often Chinese).
+Messages are English, name the cause and the fix, and keep the gateway's own text (often Chinese), cleaned
+and capped by `clean_text`. Every error survives a pickle round trip (multiprocessing, ipyparallel).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from ._text import clean_text
 
 if TYPE_CHECKING:
     from ._models import Task
@@ -69,6 +72,11 @@ class KlingError(Exception):
         """True when the same request may succeed later (rate limit, transient server or network trouble)."""
         return False
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default re-calls __init__ with ``args`` (the message), which TaskFailedError and
+        # TaskTimeoutError do not take; rebuild without __init__, then restore every attribute.
+        return (_rebuild, (type(self), self.args), self.__dict__)
+
 
 class APIError(KlingError):
     """The gateway answered with an error response."""
@@ -123,10 +131,13 @@ class TransportError(KlingError):
 
 
 class TaskFailedError(KlingError):
-    """The task ended in FAILURE. ``task`` holds the final snapshot; the message holds Kling's reason."""
+    """The task ended in FAILURE. ``task`` holds the final snapshot; the message holds Kling's reason.
+
+    The reason is shown cleaned and capped (`clean_text`); the full text stays on ``task.raw``.
+    """
 
     def __init__(self, task: Task) -> None:
-        reason = task.fail_reason or "unknown failure (the gateway gave no reason)"
+        reason = clean_text(task.fail_reason or "") or "unknown failure (the gateway gave no reason)"
         super().__init__(f"Task {task.task_id} failed: {reason}", code="task_failed", task_id=task.task_id)
         self.task = task
 
@@ -144,6 +155,13 @@ class TaskTimeoutError(KlingError, TimeoutError):
         self.timeout = timeout
 
 
+def _rebuild(cls: type[KlingError], args: tuple[Any, ...]) -> KlingError:
+    """Unpickle an error: an instance with its ``args``; pickle then restores its attributes."""
+    error = cls.__new__(cls)
+    error.args = args  # set here: OSError's __new__ (TaskTimeoutError is a TimeoutError) leaves them out
+    return error
+
+
 def _gateway_text(payload: object) -> tuple[str | None, str]:
     """Return (code, message) from either error shape; ``message`` may be empty."""
     if not isinstance(payload, Mapping):
@@ -155,8 +173,15 @@ def _gateway_text(payload: object) -> tuple[str | None, str]:
         code, message = payload.get("code"), inner
     else:  # Shape A: {"code", "message", "data"}
         code, message = payload.get("code"), payload.get("message")
-    code_text = str(code) if code not in (None, "") else None
-    return code_text, str(message) if message not in (None, "") else ""
+    return _scalar_text(code, limit=100) or None, _scalar_text(message)
+
+
+def _scalar_text(value: object, limit: int | None = None) -> str:
+    """A JSON string or number as text; "" for anything else (a nested structure is no message)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return ""
+    text = str(value)
+    return clean_text(text, limit) if limit is not None else text
 
 
 def _embedded_kling_message(message: str) -> str:
@@ -165,8 +190,8 @@ def _embedded_kling_message(message: str) -> str:
         inner = json.loads(message)
     except (ValueError, RecursionError):
         return message
-    if isinstance(inner, Mapping) and inner.get("message"):
-        return f"{inner['message']} (Kling code {inner.get('code')})"
+    if isinstance(inner, Mapping) and _scalar_text(inner.get("message")):
+        return f"{_scalar_text(inner['message'])} (Kling code {_scalar_text(inner.get('code'), limit=100)})"
     return message
 
 
@@ -181,7 +206,8 @@ def error_from_response(
     code, gateway = _gateway_text(payload)
     if gateway and code in {"fail_to_fetch_task", "task_failed"}:
         gateway = _embedded_kling_message(gateway)
-    said = f" The gateway said: {gateway}" if gateway else ""
+    # Shown text only: the code stays whole (it is matched), the message is cleaned and capped.
+    said = f" The gateway said: {clean_text(gateway)}" if gateway else ""
     kwargs: dict[str, Any] = {"status_code": status_code, "code": code, "request_id": request_id}
 
     if status_code == 401:

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ._errors import TransportError
+from ._text import clean_text
 
 __all__ = ["Task", "TaskStatus", "Video", "parse_submission", "parse_task"]
 
@@ -135,6 +136,13 @@ class Task:
     start_time: datetime | None = None
     finish_time: datetime | None = None
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
+
+    # A read-only view of the raw answer cannot be pickled; its dict can (multiprocessing, TaskFailedError).
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "raw": dict(self.raw)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, raw=MappingProxyType(state["raw"]))
 
     @property
     def video_url(self) -> str | None:
@@ -328,7 +336,10 @@ def _not_a_task(payload: object, problem: str) -> TransportError:
         code, message = _text(payload.get("code")), _text(payload.get("message"))
         said = ", ".join(
             part
-            for part in (code not in (None, "0", "success") and f"code {code}", message and message[:200])
+            for part in (
+                code not in (None, "0", "success") and f"code {clean_text(code, 100)}",
+                message and clean_text(message, 200),
+            )
             if part
         )
         said = f" (the gateway said: {said})" if said else ""
