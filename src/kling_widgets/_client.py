@@ -26,6 +26,7 @@ from typing import Any
 import requests
 
 from ._errors import (
+    APIError,
     AuthenticationError,
     KlingError,
     RateLimitError,
@@ -34,6 +35,7 @@ from ._errors import (
     TransportError,
     error_from_response,
 )
+from ._ledger import Ledger, default_ledger_path
 from ._models import Task, TaskStatus, parse_submission, parse_task
 from ._schedule import next_poll_delay, retry_delay, task_age
 
@@ -83,6 +85,10 @@ class KlingClient:
     max_retries : int
         How many times a GET is retried after a transient failure (429, 5xx, network). POSTs are never
         retried: a retried submit could create, and bill, a second task.
+    ledger : Ledger, str, path-like or bool, optional
+        Where submissions are recorded (docs/durable.md, "The ledger"). None or True (the
+        default): the process's shared default `Ledger` (``$KLING_WIDGETS_HOME/ledger.sqlite3``, else
+        the user data directory); False: none; a path or a `Ledger`: that one.
 
     Examples
     --------
@@ -100,6 +106,7 @@ class KlingClient:
         base_url: str | None = None,
         timeout: float = 30.0,
         max_retries: int = 3,
+        ledger: Ledger | str | os.PathLike[str] | bool | None = None,
     ) -> None:
         from . import __version__  # the package is fully imported by the time a client exists
 
@@ -115,11 +122,17 @@ class KlingClient:
         self.max_retries = max_retries
         self._session = requests.Session()
         self._session.headers["User-Agent"] = f"kling-widgets/{__version__}"
+        self._ledger = _ledger_of(ledger)
 
     @property
     def base_url(self) -> str:
         """The gateway's base URL, without a trailing slash."""
         return self._base_url
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """The `Ledger` recording this client's submissions and the states it fetches, or None."""
+        return self._ledger
 
     @property
     def key_id(self) -> str | None:
@@ -153,6 +166,7 @@ class KlingClient:
         aspect_ratio: str = "16:9",
         mode: str = "std",
         negative_prompt: str | None = None,
+        source: str | None = None,
         **extra: Any,
     ) -> Task:
         """Submit a text-to-video task. The POST is sent once, never retried.
@@ -171,6 +185,9 @@ class KlingClient:
             ``"std"`` (720p) or ``"pro"`` (1080p); ``"master"`` for ``*-master`` models.
         negative_prompt : str, optional
             What to avoid.
+        source : str, optional
+            A label stored with the ledger entry (not sent), e.g. ``"prompts.csv#17"``: batches find
+            their rows again with it to resume.
         **extra
             Other Kling fields, forwarded as they are (``sound="on"``, ``cfg_scale=0.5``,
             ``camera_control={...}``, ``callback_url=...``).
@@ -188,7 +205,7 @@ class KlingClient:
             The gateway refused the task, or could not be reached.
         """
         body = _video_body(prompt, model_name, duration, aspect_ratio, mode, negative_prompt, extra)
-        return self._submit("text2video", body)
+        return self._submit("text2video", body, source)
 
     def image2video(
         self,
@@ -200,6 +217,7 @@ class KlingClient:
         aspect_ratio: str = "16:9",
         mode: str = "std",
         negative_prompt: str | None = None,
+        source: str | None = None,
         **extra: Any,
     ) -> Task:
         """Submit an image-to-video task. The POST is sent once, never retried.
@@ -211,7 +229,7 @@ class KlingClient:
             A ``data:`` URL is accepted and sent as the raw base64 Kling expects.
         prompt : str
             What should happen (non-blank: the gateway requires it for image-to-video too).
-        model_name, duration, aspect_ratio, mode, negative_prompt, **extra
+        model_name, duration, aspect_ratio, mode, negative_prompt, source, **extra
             As for `text2video` (``image_tail=`` for the last frame goes in ``extra``).
 
         Returns
@@ -232,11 +250,28 @@ class KlingClient:
         if image.startswith("data:") and ";base64," in image:
             image = image.partition(";base64,")[2]
         body = _video_body(prompt, model_name, duration, aspect_ratio, mode, negative_prompt, extra)
-        return self._submit("image2video", {"image": image, **body})
+        return self._submit("image2video", {"image": image, **body}, source)
 
-    def _submit(self, endpoint: str, body: Mapping[str, Any]) -> Task:
-        payload = self._request("POST", f"/kling/v1/videos/{endpoint}", body=body, retry=False)
-        task = parse_submission(payload)
+    def _submit(self, endpoint: str, body: Mapping[str, Any], source: str | None = None) -> Task:
+        # The ledger row is written before the POST, so a task paid for is never lost (docs/durable.md,
+        # "The ledger"): an answer fills in its id; an error answer created nothing; no answer may have.
+        ledger = self._ledger
+        local_id = None
+        if ledger is not None:
+            local_id = ledger.begin(endpoint, self._base_url, self.key_id, body, source=source)
+        try:
+            payload = self._request("POST", f"/kling/v1/videos/{endpoint}", body=body, retry=False)
+            task = parse_submission(payload)
+        except APIError as exc:
+            if ledger is not None:
+                ledger.refused(local_id, exc)
+            raise
+        except BaseException as exc:  # TransportError, KeyboardInterrupt: the task may exist
+            if ledger is not None:
+                ledger.unanswered(local_id, exc)
+            raise
+        if ledger is not None:
+            ledger.submitted(local_id, task)
         logger.info("Submitted Kling %s task %s", endpoint, task.task_id)
         return task
 
@@ -270,7 +305,10 @@ class KlingClient:
         segment = _task_id_segment(task_id)
         if endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {', '.join(sorted(ENDPOINTS))}")
-        return parse_task(self._request("GET", f"/kling/v1/videos/{endpoint}/{segment}", retry=retry))
+        task = parse_task(self._request("GET", f"/kling/v1/videos/{endpoint}/{segment}", retry=retry))
+        if self._ledger is not None:
+            self._ledger.observe(task)  # memoized: an unchanged poll writes nothing
+        return task
 
     def wait(
         self,
@@ -525,6 +563,24 @@ class _Secret:
     def fingerprint(self) -> str:
         """8 hex digits of the key's SHA-256: tells keys apart, reveals nothing usable."""
         return hashlib.sha256(self._value.encode()).hexdigest()[:8]
+
+
+_default_ledger: Ledger | None = None
+
+
+def _ledger_of(ledger: Ledger | str | os.PathLike[str] | bool | None) -> Ledger | None:
+    """The ledger a client records to: the default one is shared by every client of the process."""
+    global _default_ledger
+    if ledger is False:
+        return None
+    if isinstance(ledger, Ledger):
+        return ledger
+    if ledger is not None and ledger is not True:
+        return Ledger(ledger)
+    shared, path = _default_ledger, default_ledger_path()
+    if shared is None or shared.path != path:  # KLING_WIDGETS_HOME changed (tests do it per test)
+        shared = _default_ledger = Ledger(path)
+    return shared
 
 
 def _resolve_api_key(api_key: str | None) -> _Secret | None:

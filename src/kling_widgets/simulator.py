@@ -16,6 +16,12 @@ Control API for other processes (bearer-authenticated with the simulator's key):
 ``POST {url}/_simulator/tasks`` with a `Scenario` as JSON (plus an optional ``"task_id"``) returns
 ``{"task_id": ...}``; ``GET {url}/_simulator/requests?task_id=...`` returns the request log as JSON.
 Control requests are not logged themselves, and keep working after the key is revoked.
+
+Account-level behaviour, for durable-work tests: ``max_running`` caps the tasks that are not finished yet
+(a submit over it answers 429 ``fail_to_fetch_task``, as Kling's parallel-task limit, code 1303, arrives
+through EZmodel: gateway-api.md §8.1); `hang_submits` makes the next submits create their task and never
+answer; ``link_lifetime`` sets the ``Expires`` of new video links, and the video host answers 403 once a
+link's ``Expires`` has passed.
 """
 
 from __future__ import annotations
@@ -540,6 +546,12 @@ class GatewaySimulator:
         Time-driven scenarios run this many times faster than their ``queued``/``running`` seconds.
     scenario
         The scenario of tasks created by submits (POST text2video/image2video); default `Scenario()`.
+    max_running
+        The account's parallel-task limit: a submit while this many tasks are unfinished is answered 429
+        ``fail_to_fetch_task`` and creates nothing. None: no limit.
+    link_lifetime
+        Seconds from a video link's creation to its ``Expires`` (default 30 days; negative: born expired).
+        After it the video host answers 403, like Kling's CDN.
 
     Use as a context manager, or `start` / `stop`. `serve_forever` blocks until Ctrl-C (for the CLI).
     The key never appears in a repr, a log line or an error message.
@@ -553,12 +565,20 @@ class GatewaySimulator:
         port: int = 0,
         speed: float = 1.0,
         scenario: Scenario | None = None,
+        max_running: int | None = None,
+        link_lifetime: float = URL_LIFETIME,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be > 0")
+        if max_running is not None and max_running < 1:
+            raise ValueError("max_running must be >= 1 or None")
         self.api_key = api_key or f"sk-sim-{secrets.token_hex(16)}"
         self.speed = speed
         self.scenario = scenario or Scenario()
+        self.max_running = max_running
+        self.link_lifetime = link_lifetime
+        self._peak_running = 0
+        self._hang = 0  # how many of the next submits create their task and never answer
         self._address = (host, port)
         self._lock = threading.Lock()
         self._tasks: dict[str, _Task] = {}
@@ -653,6 +673,20 @@ class GatewaySimulator:
         with self._lock:
             return [r for r in self._log if task_id is None or r.task_id == task_id]
 
+    @property
+    def peak_running(self) -> int:
+        """The most tasks that were unfinished at once (counted whenever a task is created)."""
+        with self._lock:
+            return self._peak_running
+
+    def hang_submits(self, count: int = 1) -> None:
+        """Make the next ``count`` submits create their task, then never answer (until `stop`).
+
+        The client times out not knowing whether a task exists: the case a ledger records as "unknown".
+        """
+        with self._lock:
+            self._hang += count
+
     def revoke_key(self) -> None:
         """Reject the API key from now on (401 无效的令牌), as when it is deleted in the console."""
         with self._lock:
@@ -672,11 +706,17 @@ class GatewaySimulator:
             else:
                 urls = tuple(self._new_video_url(task_id) for _ in video_ids)
             task = self._tasks[task_id] = _Task(task_id, scenario, action, urls, video_ids=video_ids)
+            self._peak_running = max(self._peak_running, self._running())
         return task
+
+    def _running(self) -> int:
+        """How many tasks are not finished (call with the lock held)."""
+        tasks = self._tasks.values()
+        return sum(1 for task in tasks if task.final is None and task.phase(self.speed) != "done")
 
     def _new_video_url(self, task_id: str | None) -> str:
         """A fresh Kling-like signed URL of the clip, registered to ``task_id``."""
-        expires = int(time.time()) + URL_LIFETIME
+        expires = int(time.time() + self.link_lifetime)
         day = datetime.now(timezone.utc).strftime("%Y%m%d")
         path = f"{VIDEO_PATH_PREFIX}{self._muse_id}/VIDEO/{day}/{uuid.uuid4()}.mp4"
         cache_key = base64.urlsafe_b64encode(secrets.token_bytes(45)).decode()
@@ -708,7 +748,14 @@ class GatewaySimulator:
         except _Rejected as rejected:
             return rejected.reply, None
         action = "generate" if body.get("image") or body.get("image_tail") else "textGenerate"
+        with self._lock:
+            if self.max_running is not None and self._running() >= self.max_running:
+                return _rate_limited(Fault("rate_limit")), None  # nothing is created: Kling's 1303
+            hang, self._hang = self._hang > 0, max(self._hang - 1, 0)
         task = self._create_task(self.scenario, action, None)
+        if hang:
+            self._stopping.wait()  # the task exists; its id never reaches the client
+            return Reply(503), task.task_id
         model = body.get("model_name") or body.get("model")
         video = {"id": task.task_id, "task_id": task.task_id, "object": "video", "model": model,
                  "status": "", "progress": 0, "created_at": task.created_ms // 1000}  # fmt: skip
@@ -749,12 +796,15 @@ class GatewaySimulator:
         task_id = parse_qs(query).get("task_id", [None])[0]
         return _json_reply(200, [dataclasses.asdict(r) for r in self.requests(task_id)])
 
-    def _video(self, path: str, range_header: str | None) -> tuple[Reply, str | None]:
+    def _video(self, path: str, query: str, range_header: str | None) -> tuple[Reply, str | None]:
         """Serve the clip like a CDN: single byte ranges (206), 416 for anything else in Range."""
         with self._lock:
             if path not in self._video_owner:
                 return Reply(404, b"Not Found", "text/plain"), None
             owner = self._video_owner[path]
+        expires = parse_qs(query).get("Expires", [""])[0]
+        if expires.isdigit() and int(expires) <= time.time():
+            return Reply(403, b"Forbidden: the link expired", "text/plain"), owner
         size = len(self._clip)
         headers = [
             ("Accept-Ranges", "bytes"),
@@ -840,7 +890,7 @@ class _Handler(BaseHTTPRequestHandler):
         self, sim: GatewaySimulator, method: str, path: str, query: str, raw: bytes, request_id: str
     ) -> tuple[Reply, str | None]:
         if path.startswith(VIDEO_PATH_PREFIX) and method in ("GET", "HEAD"):
-            return sim._video(path, self.headers.get("Range"))
+            return sim._video(path, query, self.headers.get("Range"))
         task_match = _TASK_PATH.fullmatch(path)
         task_id = unquote(task_match.group(1)) if task_match else None
         if path.startswith("/_simulator/"):
