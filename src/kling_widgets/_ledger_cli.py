@@ -154,14 +154,14 @@ def batch_command(args: argparse.Namespace) -> int:
     rows = read_batch(args.file)  # every row is checked before the first POST
     with KlingClient() as client:
         watching = _Watching(client, args.interval)
-        submitter: BatchSubmitter
 
         def on_outcome(outcome: RowOutcome) -> None:
             if outcome.state in (RowState.SUBMITTED, RowState.RESUMED) and outcome.task_id is not None:
                 endpoint = outcome.entry.endpoint if outcome.entry else _endpoint(outcome.row.params)
                 watching.add(outcome.task_id, endpoint, on_end=submitter.finished)
 
-        submitter = BatchSubmitter(client, rows, concurrency=args.concurrency, on_outcome=on_outcome).start()
+        submitter = BatchSubmitter(client, rows, concurrency=args.concurrency, on_outcome=on_outcome)
+        submitter.start()  # after the assignment: on_outcome uses it
         with _ProgressLine(sys.stderr) as line:
             while not (submitter.wait(0.5) and watching.wait(0)):
                 line.show(_batch_summary(len(rows), submitter, watching))
