@@ -7,11 +7,11 @@ unfinished; whoever watches the tasks tells it when one ends (`BatchSubmitter.fi
 the gallery can both drive it (docs/durable.md, "Batches").
 
 Money rules: a 429 on a POST created nothing (Kling's parallel-task limit, code 1303, reaches us through
-EZmodel as 429 ``fail_to_fetch_task``: docs/gateway.md, "Error shapes"), so the same row is sent again once
-a task ends or the backoff passes; a POST without an answer may have created a task, so that row is never
-sent again: it is reported ``unknown``. Each row of a file is recorded with the ledger ``source``
-``"{absolute path}#{row number}"``; running the file again skips every row already sent (in any state but
-``refused``).
+EZmodel as 429 ``fail_to_fetch_task``: docs/gateway.md, "Retry-After and rate limits"), so the same row is
+sent again once a task ends or the backoff passes; a POST without an answer may have created a task, so
+that row is never sent again: it is reported ``unknown``. Each row of a file is recorded with the ledger
+``source`` ``"{absolute path}#{row number}"``; running the file again skips every row already sent (in any
+state but ``refused``).
 """
 
 from __future__ import annotations
