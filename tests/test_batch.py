@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import FOREVER, WAIT
-from kling_widgets import KlingClient
+from kling_widgets import KlingClient, RateLimitError
 from kling_widgets.__main__ import main
 from kling_widgets._batch import BatchRow, BatchSubmitter, RowOutcome, RowState, read_batch, rows_from_prompts
 from kling_widgets.simulator import GatewaySimulator, Scenario
@@ -113,6 +113,21 @@ def run_batch(
     for watch in list(watches):
         assert watch.wait(WAIT)
     return submitter, submitter.outcomes
+
+
+def test_a_submit_over_the_account_limit_is_the_gateways_429_and_creates_nothing() -> None:
+    with (
+        GatewaySimulator(scenario=FOREVER, max_running=1) as sim,
+        KlingClient(base_url=sim.url, api_key=sim.api_key) as client,
+    ):
+        client.text2video("the one that runs")
+        with pytest.raises(RateLimitError) as info:
+            client.text2video("one too many")
+        assert info.value.code == "fail_to_fetch_task"
+        assert [r.status for r in sim.requests() if r.method == "POST"] == [200, 429]
+        assert sim.peak_running == 1
+        assert client.ledger is not None
+        assert [e.state for e in client.ledger.entries()] == ["refused", "SUBMITTED"]
 
 
 def test_a_limit_of_5_holds_the_queue_and_every_prompt_succeeds(tmp_path: Path) -> None:
