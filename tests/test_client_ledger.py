@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -114,3 +117,21 @@ def test_ledger_false_writes_nothing(sim: GatewaySimulator, private_home: Path) 
         with pytest.raises(APIError):
             client.text2video("a corgi", model_name="kling-v9")
     assert list(private_home.iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX SIGINT")
+def test_an_interrupted_post_is_unknown(sim: GatewaySimulator) -> None:
+    sim.hang_submits(1)
+    with KlingClient(base_url=sim.url, api_key=sim.api_key, timeout=WAIT) as client:
+        ledger = client.ledger
+        assert ledger is not None
+        # A real SIGINT, as Ctrl-C sends: it interrupts the blocked read of the answer.
+        interrupt = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        interrupt.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                client.text2video("a corgi, interrupted")
+        finally:
+            interrupt.join()
+    [entry] = ledger.entries()
+    assert (entry.task_id, entry.state, entry.fail_reason) == (None, "unknown", "KeyboardInterrupt")
