@@ -28,10 +28,11 @@ def test_csv_rows_are_typed_and_carry_their_source(tmp_path: Path) -> None:
         "prompt,duration,aspect_ratio,cfg_scale,negative_prompt\n"
         '"a corgi, surfing",10,9:16,0.5,blur\n'
         "\n"
-        "a cat,,,,\n",
+        "a cat,,,,\n"
+        '"two\nlines",,,,\n',
         encoding="utf-8",
     )
-    first, second = read_batch(path)
+    first, second, third = read_batch(path)
     assert first == BatchRow(
         1,
         "a corgi, surfing",
@@ -39,6 +40,7 @@ def test_csv_rows_are_typed_and_carry_their_source(tmp_path: Path) -> None:
         f"{path.resolve()}#1",
     )
     assert second == BatchRow(2, "a cat", {}, f"{path.resolve()}#2")
+    assert third.prompt == "two\nlines"
 
 
 def test_json_lines_and_plain_text(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import enum
+import io
 import json
 import logging
 import math
@@ -210,7 +211,7 @@ def rows_from_prompts(prompts: Iterable[str], **params: Any) -> list[BatchRow]:
 
 
 def _csv_records(text: str) -> list[tuple[int, dict[str, Any]]]:
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # keeps line breaks inside quoted cells
     header = [name.strip() for name in reader.fieldnames or ()]
     if "prompt" not in header:
         raise ValueError(f"the CSV needs a 'prompt' column; its header is {header}")
