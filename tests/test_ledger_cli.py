@@ -117,3 +117,5 @@ def test_resume_watches_every_unfinished_task_to_its_end(
     code, out, _ = run(capsys, "resume")
     assert code == 0
     assert "in flight" in out  # the unknown one stays listed: it may have been billed
+    code, out, _ = run(capsys, "history", "--json", "--status", "unknown")
+    assert [e["params"]["prompt"] for e in json.loads(out)] == ["in flight"]

@@ -20,7 +20,7 @@ from ._batch import DEFAULT_CONCURRENCY, BatchSubmitter, RowOutcome, RowState, r
 from ._client import KlingClient
 from ._errors import KlingError
 from ._keep import keep
-from ._ledger import Ledger, LedgerEntry
+from ._ledger import REFUSED, SUBMITTING, UNANSWERED, Ledger, LedgerEntry
 from ._models import Task, TaskStatus
 from ._poller import Update, Watch, default_engine
 from ._text import clean_text
@@ -37,7 +37,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     """Add ``history``, ``keep``, ``resume`` and ``batch`` to the ``kling-widgets`` subcommands."""
     history = commands.add_parser("history", help="list the tasks in the ledger, newest first")
     history.add_argument("--json", action="store_true", help="print the entries as JSON")
-    history.add_argument("--status", metavar="S", help="only this state (SUCCESS, FAILURE, unknown, ...)")
+    history.add_argument(
+        "--status",
+        metavar="S",
+        help="only this state: a task status (success, failure, ...), unknown, refused",
+    )
     history.add_argument("--limit", type=int, metavar="N", help="at most N entries")
     history.set_defaults(handler=history_command)
 
@@ -145,7 +149,7 @@ def resume_command(args: argparse.Namespace) -> int:
             "Look for them in the EZmodel console.",
             file=sys.stderr,
         )
-    failed = any(e.state not in (TaskStatus.SUCCESS.value, "unknown", "submitting") for e in final)
+    failed = any(e.state not in (TaskStatus.SUCCESS.value, UNANSWERED, SUBMITTING) for e in final)
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -334,9 +338,10 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def _state(text: str) -> str:
-    """A --status argument as the ledger spells it: TaskStatus values upper case, our own lower case."""
-    upper = text.strip().upper()
-    return upper if upper in TaskStatus.__members__ else text.strip().lower()
+    """A --status argument as the ledger spells it: the ledger's own states as written (``unknown`` is an
+    unanswered POST, ``UNKNOWN`` the gateway's status), any other word as a `TaskStatus`, in any case."""
+    text = text.strip()
+    return text if text in (SUBMITTING, UNANSWERED, REFUSED) else text.upper()
 
 
 def _iso(when: datetime | None) -> str | None:
