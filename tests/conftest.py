@@ -36,6 +36,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: 2 if "e2e" in item.keywords else 1 if "notebook" in item.keywords else 0)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A ledger folder for the session: session-scoped servers (Jupyter, Voila) start before a test's."""
+    home = tmp_path_factory.mktemp("kling-session-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KLING_WIDGETS_HOME", str(home))
+        patch.setenv("KLING_WIDGETS_KEEP", str(home / "kling-videos"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def private_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A folder of its own per test, outside ``tmp_path``, for the ledger and the kept videos.
