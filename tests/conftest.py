@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
@@ -33,6 +34,29 @@ T = TypeVar("T")
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Quick tests first; notebooks in a real kernel, then the browser suite, last."""
     items.sort(key=lambda item: 2 if "e2e" in item.keywords else 1 if "notebook" in item.keywords else 0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A ledger folder for the session: session-scoped servers (Jupyter, Voila) start before a test's."""
+    home = tmp_path_factory.mktemp("kling-session-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KLING_WIDGETS_HOME", str(home))
+        patch.setenv("KLING_WIDGETS_KEEP", str(home / "kling-videos"))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def private_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder of its own per test, outside ``tmp_path``, for the ledger and the kept videos.
+
+    The whole suite builds clients, and each client records to the default ledger: never the user's. The
+    variables reach every process a test starts (kernels, the CLI).
+    """
+    home = tmp_path_factory.mktemp("kling-home")
+    monkeypatch.setenv("KLING_WIDGETS_HOME", str(home))
+    monkeypatch.setenv("KLING_WIDGETS_KEEP", str(home / "kling-videos"))
+    return home
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from ._client import ENDPOINTS, KlingClient
 from ._errors import KlingError, TaskFailedError
+from ._ledger_cli import add_commands
 from ._models import Task, TaskStatus
 from ._version import __version__
 
@@ -90,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=None, help="JupyterLab's port (default 8888 if free)")
     demo.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     demo.set_defaults(handler=_demo)
+
+    add_commands(commands)  # history, keep, resume, batch: the ledger's commands
     return parser
 
 

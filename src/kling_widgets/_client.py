@@ -29,6 +29,7 @@ from typing import Any, BinaryIO, NoReturn
 import requests
 
 from ._errors import (
+    APIError,
     AuthenticationError,
     KlingError,
     RateLimitError,
@@ -39,6 +40,7 @@ from ._errors import (
 )
 from ._files import SNIFF_BYTES, file_name, not_a_video, publish, video_kind
 from ._http import CONNECT_TIMEOUT, Answer, GatewayHTTP
+from ._ledger import Ledger, shared_ledger
 from ._models import Task, TaskStatus, parse_submission, parse_task
 from ._params import dynamic_masks_field, image_field, refuse_unknown, video_body
 from ._schedule import MAX_RETRY_AFTER, PollPolicy, retry_delay
@@ -94,6 +96,10 @@ class KlingClient:
     max_retries : int
         How many times a GET is retried after a transient failure (429, 5xx, network). POSTs are never
         retried: a retried submit could create, and bill, a second task.
+    ledger : Ledger, str, path-like or bool, optional
+        Where submissions are recorded (docs/durable.md, "The ledger"). None or True (the
+        default): the process's shared default `Ledger` (``$KLING_WIDGETS_HOME/ledger.sqlite3``, else
+        the user data directory); False: none; a path or a `Ledger`: that one.
 
     Examples
     --------
@@ -111,6 +117,7 @@ class KlingClient:
         base_url: str | None = None,
         timeout: float = 30.0,
         max_retries: int = 3,
+        ledger: Ledger | str | os.PathLike[str] | bool | None = None,
     ) -> None:
         from ._version import __version__
 
@@ -138,11 +145,17 @@ class KlingClient:
             proxy=settings["proxies"].get(scheme) or settings["proxies"].get("all"),
             ca_certs=verify if isinstance(verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH,
         )
+        self._ledger = _ledger_of(ledger)
 
     @property
     def base_url(self) -> str:
         """The gateway's base URL, without a trailing slash."""
         return self._base_url
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """The `Ledger` recording this client's submissions and the states it fetches, or None."""
+        return self._ledger
 
     @property
     def key_id(self) -> str | None:
@@ -192,6 +205,7 @@ class KlingClient:
         camera_control: Mapping[str, Any] | None = None,
         callback_url: str | None = None,
         external_task_id: str | None = None,
+        source: str | None = None,
         **unknown: NoReturn,
     ) -> Task:
         """Submit a text-to-video task. Every option is checked first; the POST is sent once, never retried.
@@ -223,6 +237,9 @@ class KlingClient:
             An http(s) URL Kling itself POSTs its raw task JSON to when the status changes.
         external_task_id : str, optional
             Your own id for the task, unique per account (the gateway cannot be queried by it).
+        source : str, optional
+            A label stored with the ledger entry (not sent), e.g. ``"prompts.csv#17"``: batches find
+            their rows again with it to resume.
 
         Returns
         -------
@@ -253,7 +270,7 @@ class KlingClient:
             callback_url=callback_url,
             external_task_id=external_task_id,
         )
-        return self._submit("text2video", body)
+        return self._submit("text2video", body, source)
 
     def image2video(
         self,
@@ -273,6 +290,7 @@ class KlingClient:
         camera_control: Mapping[str, Any] | None = None,
         callback_url: str | None = None,
         external_task_id: str | None = None,
+        source: str | None = None,
         **unknown: NoReturn,
     ) -> Task:
         """Submit an image-to-video task. Every option is checked first; the POST is sent once, never retried.
@@ -295,7 +313,7 @@ class KlingClient:
         dynamic_masks : sequence of mappings, optional
             Motion brush: up to 6 ``{"mask": image, "trajectories": [{"x": int, "y": int}, ...]}`` with 2
             to 77 points each.
-        cfg_scale, sound, camera_control, callback_url, external_task_id
+        cfg_scale, sound, camera_control, callback_url, external_task_id, source
             As for `text2video`.
 
         Returns
@@ -335,31 +353,38 @@ class KlingClient:
             body["static_mask"] = image_field("static_mask", static_mask)
         if dynamic_masks is not None:
             body["dynamic_masks"] = dynamic_masks_field(dynamic_masks)
-        return self._submit("image2video", body)
+        return self._submit("image2video", body, source)
 
-    def _submit(self, endpoint: str, body: Mapping[str, Any]) -> Task:
-        payload = self._request("POST", f"/kling/v1/videos/{endpoint}", body=body, retry=False)
-        # From here on a task may exist and be billed: whatever fails must not lose its id.
+    def _submit(self, endpoint: str, body: Mapping[str, Any], source: str | None = None) -> Task:
+        # The ledger row is written before the POST, so a task paid for is never lost (docs/durable.md,
+        # "The ledger"): an answer fills in its id; an error answer created nothing; no answer may have.
+        ledger = self._ledger
+        local_id = None
+        if ledger is not None:
+            local_id = ledger.begin(endpoint, self._base_url, self.key_id, body, source=source)
+        try:
+            payload = self._request("POST", f"/kling/v1/videos/{endpoint}", body=body, retry=False)
+        except APIError as exc:
+            if ledger is not None:
+                ledger.refused(local_id, exc)
+            raise
+        except BaseException as exc:  # TransportError, KeyboardInterrupt: the task may exist
+            if ledger is not None:
+                ledger.unanswered(local_id, exc)
+            raise
+        # From here on a task exists and may be billed: whatever fails must not lose its id.
         try:
             task = parse_submission(payload)
             logger.info("Submitted Kling %s task %s", endpoint, task.task_id)
         except BaseException as exc:
-            task_id = _answered_task_id(payload)
-            with contextlib.suppress(Exception):  # a broken log handler must not replace this error
-                logger.warning(
-                    "The gateway answered the %s submission (task id %s; it may be billed), but handling "
-                    "the answer failed: %s", endpoint, task_id or "not visible", clean_text(str(exc), 300),
-                )  # fmt: skip
-            if task_id is None or not isinstance(exc, Exception):  # KeyboardInterrupt stays itself
+            error = _failure_after_answer(endpoint, payload, exc)
+            if ledger is not None:
+                ledger.unanswered(local_id, error)
+            if error is exc:
                 raise
-            if isinstance(exc, KlingError):
-                exc.task_id = exc.task_id or task_id
-                raise
-            raise KlingError(
-                f"Kling {endpoint} task {task_id} was created (it may be billed), but handling the "
-                f"gateway's answer failed: {clean_text(str(exc), 300)}",
-                task_id=task_id,
-            ) from exc
+            raise error from exc
+        if ledger is not None:
+            ledger.submitted(local_id, task)
         return task
 
     # -- fetching and waiting ---------------------------------------------------------------------
@@ -404,6 +429,8 @@ class KlingClient:
                 f"{asked!r}; the answer was ignored.",
                 task_id=asked,
             )
+        if self._ledger is not None:
+            self._ledger.observe(task)  # memoized: an unchanged poll writes nothing
         return task
 
     def wait(
@@ -747,6 +774,15 @@ class _Secret:
         return hashlib.sha256(self._value.encode()).hexdigest()[:8]
 
 
+def _ledger_of(ledger: Ledger | str | os.PathLike[str] | bool | None) -> Ledger | None:
+    """The ledger a client records to (None for ``ledger=False``); one per file per process."""
+    if ledger is False:
+        return None
+    if isinstance(ledger, Ledger):
+        return ledger
+    return shared_ledger(None if ledger is None or ledger is True else ledger)
+
+
 def _resolve_api_key(api_key: str | None) -> _Secret | None:
     key = (api_key or os.environ.get(API_KEY_ENV) or _colab_secret(API_KEY_ENV) or "").strip()
     if not key:
@@ -803,6 +839,26 @@ def _video_source(task_or_url: Task | str) -> tuple[str, str]:
         shown = clean_text(strip_credentials(url), 80)
         raise ValueError(f"only http(s) video URLs can be downloaded, got {shown!r}")
     return url, file_name(stem)
+
+
+def _failure_after_answer(endpoint: str, payload: Mapping[str, Any], exc: BaseException) -> BaseException:
+    """What to raise when handling a submission's answer failed: an error that carries the task's id."""
+    task_id = _answered_task_id(payload)
+    with contextlib.suppress(Exception):  # a broken log handler must not replace this error
+        logger.warning(
+            "The gateway answered the %s submission (task id %s; it may be billed), but handling "
+            "the answer failed: %s", endpoint, task_id or "not visible", clean_text(str(exc), 300),
+        )  # fmt: skip
+    if task_id is None or not isinstance(exc, Exception):  # KeyboardInterrupt stays itself
+        return exc
+    if isinstance(exc, KlingError):
+        exc.task_id = exc.task_id or task_id
+        return exc
+    return KlingError(
+        f"Kling {endpoint} task {task_id} was created (it may be billed), but handling the "
+        f"gateway's answer failed: {clean_text(str(exc), 300)}",
+        task_id=task_id,
+    )
 
 
 def _answered_task_id(payload: Mapping[str, Any]) -> str | None:

@@ -596,6 +596,7 @@ class GatewaySimulator:
         self.max_parallel = max_parallel
         self.url_lifetime = url_lifetime
         self._drops: list[Reply] = []  # how the next submits go unanswered, first first
+        self._peak_unfinished = 0
         self._address = (host, port)
         self._lock = threading.RLock()  # scripting methods also run inside the submit's critical section
         self._tasks: dict[str, _Task] = {}
@@ -720,6 +721,12 @@ class GatewaySimulator:
         with self._lock:
             return sum(task.phase(self.speed) != "done" for task in self._tasks.values())
 
+    @property
+    def peak_unfinished(self) -> int:
+        """The most tasks that were queued or running at once (counted whenever a task is created)."""
+        with self._lock:
+            return self._peak_unfinished
+
     # internals -----------------------------------------------------------------------------------------
 
     def _create_task(self, scenario: Scenario, action: str, task_id: str | None) -> _Task:
@@ -735,6 +742,7 @@ class GatewaySimulator:
             else:
                 urls = tuple(self._new_video_url(task_id, lifetime) for _ in video_ids)
             task = self._tasks[task_id] = _Task(task_id, scenario, action, urls, video_ids=video_ids)
+            self._peak_unfinished = max(self._peak_unfinished, self.unfinished())
         return task
 
     def _new_video_url(self, task_id: str | None, lifetime: float) -> str:
