@@ -19,8 +19,7 @@ from kling_widgets import (
     TaskFailedError,
     TaskStatus,
     TaskStatusWidget,
-    _gallery,
-    _widget,
+    _base,
 )
 from kling_widgets._gallery import TaskGallery, generate_many
 from kling_widgets._poller import default_engine
@@ -164,7 +163,7 @@ def test_labels_and_messages_are_escaped_and_the_key_never_shows(sim: GatewaySim
         [sim.add_task(), KlingError("<img src=x onerror=alert(1)>")], labels=["<script>x</script>", "y"]
     )
     g.wait(WAIT)
-    caption = g._grid.children[0].children[0].value
+    caption = g._grid.children[0].children[1].value
     assert "<script>" not in caption
     assert "&lt;script&gt;x&lt;/script&gt;" in caption
     static = g._repr_mimebundle_()
@@ -172,13 +171,13 @@ def test_labels_and_messages_are_escaped_and_the_key_never_shows(sim: GatewaySim
     assert sim.api_key not in repr(g) + str(static)
 
 
-def test_long_labels_are_shortened_with_the_full_text_in_the_title(
+def test_long_labels_are_shortened_with_more_of_the_text_in_the_title(
     sim: GatewaySimulator, gallery: Any
 ) -> None:
     label = "a very long prompt " * 20
     g = gallery([sim.add_task()], labels=[label])
-    caption = g._grid.children[0].children[0].value
-    assert f'title="{label}"' in caption
+    caption = g._grid.children[0].children[1].value
+    assert f'title="{label[:299]}…"' in caption  # a 2,500-character prompt is not saved twice
     assert "…</b>" in caption
 
 
@@ -211,7 +210,7 @@ def test_an_own_client_is_closed_with_the_gallery(
     g.wait(WAIT)
     assert closed == []
     g.close()
-    assert closed == [g._own_client]
+    assert closed == [g._client]
 
 
 def test_display_refreshes_the_static_fallback_once_every_card_has_ended(
@@ -225,11 +224,12 @@ def test_display_refreshes_the_static_fallback_once_every_card_has_ended(
             self.updates.append(obj)
 
     handle = Handle()
-    monkeypatch.setattr(_gallery, "display", lambda obj, **kwargs: handle)
+    monkeypatch.setattr(_base, "display", lambda obj, **kwargs: handle)
     g = gallery([sim.add_task(), sim.add_task()], autostart=False)
     g._ipython_display_()
     g.start().wait(WAIT)
     (final,) = handle.updates
+    assert list(final) == ["text/plain", "text/html"]  # plain HTML from now on: no widget view
     assert final["text/html"].count("<video src=") == 2
     assert "2 done" in final["text/plain"]
 
@@ -238,9 +238,8 @@ def test_rerunning_the_cell_closes_the_gallery_and_its_cards(
     sim: GatewaySimulator, gallery: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shell = FakeShell()
-    monkeypatch.setattr(_widget, "get_ipython", lambda: shell)
-    monkeypatch.setattr(_widget, "_REGISTRY", _widget._Registry())
-    monkeypatch.setattr(_gallery, "_REGISTRY", _widget._REGISTRY)
+    monkeypatch.setattr(_base, "get_ipython", lambda: shell)
+    monkeypatch.setattr(_base, "REGISTRY", _base.CellRegistry())
 
     first = shell.run_cell("cell-A", lambda: gallery([sim.add_task(FOREVER), sim.add_task(FOREVER)]))
     cards = list(first.cards)

@@ -22,7 +22,7 @@ from helpers import WAIT, RecordingComm
 from kling_widgets import KlingClient, KlingError, TaskStatusWidget, TaskTimeoutError, generate
 from kling_widgets._models import parse_task
 from kling_widgets._poller import Update, WatchState
-from kling_widgets._widget import _describe, _links_html, _static_html, _View
+from kling_widgets._view import View, describe, live_html, static_html
 from kling_widgets.simulator import Fault, GatewaySimulator, Scenario
 
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.05}
@@ -196,7 +196,9 @@ def test_a_hostile_task_id_is_escaped_and_stays_one_path_segment(
     assert finish(widget) is None  # the simulator found exactly this task
     for text in html_strings(widget):
         assert hostile not in text
-    assert html.escape(hostile, quote=True) in html_strings(widget)[0]  # the label's title attribute
+    assert html.escape(hostile, quote=True) in html_strings(widget)[-1]  # the label's title attribute
+    assert widget.children[0].tooltip == hostile  # the bar's label and tooltip are plain text, never HTML
+    assert widget.children[0].description_allow_html is False
     for record in sim.requests():
         assert (record.path, record.task_id) == (TEXT2VIDEO + quote(hostile, safe=""), hostile)
 
@@ -224,7 +226,7 @@ def test_a_dot_segment_task_id_sends_nothing(
     widget = watch(sim, widgets, task_id)
     assert isinstance(finish(widget), KlingError)
     assert sim.requests() == []
-    assert widget.children[0].children[1].bar_style == "danger"
+    assert widget.children[0].bar_style == "danger"
 
 
 @pytest.mark.parametrize("url", UNSAFE_URLS)
@@ -286,14 +288,14 @@ def test_every_server_field_is_escaped_by_the_renderers() -> None:
     task = parse_task(payload)
     assert task.videos[0].duration is None  # a hostile duration never reaches a renderer as text
     now = datetime.now(timezone.utc)
-    view = _describe(
+    view = describe(
         Update(WatchState.SUCCESS, task, None, None, 1.0),
         task,
-        previous=_View("x"),
+        previous=View("x"),
         generating_for=0,
         now=now,
     )
-    rendered = _static_html(task.task_id, view, now) + "".join(_links_html(v, now) for v in task.videos)
+    rendered = static_html(task.task_id, view, now, hostile) + live_html(view, now, hostile)
     assert "<img" not in rendered
     assert "onerror=alert(1)&gt;" in rendered
 

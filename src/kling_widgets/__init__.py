@@ -2,7 +2,15 @@
 
 >>> from kling_widgets import generate
 >>> generate("a corgi surfing at sunset")        # doctest: +SKIP
+
+The widgets (and with them ipywidgets and IPython) are imported on first use (PEP 562), so a script or
+the CLI that only needs `KlingClient` pays nothing for them.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._client import KlingClient
 from ._errors import (
@@ -17,9 +25,11 @@ from ._errors import (
     TaskTimeoutError,
     TransportError,
 )
-from ._gallery import TaskGallery, generate_many
 from ._models import Task, TaskStatus, Video
-from ._widget import TaskStatusWidget, generate
+
+if TYPE_CHECKING:
+    from ._gallery import TaskGallery, generate_many
+    from ._widget import TaskStatusWidget, generate
 
 __version__ = "0.1.0"
 
@@ -43,3 +53,23 @@ __all__ = [
     "generate",
     "generate_many",
 ]
+
+# Public names that need ipywidgets, and the module that defines each.
+_LAZY = {
+    "TaskGallery": "._gallery",
+    "TaskStatusWidget": "._widget",
+    "generate": "._widget",
+    "generate_many": "._gallery",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later lookups skip this hook
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
