@@ -23,7 +23,7 @@ from kling_widgets import (
 )
 from kling_widgets._gallery import TaskGallery, generate_many
 from kling_widgets._poller import default_engine
-from kling_widgets.simulator import GatewaySimulator, Scenario
+from kling_widgets.simulator import Fault, GatewaySimulator, Scenario
 
 FAST = {"poll_interval": 0.02, "max_poll_interval": 0.02}
 
@@ -247,3 +247,54 @@ def test_rerunning_the_cell_closes_the_gallery_and_its_cards(
 
     assert first.comm is None
     assert all(card.comm is None for card in cards)
+
+
+# -- the summary counts outcomes, not display traits (issue 8, item 12) --------------------------------
+
+
+def test_a_card_closed_from_outside_counts_as_stopped_and_the_gallery_ends(
+    sim: GatewaySimulator, gallery: Any, client: KlingClient
+) -> None:
+    task_id = sim.add_task(FOREVER)
+    g = gallery([task_id, sim.add_task()])
+    replacement = TaskStatusWidget(task_id, client=client, autostart=False)  # closes the card it replaces
+    try:
+        assert len(g.wait(WAIT)) == 1
+        assert g.summary().startswith("2 tasks · 1 done · 1 stopped · ")
+        assert "running" not in g.summary()
+        assert g._stop_all.disabled
+        assert [e.code for e in g.failed] == ["stopped"]
+    finally:
+        replacement.close()
+
+
+def test_errors_and_timeouts_are_counted_as_what_they_are(sim: GatewaySimulator, gallery: Any) -> None:
+    lost = sim.add_task(Scenario(polls=(1, 1), faults=(Fault("not_found", at_poll=1),)))
+    g = gallery([lost, sim.add_task(FOREVER), sim.add_task()], timeout=1.0)
+    assert len(g.wait(WAIT)) == 1
+    assert g.summary().startswith("3 tasks · 1 done · 1 error · 1 timed out · ")
+    assert g._stop_all.disabled
+    assert [type(e).__name__ for e in g.failed] == ["TaskNotFoundError", "TaskTimeoutError"]
+
+
+def test_an_observer_of_the_summary_may_wait(sim: GatewaySimulator, gallery: Any) -> None:
+    g = gallery([sim.add_task(), sim.add_task()], autostart=False)
+    results: list[int] = []
+
+    def on_summary(change: dict[str, Any]) -> None:
+        if "running" not in change["new"] and "done" in change["new"]:
+            results.append(len(g.wait(WAIT)))
+
+    g._summary.observe(on_summary, names="value")
+    g.start()
+    assert len(g.wait(WAIT)) == 2
+    assert results
+    assert results[-1] == 2
+
+
+def test_generate_many_refuses_a_bad_option_before_any_post(
+    sim: GatewaySimulator, client: KlingClient
+) -> None:
+    with pytest.raises(ValueError, match="poll_interval"):
+        generate_many(["a", "b"], client=client, poll_interval=0)
+    assert posts(sim) == 0

@@ -741,3 +741,62 @@ def test_estimate_shape() -> None:
 def test_estimate_is_monotonic_and_below_100(a: float, b: float) -> None:
     low, high = sorted((a, b))
     assert 30 <= estimate_progress(low) <= estimate_progress(high) <= 95
+
+
+# -- options are checked before anything is sent (issue 8, item 14) -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"poll_interval": 0}, {"poll_interval": float("nan")}, {"max_poll_interval": 0.5}, {"timeout": -1}],
+    ids=["poll_interval=0", "poll_interval=nan", "max<poll", "timeout<0"],
+)
+def test_generate_refuses_a_bad_widget_option_before_the_post(sim: GatewaySimulator, option: Any) -> None:
+    with pytest.raises(ValueError, match=next(iter(option))):
+        generate("a corgi", base_url=sim.url, api_key=sim.api_key, **option)
+    assert sim.requests() == []  # nothing was sent, so nothing was billed
+
+
+def test_a_bad_endpoint_fails_before_any_request(sim: GatewaySimulator) -> None:
+    with pytest.raises(ValueError, match="Unknown endpoint 'text-to-video'"):
+        TaskStatusWidget(
+            "842250903629086785", base_url=sim.url, api_key=sim.api_key, endpoint="text-to-video"
+        )
+    assert sim.requests() == []
+
+
+def test_a_failure_after_the_post_carries_the_task_id_and_is_logged(
+    sim: GatewaySimulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_start(self: TaskStatusWidget) -> TaskStatusWidget:
+        raise RuntimeError("no engine today")
+
+    monkeypatch.setattr(TaskStatusWidget, "start", broken_start)
+    with pytest.raises(KlingError) as caught:
+        generate("a corgi", base_url=sim.url, api_key=sim.api_key)
+    (post,) = [r for r in sim.requests() if r.method == "POST"]
+    assert post.task_id is not None
+    assert caught.value.task_id == post.task_id
+    assert post.task_id in str(caught.value)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and post.task_id in r.getMessage()]
+    assert warnings
+
+
+# -- updates only when something visible changed (issue 9, item 11) -----------------------------------
+
+
+def test_a_poll_that_changes_nothing_visible_sends_nothing(comms: list[RecordingComm]) -> None:
+    widget = TaskStatusWidget("842250903629086785", api_key="sk-unused", autostart=False)
+    try:
+        queued = snapshot(TaskStatus.SUBMITTED, progress=10)
+        widget._on_update(Update(WatchState.WAITING, queued, None, None, 11.0))
+        sent = sum(len(c.sent) for c in comms)
+        widget._on_update(Update(WatchState.WAITING, queued, None, None, 12.9))  # the same 5-second step
+        widget._on_update(Update(WatchState.WAITING, queued, None, None, 14.2))
+        assert sum(len(c.sent) for c in comms) == sent
+        widget._on_update(Update(WatchState.WAITING, queued, None, None, 15.1))  # the clock moves on
+        assert sum(len(c.sent) for c in comms) == sent + 1
+        assert line(widget) == "Queued · 0:15"
+    finally:
+        widget.close()

@@ -343,11 +343,13 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
                 if ended and self._finished_at is None:
                     self._finished_at = now
                 text = self._summary_text(now)
-            self._summary.value = html.escape(text)
-            self._stop_all.disabled = ended
-            if ended:
-                self._end_display()
-                self._all_ended.set()
+            # The values first, the notifications after wait() is released: an observer may call wait().
+            with self._summary.hold_trait_notifications(), self._stop_all.hold_trait_notifications():
+                self._summary.value = html.escape(text)
+                self._stop_all.disabled = ended
+                if ended:
+                    self._end_display()
+                    self._all_ended.set()
 
     def _running(self) -> int:
         return len(self._cards) - sum(self._counts.values())
