@@ -11,8 +11,8 @@ Arms:
   own ComfyUI nodes (``poll_interval`` 1 s).
 
 Time compression: the simulator runs ``speed`` times faster than Kling, so every delay on the watching side
-is divided by ``speed`` too. For the fixed arms that is the sleep; for ours it is the schedule, wrapped so
-that it sees task ages in Kling seconds and its answer is scaled back (`compressed_schedule`).
+is divided by ``speed`` too. For the fixed arms that is the sleep; for ours it is the engine's policy,
+which sees task ages in Kling seconds and scales its answer back (`CompressedPolicy`).
 """
 
 from __future__ import annotations
@@ -22,47 +22,46 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import requests
 
-from kling_widgets import KlingClient, TaskStatus, _poller, _schedule
+from kling_widgets import KlingClient, Task, TaskStatus
 from kling_widgets._gallery import TaskGallery
+from kling_widgets._poller import Engine, set_default_engine
+from kling_widgets._schedule import PollPolicy, next_poll_delay
 
 GALLERY_POLL_INTERVAL = 1.0  # TaskGallery's defaults, in Kling seconds
 GALLERY_MAX_POLL_INTERVAL = 15.0
 TIMEOUT = 900.0
 
 
-def compressed_schedule(speed: float) -> Callable[..., float]:
-    """`next_poll_delay` for a clock running ``speed`` times fast: ages scaled up, the delay scaled down."""
-
-    def delay(
-        *, status: Any, age: float, poll_interval: float, max_poll_interval: float
-    ) -> float:
-        return (
-            _schedule.next_poll_delay(
-                status=status,
-                age=age * speed,
-                poll_interval=poll_interval * speed,
-                max_poll_interval=max_poll_interval * speed,
-            )
-            / speed
-        )
-
-    return delay
-
-
-def compress_engine(speed: float) -> None:
-    """Run the shared engine's schedule on the compressed clock.
+@dataclass(frozen=True)
+class CompressedPolicy(PollPolicy):
+    """The default policy on a clock running ``speed`` times fast: ages scaled up, delays scaled down.
 
     Task ages come from the watch time alone: the simulator's ``submit_time`` has whole-second resolution,
     which compression would inflate to up to ``speed`` Kling seconds, and these tasks are watched from the
     moment they are created, so the watch time is their age.
     """
-    _poller.next_poll_delay = compressed_schedule(speed)  # type: ignore[assignment]
-    _poller.task_age = lambda task, watched_for, now=None: watched_for  # type: ignore[assignment]
+
+    speed: float = 1.0
+
+    def next_poll(self, task: Task | None, elapsed: float) -> float:
+        delay = next_poll_delay(
+            status=None if task is None else task.status,
+            age=elapsed * self.speed,
+            poll_interval=self.poll_interval * self.speed,
+            max_poll_interval=self.max_poll_interval * self.speed,
+            rng=self.rng,
+        )
+        return delay / self.speed
+
+
+def compress_engine(speed: float) -> None:
+    """Make the shared engine (the one every widget uses) run its schedule on the compressed clock."""
+    set_default_engine(Engine(policy=CompressedPolicy(speed=speed)))
 
 
 def create_tasks(url: str, key: str, workload: list[list[float]]) -> tuple[list[str], list[float]]:

@@ -43,6 +43,7 @@ from kling_widgets import (
     _client,
     _schedule,
 )
+from kling_widgets._schedule import PollPolicy
 from kling_widgets.simulator import Fault, GatewaySimulator, Scenario
 
 CLIP = importlib.resources.files("kling_widgets").joinpath("_data/demo.mp4").read_bytes()
@@ -552,14 +553,14 @@ def test_wait_times_out(sim: GatewaySimulator, client: KlingClient) -> None:
     assert info.value.task_id == task_id
 
 
-def test_wait_rides_out_transient_errors(
-    sim: GatewaySimulator, client: KlingClient, retries: list[RetryCall]
-) -> None:
+def test_wait_rides_out_transient_errors(sim: GatewaySimulator, client: KlingClient) -> None:
     faults = (Fault("server_error", at_poll=2, count=2), Fault("rate_limit", at_poll=5, retry_after=3))
     task_id = sim.add_task(Scenario(polls=(1, 1), faults=faults))
-    assert client.wait(task_id, poll_interval=0.01, max_poll_interval=0.02).status is TaskStatus.SUCCESS
-    assert [call.attempt for call in retries] == [1, 2, 1]
-    assert retries[-1].retry_after == 3.0
+    # The engine's policy, with short retries and Retry-After honoured up to 0.05 s only.
+    fast = PollPolicy(poll_interval=0.01, max_poll_interval=0.02, retry_base=0.01, max_retry_after=0.05)
+    assert client.wait(task_id, policy=fast).status is TaskStatus.SUCCESS
+    statuses = [r.status for r in sim.requests(task_id) if r.method == "GET"]
+    assert statuses == [200, 500, 500, 200, 429, 200]
 
 
 def test_wait_stops_at_a_fatal_error(sim: GatewaySimulator, client: KlingClient) -> None:

@@ -5,12 +5,19 @@ No timing asserts: tests wait for final states with generous bounds and check or
 
 from __future__ import annotations
 
+import gc
 import logging
+import math
 import os
+import random
 import threading
 import time
+import warnings
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import pytest
 
@@ -28,7 +35,8 @@ from kling_widgets._errors import (
     TransportError,
 )
 from kling_widgets._models import Task, TaskStatus
-from kling_widgets._poller import Engine, Update, Watch, WatchState, default_engine
+from kling_widgets._poller import Engine, Update, Watch, WatchState, default_engine, set_default_engine
+from kling_widgets._schedule import PollPolicy
 from kling_widgets.simulator import Fault, GatewaySimulator, RequestRecord, Scenario
 
 FAST = {"poll_interval": 0.01, "max_poll_interval": 0.01}
@@ -482,22 +490,6 @@ def test_a_hung_request_does_not_hold_up_other_watches(make_engine: Callable[...
     assert hung.state is WatchState.SUCCESS
 
 
-def test_request_budget_spaces_requests(make_engine: Callable[..., Engine]) -> None:
-    rate = 20.0
-    start = time.monotonic()
-    engine = make_engine(max_workers=4, max_requests_per_second=rate)
-    fetches = [Script(task("SUCCESS")) for _ in range(30)]
-    watches = [engine.watch(f, task_id=f"t{i}", **FAST) for i, f in enumerate(fetches)]
-    assert all(w.wait(WAIT) for w in watches)
-
-    times = sorted(t for f in fetches for t in f.times)
-    assert len(times) == 30
-    # A bucket holding one second's worth (rate tokens), full at the start: request k (0-based) cannot
-    # start before (k + 1 - rate) / rate seconds have passed.
-    for k, t in enumerate(times):
-        assert t - start >= (k + 1 - rate) / rate - 1e-6
-
-
 def test_on_update_exceptions_are_logged_and_polling_goes_on(
     make_engine: Callable[..., Engine], caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -593,8 +585,8 @@ def test_shutdown_stops_every_watch_and_ends_the_threads(make_engine: Callable[.
 def test_invalid_arguments_are_rejected(make_engine: Callable[..., Engine]) -> None:
     with pytest.raises(ValueError, match="max_workers"):
         Engine(max_workers=0)
-    with pytest.raises(ValueError, match="max_requests_per_second"):
-        Engine(max_requests_per_second=0)
+    with pytest.raises(ValueError, match="max_threads"):
+        Engine(max_threads=0)
     engine = make_engine()
     with pytest.raises(ValueError, match="poll_interval"):
         engine.watch(Script(task("SUCCESS")), task_id="t", poll_interval=0)
@@ -610,7 +602,6 @@ def test_watch_states() -> None:
 
 def test_default_engine_is_one_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_poller, "_default", None)
-    monkeypatch.setattr(_poller, "_default_pid", None)
     made: list[Engine] = []
     results: list[Engine] = []
     barrier = threading.Barrier(8)
@@ -695,3 +686,314 @@ def test_simulated_429_pauses_then_recovers_and_401_ends(
     assert isinstance(fatal.error, AuthenticationError)
     settle(engine)
     assert [r.status for r in gets(sim, revoked)] == [200, 401]
+
+
+# --- a fault for one watch stays with that watch (issue 8, item 1) ----------------------------------------
+
+
+def test_an_exception_while_scheduling_one_watch_ends_only_that_watch(
+    make_engine: Callable[..., Engine], caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = make_engine(max_workers=1)
+    # A naive submit_time: the policy's age arithmetic raises TypeError (on main it killed the only worker).
+    naive = task("IN_PROGRESS", submit_time=datetime(2026, 1, 1))
+    with caplog.at_level(logging.ERROR, logger="kling_widgets"):
+        bad = engine.watch(Script(naive), task_id="t-1", **FAST)
+        assert bad.wait(WAIT)
+    assert bad.state is WatchState.ERROR
+    assert isinstance(bad.error, KlingError)
+    assert bad.error.code == "internal_error"
+    assert "TypeError" in str(bad.error)
+    assert bad.error.task_id == "t-1"
+    assert any("t-1" in r.getMessage() for r in caplog.records)
+    settle(engine)  # the single worker still polls
+
+
+@dataclass(frozen=True)
+class BrokenFor(PollPolicy):
+    """The default policy, except for task "bad": its next poll raises or is nonsense."""
+
+    answer: float | Exception = math.nan
+
+    def next_poll(self, task: Task | None, elapsed: float) -> float:
+        if task is not None and task.task_id == "bad":
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer
+        return super().next_poll(task, elapsed)
+
+
+@pytest.mark.parametrize("answer", [OverflowError("int too large"), math.nan, math.inf, -1.0], ids=repr)
+def test_a_broken_policy_for_one_watch_leaves_the_others_polling(
+    make_engine: Callable[..., Engine], answer: float | Exception
+) -> None:
+    engine = make_engine(policy=BrokenFor(answer=answer))
+    bad = engine.watch(Script(task("IN_PROGRESS", task_id="bad")), task_id="bad", **FAST)
+    good = engine.watch(
+        Script(task("IN_PROGRESS"), task("IN_PROGRESS"), task("SUCCESS")), task_id="t-1", **FAST
+    )
+    assert bad.exception(WAIT) is bad.error
+    assert bad.state is WatchState.ERROR
+    assert good.result(WAIT).status is TaskStatus.SUCCESS
+    settle(engine)
+
+
+def test_retry_after_never_waits_past_the_deadline(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    rec = Recorder()
+    huge = RateLimitError("busy", status_code=429, retry_after=1e10)
+    watch = engine.watch(Script(huge), task_id="t-1", on_update=rec, timeout=0.3, **FAST)
+    assert watch.wait(WAIT)
+    assert rec.states == [WatchState.RETRYING, WatchState.TIMEOUT]
+    retry_in = rec.updates[0].retry_in
+    assert retry_in is not None
+    assert 0 <= retry_in <= 0.3  # what the widget shows: "retrying in …" never past the deadline
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_default_engine_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    dead = Engine()
+    monkeypatch.setattr(_poller, "_default", dead)
+
+    def die_on_the_final_update(update: Update) -> None:
+        if update.state.is_final:  # delivered by the scheduler thread after stop()
+            raise SystemExit  # a BaseException, which nothing in the engine catches: the thread ends
+
+    watch = dead.watch(Script(task("IN_PROGRESS")), task_id="t-1", on_update=die_on_the_final_update, **FAST)
+    watch.stop()
+    scheduler = dead._scheduler
+    assert scheduler is not None
+    scheduler.join(WAIT)
+    assert not scheduler.is_alive()
+    fresh = default_engine()
+    try:
+        assert fresh is not dead
+        assert fresh.alive
+        assert not dead.alive
+        with pytest.raises(RuntimeError, match="scheduler died"):
+            dead.watch(Script(task("SUCCESS")), task_id="t-3")
+        assert fresh.watch(Script(task("SUCCESS")), task_id="t-2", **FAST).wait(WAIT)
+    finally:
+        fresh.shutdown()
+        dead.shutdown()
+
+
+def test_the_engine_reads_every_instant_from_its_clock(make_engine: Callable[..., Engine]) -> None:
+    now = [1000.0]
+    engine = make_engine(clock=lambda: now[0])
+    rec = Recorder()
+    watch = engine.watch(Script(task("IN_PROGRESS")), task_id="t-1", on_update=rec, timeout=100.0)
+    while not rec.states:
+        time.sleep(0.005)
+    now[0] += 250.0  # the deadline has passed on the engine's clock (not on the wall clock)
+    engine.watch(Script(task("SUCCESS")), task_id="t-2")  # wakes the scheduler
+    assert watch.wait(WAIT)
+    assert rec.states == [WatchState.WAITING, WatchState.TIMEOUT]
+    assert rec.updates[-1].elapsed == 250.0
+
+
+def test_set_default_engine(monkeypatch: pytest.MonkeyPatch, make_engine: Callable[..., Engine]) -> None:
+    monkeypatch.setattr(_poller, "_default", None)
+    mine = make_engine(policy=PollPolicy(poll_interval=0.5, max_poll_interval=2.0))
+    set_default_engine(mine)
+    assert default_engine() is mine
+    assert mine.policy.max_poll_interval == 2.0
+
+
+# --- gateways: a 429 or a slow gateway holds back only its own watches (issue 8, items 1, 2, 4) -----------
+
+
+@pytest.fixture
+def other_sim() -> Iterator[GatewaySimulator]:
+    """A second simulator: another gateway, with its own key."""
+    with GatewaySimulator(speed=50.0, scenario=Scenario(polls=(1, 1))) as simulator:
+        yield simulator
+
+
+def gateway_of(client: KlingClient) -> tuple[str, str | None]:
+    return (client.base_url, client.key_id)
+
+
+def test_a_429_pauses_only_its_own_gateway(
+    make_engine: Callable[..., Engine],
+    sim: GatewaySimulator,
+    client: KlingClient,
+    other_sim: GatewaySimulator,
+) -> None:
+    engine = make_engine()
+    # Retry-After: 1e10 on a watch without a deadline: on main this killed the scheduler (OverflowError),
+    # then, capped, paused every gateway in the process for 300 s.
+    limited = sim.add_task(Scenario(polls=(1, 1), faults=(Fault("rate_limit", retry_after=1e10),)))
+    rec = Recorder()
+    a = engine.watch(
+        lambda: client.get_task(limited, retry=False),
+        task_id=limited,
+        on_update=rec,
+        gateway=gateway_of(client),
+        timeout=None,
+        **FAST,
+    )
+    while not rec.states:
+        time.sleep(0.005)
+    assert rec.states == [WatchState.RETRYING]
+    same = sim.add_task(Scenario(polls=(0, 0)))
+    a2 = engine.watch(
+        lambda: client.get_task(same, retry=False), task_id=same, gateway=gateway_of(client), **FAST
+    )
+    with KlingClient(base_url=other_sim.url, api_key=other_sim.api_key) as other:
+        elsewhere = other.text2video("a corgi").task_id
+        b = engine.watch(
+            lambda: other.get_task(elsewhere, retry=False),
+            task_id=elsewhere,
+            gateway=gateway_of(other),
+            **FAST,
+        )
+        assert b.result(WAIT).status is TaskStatus.SUCCESS
+    assert engine.alive
+    assert a.state is WatchState.RETRYING
+    assert a2.state is WatchState.WAITING
+    a.stop()
+    a2.stop()
+    assert [r.status for r in gets(sim, limited)] == [429]
+    assert gets(sim, same) == []  # the same gateway stayed paused
+
+
+def test_a_slow_gateway_does_not_starve_another(
+    make_engine: Callable[..., Engine],
+    sim: GatewaySimulator,
+    client: KlingClient,
+    other_sim: GatewaySimulator,
+) -> None:
+    engine = make_engine(max_workers=2, max_threads=8)
+    lock = threading.Lock()
+    in_flight, peak = 0, 0
+
+    def slow_fetch(task_id: str) -> Task:
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        try:
+            return client.get_task(task_id, retry=False)
+        finally:
+            with lock:
+                in_flight -= 1
+
+    hanging = Scenario(faults=(Fault("slow", delay=10 * WAIT, count=10**6),))
+    slow_ids = [sim.add_task(hanging) for _ in range(4)]
+    slow = [
+        engine.watch(lambda t=t: slow_fetch(t), task_id=t, gateway=gateway_of(client), **FAST)
+        for t in slow_ids
+    ]
+    with KlingClient(base_url=other_sim.url, api_key=other_sim.api_key) as other:
+        ids = [other.text2video("a corgi").task_id for _ in range(3)]
+        healthy = [
+            engine.watch(
+                lambda t=t: other.get_task(t, retry=False), task_id=t, gateway=gateway_of(other), **FAST
+            )
+            for t in ids
+        ]
+        assert all(w.result(WAIT).status is TaskStatus.SUCCESS for w in healthy)
+    assert not any(w.done() for w in slow)  # still inside their requests
+    assert peak == 2  # at most max_workers requests to the slow gateway at once
+    for w in slow:
+        w.stop()
+    sim.stop()  # ends the hanging answers
+
+
+# --- a stopped watch is released at once (issue 8, item 18) ---------------------------------------------
+
+
+def test_a_stopped_watch_and_its_answer_are_freed_behind_an_older_deadline(
+    make_engine: Callable[..., Engine],
+) -> None:
+    engine = make_engine()
+    older = engine.watch(Script(task("IN_PROGRESS")), task_id="older", timeout=900.0, **FAST)
+
+    def big_answer() -> Task:
+        return task("IN_PROGRESS", raw={"blob": "x" * 1000})
+
+    watch = engine.watch(big_answer, task_id="t-1", timeout=3600.0, **FAST)
+    while watch.task is None:
+        time.sleep(0.005)
+    watch.stop()
+    assert watch.wait(WAIT)
+    settle(engine)
+    freed_watch, freed_task = weakref.ref(watch), weakref.ref(watch.task)  # type: ignore[arg-type]
+    del watch
+    gc.collect()
+    assert freed_watch() is None
+    assert freed_task() is None
+    assert older.state is WatchState.WAITING  # the older, live watch is still there
+    older.stop()
+
+
+# --- after os.fork (issue 8, item 17) ----------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_waiting_on_a_parents_watch_in_a_forked_child_raises(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    watch = engine.watch(Script(task("IN_PROGRESS")), task_id="t-1", **FAST)
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "fork() in a multi-threaded process"
+        pid = os.fork()
+    if pid == 0:  # the child: report what waiting did, then leave without running the parent's cleanup
+        outcome = "no error"
+        try:
+            watch.wait(2.0)
+            watch.result(2.0)
+        except RuntimeError as exc:
+            outcome = str(exc)
+        except BaseException as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+        finally:
+            os.write(write_end, outcome.encode())
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        outcome = pipe.read().decode()
+    os.waitpid(pid, 0)
+    assert "started in another process" in outcome
+    assert "t-1" in outcome
+    assert watch.state is WatchState.WAITING  # the parent's watch goes on
+    watch.stop()
+
+
+# --- one policy for the engine and KlingClient.wait (issue 8, item 15) -----------------------------------
+
+
+@dataclass(frozen=True)
+class Recording(PollPolicy):
+    """The default policy, keeping every delay it gives."""
+
+    given: list[tuple[str, float]] = field(default_factory=list, compare=False)
+
+    def next_poll(self, task: Task | None, elapsed: float) -> float:
+        delay = super().next_poll(task, elapsed)
+        self.given.append(("poll", delay))
+        return delay
+
+    def retry(self, attempt: int, error: KlingError) -> float:
+        delay = super().retry(attempt, error)
+        self.given.append(("retry", delay))
+        return delay
+
+
+def test_the_engine_and_client_wait_share_one_policy(
+    make_engine: Callable[..., Engine], sim: GatewaySimulator, client: KlingClient
+) -> None:
+    def policy() -> Recording:
+        return Recording(poll_interval=0.01, max_poll_interval=0.05, retry_base=0.01, retry_cap=0.04,
+                         max_retry_after=0.05, rng=random.Random(7))  # fmt: skip
+
+    faults = (Fault("server_error", at_poll=2, count=2), Fault("rate_limit", at_poll=5, retry_after=0.02))
+    scenario = Scenario(polls=(2, 2), faults=faults)
+    waited, watched = policy(), policy()
+    assert client.wait(sim.add_task(scenario), policy=waited).status is TaskStatus.SUCCESS
+    engine = make_engine(policy=watched)
+    task_id = sim.add_task(scenario)
+    assert engine.watch(lambda: client.get_task(task_id, retry=False), task_id=task_id).wait(WAIT)
+    assert [kind for kind, _ in waited.given] == ["poll", "retry", "retry", "poll", "retry", "poll", "poll"]
+    assert watched.given == waited.given

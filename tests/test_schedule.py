@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kling_widgets._errors import RateLimitError, ServerError
 from kling_widgets._models import Task, TaskStatus
 from kling_widgets._schedule import (
     MAX_RETRY_AFTER,
@@ -21,6 +22,7 @@ from kling_widgets._schedule import (
     PRIOR_MEDIAN,
     PRIOR_SIGMA,
     REQUEST_COST,
+    PollPolicy,
     completion_hazard,
     next_poll_delay,
     poll_gap,
@@ -272,3 +274,44 @@ def test_retry_delay_is_total_and_bounded(
     if retry_after is not None and math.isfinite(retry_after):
         floor = max(floor, min(retry_after, MAX_RETRY_AFTER))
     assert floor <= delay <= max(floor, cap)
+
+
+# -- PollPolicy: the one policy of the engine and KlingClient.wait ------------------------------------------
+
+
+def test_poll_policy_gives_the_functions_delays() -> None:
+    policy = PollPolicy(poll_interval=1.0, max_poll_interval=15.0, rng=random.Random(4))
+    queued = Task("t", TaskStatus.QUEUED)
+    expected = next_poll_delay(status=TaskStatus.QUEUED, age=10.0, poll_interval=1.0, max_poll_interval=15.0,
+                               rng=random.Random(4))  # fmt: skip
+    assert policy.next_poll(queued, 10.0) == expected
+    assert policy.next_poll(None, 0.0) == 1.0  # nothing known yet: the shortest gap
+    limited = RateLimitError("busy", status_code=429, retry_after=1e10)
+    assert policy.retry(1, limited) == MAX_RETRY_AFTER
+    assert PollPolicy(max_retry_after=5.0).retry(1, limited) == 5.0
+    assert 0.05 <= PollPolicy(retry_base=0.05, retry_cap=0.1).retry(1, ServerError("502")) <= 0.05
+
+
+def test_poll_policy_with_intervals_keeps_the_rest() -> None:
+    rng = random.Random(1)
+    policy = PollPolicy(retry_base=2.0, rng=rng)
+    assert policy.with_intervals(None, None) is policy
+    other = policy.with_intervals(0.5, None)
+    assert (other.poll_interval, other.max_poll_interval, other.retry_base, other.rng) == (0.5, 5.0, 2.0, rng)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"poll_interval": 0.0},
+        {"poll_interval": 6.0},
+        {"max_poll_interval": math.inf},
+        {"retry_base": 0.0},
+        {"retry_base": 40.0},
+        {"max_retry_after": math.nan},
+    ],
+    ids=repr,
+)
+def test_poll_policy_refuses_nonsense(fields: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(fields))):
+        PollPolicy(**fields)  # type: ignore[arg-type]

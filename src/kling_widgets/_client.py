@@ -35,7 +35,7 @@ from ._errors import (
     error_from_response,
 )
 from ._models import Task, TaskStatus, parse_submission, parse_task
-from ._schedule import next_poll_delay, retry_delay, task_age
+from ._schedule import PollPolicy, retry_delay
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_BASE_URL", "ENDPOINTS", "KlingClient"]
 
@@ -278,13 +278,15 @@ class KlingClient:
         *,
         endpoint: str = "text2video",
         timeout: float = 900.0,
-        poll_interval: float = 1.0,
-        max_poll_interval: float = 5.0,
+        poll_interval: float | None = None,
+        max_poll_interval: float | None = None,
         on_poll: Callable[[Task], None] | None = None,
+        policy: PollPolicy | None = None,
     ) -> Task:
         """Poll a task until it ends, blocking the calling thread.
 
-        Transient failures (429, 5xx, network) are retried with backoff until the deadline.
+        Transient failures (429, 5xx, network) are retried with backoff until the deadline. Every delay
+        comes from the same `PollPolicy` as the widgets' polling engine.
 
         Parameters
         ----------
@@ -294,11 +296,14 @@ class KlingClient:
             The endpoint it was submitted to.
         timeout : float
             Seconds before giving up. Kling usually takes 1-5 minutes; the gateway never times a task out.
-        poll_interval, max_poll_interval : float
-            The shortest and the longest gap between polls; in between, the gap follows the task's phase
-            (sparse while queued, denser when Kling usually finishes).
+        poll_interval, max_poll_interval : float, optional
+            The shortest and the longest gap between polls (by default the policy's: 1 s and 5 s); in
+            between, the gap follows the task's phase (sparse while queued, denser when Kling usually
+            finishes).
         on_poll : callable, optional
             Called with every snapshot fetched (e.g. to print progress).
+        policy : PollPolicy, optional
+            The polling and backoff policy; by default ``PollPolicy()``.
 
         Returns
         -------
@@ -312,10 +317,11 @@ class KlingClient:
         TaskTimeoutError
             The deadline passed first (the task may still finish on the server).
         KlingError
-            A failure that retrying cannot fix (bad key, unknown task, ...).
+            A failure that retrying cannot fix (bad key, unknown task, ...); ``task_id`` is set.
         """
         if not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        policy = (policy or PollPolicy()).with_intervals(poll_interval, max_poll_interval)
         started = time.monotonic()
         deadline = started + timeout
         task: Task | None = None
@@ -326,10 +332,11 @@ class KlingClient:
                 task = self.get_task(task_id, endpoint, retry=False)
             except KlingError as exc:
                 if not exc.retryable:
+                    exc.task_id = exc.task_id or task_id
                     raise
                 failures += 1
                 last_error = exc
-                delay = retry_delay(failures, retry_after=_retry_after_of(exc))
+                delay = policy.retry(failures, exc)
                 logger.info("Polling task %s failed (%s); retrying in %.1f s", task_id, exc, delay)
             else:
                 failures = 0
@@ -340,12 +347,7 @@ class KlingClient:
                     return task
                 if task.status is TaskStatus.FAILURE:
                     raise TaskFailedError(task)
-                delay = next_poll_delay(
-                    status=task.status,
-                    age=task_age(task, time.monotonic() - started),
-                    poll_interval=poll_interval,
-                    max_poll_interval=max_poll_interval,
-                )
+                delay = policy.next_poll(task, time.monotonic() - started)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TaskTimeoutError(task, task_id, timeout) from last_error

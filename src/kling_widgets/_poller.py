@@ -4,18 +4,22 @@ Design (see DESIGN.md "Threading rules" and jupyter-widgets.md §0, §4):
 
 - Every thread is a daemon ``threading.Thread``; no asyncio (a task on the kernel loop freezes while a
   cell blocks) and no ``ThreadPoolExecutor`` (its workers are joined at interpreter exit).
-- One scheduler thread keeps two heaps: when each watch is due for its next request, and when each
-  watch's deadline passes. It sleeps on a `threading.Condition` until the earliest of those instants,
-  or until something wakes it (a new watch, ``stop()``, a worker becoming free).
-- At most ``max_workers`` worker threads, started lazily, run the ``fetch()`` calls. A watch is in at
-  most one worker at a time. A slow or hung request occupies one worker only: the other watches keep
-  their schedule as long as a worker is free, so with ``max_workers`` slow requests at once, polling
-  waits for the first of them to return (bounded by the HTTP client's timeout).
-- Global politeness: an optional token bucket (``max_requests_per_second``), and a 429 from any
-  request sets a global "not before" instant that no request starts before.
+- One scheduler thread keeps, per gateway, when each watch is due for its next request, and for all
+  watches when each deadline passes. It sleeps on a `threading.Condition` until the earliest of those
+  instants, or until something wakes it (a new watch, ``stop()``, a worker becoming free).
+- Worker threads, started lazily, run the ``fetch()`` calls: at most ``max_workers`` at once for one
+  gateway and ``max_threads`` in all. A watch is in at most one worker at a time. A slow or hung gateway
+  occupies at most ``max_workers`` threads, so the watches of every other gateway keep their schedule.
+- A 429 pauses only its own gateway (base URL and key): no request to it starts before the pause ends.
+- Every delay comes from one `PollPolicy` (shared with ``KlingClient.wait``). An exception raised for one
+  watch, by the policy or by a bug here, ends that watch in ERROR and is logged; the engine goes on.
+- A final watch leaves every queue at once, so a stopped watch and its last answer are freed as soon as
+  its owner lets go of it.
 - ``on_update`` runs on an engine thread and is serialized per watch: updates are queued on the watch
   and drained by one thread at a time (the worker that produced them, or the scheduler for ``stop()``
   and deadlines, so a final update never waits for a busy worker).
+- An engine belongs to the process that made it: after ``os.fork`` its threads do not exist in the
+  child, so waiting on one of its watches there raises `RuntimeError` instead of hanging.
 """
 
 from __future__ import annotations
@@ -26,22 +30,28 @@ import enum
 import heapq
 import itertools
 import logging
+import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
 
 from ._errors import KlingError, RateLimitError, TaskFailedError, TaskTimeoutError
 from ._models import Task, TaskStatus
-from ._schedule import next_poll_delay, retry_delay, task_age
+from ._schedule import PollPolicy
 
-__all__ = ["Engine", "Update", "Watch", "WatchState", "default_engine"]
+__all__ = ["Engine", "Update", "Watch", "WatchState", "default_engine", "set_default_engine"]
 
 logger = logging.getLogger("kling_widgets")
 
 # How long shutdown() waits, in total, for the engine's threads to end (a hung request may keep one).
 _JOIN_TIMEOUT = 1.0
+# The scheduler never sleeps longer than this in one go (Condition.wait overflows on huge timeouts).
+_MAX_SLEEP = 60.0
+# After an unexpected error in the scheduler itself, wait this long before its next round.
+_ERROR_PAUSE = 1.0
 
 
 class WatchState(str, enum.Enum):
@@ -102,20 +112,21 @@ class Watch:
         *,
         task_id: str,
         on_update: Callable[[Update], None] | None,
-        poll_interval: float,
-        max_poll_interval: float,
+        policy: PollPolicy,
+        gateway: _Gateway,
+        started: float,
         timeout: float | None,
     ) -> None:
         self.task_id = task_id
         self._engine = engine
         self._fetch = fetch
         self._on_update = on_update
-        self._poll_interval = poll_interval
-        self._max_poll_interval = max_poll_interval
+        self._policy = policy
+        self._gateway = gateway
         self._timeout = timeout
-        self._started = time.monotonic()
-        self._deadline = None if timeout is None else self._started + timeout
-        # Everything below is guarded by the engine's lock.
+        self._started = started
+        self._deadline = None if timeout is None else started + timeout
+        # Everything below is written only under the engine's lock.
         self._state = WatchState.WAITING
         self._task: Task | None = None
         self._error: KlingError | None = None
@@ -130,31 +141,33 @@ class Watch:
     def __repr__(self) -> str:
         return f"Watch(task_id={self.task_id!r}, state={self.state.value!r})"
 
+    # Reading one attribute is atomic, so these take no lock: a forked child may read them too, even if
+    # the parent's engine lock was held at the fork.
+
     @property
     def state(self) -> WatchState:
         """The current state."""
-        with self._engine._lock:
-            return self._state
+        return self._state
 
     @property
     def task(self) -> Task | None:
         """The latest task snapshot, or None before the first successful poll."""
-        with self._engine._lock:
-            return self._task
+        return self._task
 
     @property
     def error(self) -> KlingError | None:
         """The latest error (RETRYING, ERROR, TIMEOUT), else None."""
-        with self._engine._lock:
-            return self._error
+        return self._error
 
     def stop(self) -> None:
         """Stop watching now: the state becomes STOPPED unless already final, and no request follows.
 
         A request already in flight is not interrupted, but its answer is discarded. The task itself
-        keeps running on the server.
+        keeps running on the server. In a process forked from the one that started the watch, it does
+        nothing (nothing polls there).
         """
-        self._engine._stop_watch(self)
+        if self._engine._pid == os.getpid():
+            self._engine._stop_watch(self)
 
     def done(self) -> bool:
         """True once the watch is final (SUCCESS, FAILURE, ERROR, TIMEOUT or STOPPED)."""
@@ -175,7 +188,13 @@ class Watch:
         -------
         bool
             True once final and delivered, False if ``timeout`` passed first.
+
+        Raises
+        ------
+        RuntimeError
+            The watch was started in another process (this one was forked from it).
         """
+        self._check_process()
         return self._done.wait(timeout)
 
     def result(self, timeout: float | None = None) -> Task:
@@ -225,11 +244,13 @@ class Watch:
         ------
         TimeoutError
             ``timeout`` passed before the watch was final.
+        RuntimeError
+            The watch was started in another process (this one was forked from it).
         """
+        self._check_process()
         if not self._final.wait(timeout):
             raise TimeoutError(f"watch of task {self.task_id} is not final after waiting {timeout:g} s")
-        with self._engine._lock:
-            return self._outcome
+        return self._outcome  # written before _final was set
 
     def add_done_callback(self, fn: Callable[[Watch], None]) -> None:
         """Call ``fn(watch)`` once, when the watch becomes final.
@@ -238,11 +259,20 @@ class Watch:
         the calling thread if the watch is already final; never under the engine's lock. Its exceptions
         are logged, not raised.
         """
+        self._check_process()
         with self._engine._lock:
             if not self._state.is_final:
                 self._callbacks.append(fn)
                 return
         _call_done_callback(self, fn)
+
+    def _check_process(self) -> None:
+        if self._engine._pid != os.getpid():
+            raise RuntimeError(
+                f"The watch of task {self.task_id} was started in another process (pid "
+                f"{self._engine._pid}); it is not polled in this one (pid {os.getpid()}), so waiting on it "
+                f"would hang. Watch the task again here with its id."
+            )
 
 
 def _call_done_callback(watch: Watch, fn: Callable[[Watch], None]) -> None:
@@ -252,57 +282,128 @@ def _call_done_callback(watch: Watch, fn: Callable[[Watch], None]) -> None:
         logger.exception("a done callback for task %s raised", watch.task_id)
 
 
+class _Timeline:
+    """Watches ordered by an instant (a min-heap), each at most once.
+
+    `discard` drops the heap's reference to a watch at once: its entry stays behind as an empty tombstone
+    until it is popped or the heap is compacted, so a stopped watch and its last answer are not kept
+    alive until its instant (a deadline may be 15 minutes away).
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[list[Any]] = []  # [when, tie-breaker, watch or None]
+        self._entries: dict[Watch, list[Any]] = {}
+        self._seq = itertools.count()  # so that watches are never compared
+
+    def push(self, when: float, w: Watch) -> None:
+        self.discard(w)
+        entry = [when, next(self._seq), w]
+        self._entries[w] = entry
+        heapq.heappush(self._heap, entry)
+
+    def discard(self, w: Watch) -> None:
+        entry = self._entries.pop(w, None)
+        if entry is None:
+            return
+        entry[2] = None
+        if len(self._heap) > 2 * len(self._entries) + 16:  # mostly tombstones: rebuild
+            self._heap = [e for e in self._heap if e[2] is not None]
+            heapq.heapify(self._heap)
+
+    def peek(self) -> tuple[float, Watch] | None:
+        """The earliest (instant, watch), or None when empty."""
+        while self._heap and self._heap[0][2] is None:
+            heapq.heappop(self._heap)
+        return (self._heap[0][0], self._heap[0][2]) if self._heap else None
+
+    def pop(self) -> Watch:
+        """Remove and return the earliest watch (the timeline must not be empty)."""
+        self.peek()
+        w: Watch = heapq.heappop(self._heap)[2]
+        del self._entries[w]
+        return w
+
+
+class _Gateway:
+    """One gateway's share of the engine: its watches' next requests, requests in flight, 429 pause."""
+
+    def __init__(self) -> None:
+        self.due = _Timeline()
+        self.busy = 0  # requests dispatched and not settled; never above the engine's max_workers
+        self.not_before = -math.inf  # after a 429: no request to this gateway starts before this instant
+        self.watches = 0  # live watches
+
+
 class Engine:
     """Polls many tasks with a bounded number of daemon threads.
 
     Parameters
     ----------
     max_workers : int
-        Most requests in flight at once, and most worker threads (the engine adds one scheduler thread).
-    max_requests_per_second : float or None
-        Global request budget (a token bucket with one second's burst); None means unlimited.
+        Most requests in flight at once to one gateway.
+    max_threads : int
+        Most worker threads in all (the engine adds one scheduler thread). With ``max_workers`` 4 and
+        ``max_threads`` 16, three hung gateways leave a fourth its full share.
+    policy : PollPolicy or None
+        The polling and backoff policy (None: the defaults); `watch` may override its intervals.
+    clock : callable
+        Seconds on a monotonic clock (``time.monotonic``); every schedule and deadline is read from it.
     """
 
-    def __init__(self, *, max_workers: int = 4, max_requests_per_second: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_workers: int = 4,
+        max_threads: int = 16,
+        policy: PollPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, not {max_workers}")
-        if max_requests_per_second is not None and not max_requests_per_second > 0:
-            raise ValueError(
-                f"max_requests_per_second must be positive or None, not {max_requests_per_second}"
-            )
+        if max_threads < 1:
+            raise ValueError(f"max_threads must be at least 1, not {max_threads}")
         self._max_workers = max_workers
-        self._rate = max_requests_per_second
-        self._capacity = max(1.0, max_requests_per_second or 1.0)
-        self._tokens = self._capacity
-        self._token_stamp = time.monotonic()
-        self._not_before = 0.0  # global: no request starts before this instant (after a 429)
+        self._max_threads = max_threads
+        self._policy = PollPolicy() if policy is None else policy
+        self._clock = clock
+        self._pid = os.getpid()
 
         self._lock = threading.Lock()
         self._sched_cv = threading.Condition(self._lock)
         self._work_cv = threading.Condition(self._lock)
-        self._seq = itertools.count()  # heap tie-breaker, so watches are never compared
-        self._due: list[tuple[float, int, Watch]] = []
-        self._deadlines: list[tuple[float, int, Watch]] = []
+        self._gateways: dict[Hashable, _Gateway] = {}
+        self._deadlines = _Timeline()
         self._jobs: collections.deque[Watch] = collections.deque()
         self._to_drain: collections.deque[Watch] = collections.deque()
         self._live: set[Watch] = set()
-        self._busy = 0  # jobs dispatched and not settled; never above max_workers
+        self._busy = 0  # jobs dispatched and not settled; never above max_threads
         self._scheduler: threading.Thread | None = None
         self._workers: list[threading.Thread] = []
         self._closed = False
 
     def __repr__(self) -> str:
         return (
-            f"Engine(max_workers={self._max_workers}, max_requests_per_second={self._rate}, "
+            f"Engine(max_workers={self._max_workers}, max_threads={self._max_threads}, "
             f"watches={len(self._live)}, threads={self.thread_count})"
         )
 
     @property
+    def policy(self) -> PollPolicy:
+        """The engine's default polling and backoff policy."""
+        return self._policy
+
+    @property
     def thread_count(self) -> int:
-        """How many of this engine's threads are alive (at most ``max_workers + 1``)."""
+        """How many of this engine's threads are alive (at most ``max_threads + 1``)."""
         with self._lock:
             threads = [self._scheduler, *self._workers]
         return sum(1 for t in threads if t is not None and t.is_alive())
+
+    @property
+    def alive(self) -> bool:
+        """False once shut down, in a process forked from the one that made it, or if its scheduler died."""
+        scheduler = self._scheduler
+        return not self._closed and self._pid == os.getpid() and (scheduler is None or scheduler.is_alive())
 
     def watch(
         self,
@@ -310,8 +411,9 @@ class Engine:
         *,
         task_id: str,
         on_update: Callable[[Update], None] | None = None,
-        poll_interval: float = 1.0,
-        max_poll_interval: float = 5.0,
+        gateway: Hashable | None = None,
+        poll_interval: float | None = None,
+        max_poll_interval: float | None = None,
         timeout: float | None = 900.0,
     ) -> Watch:
         """Start polling a task; the first request is made at once.
@@ -327,35 +429,55 @@ class Engine:
         on_update : callable, optional
             Called with an `Update` on an engine thread after every poll outcome and exactly once with the
             final state; never concurrently for the same watch. Its exceptions are logged, not raised.
-        poll_interval, max_poll_interval : float
-            Bounds of the polling delay (see ``_schedule.next_poll_delay``).
+        gateway : hashable, optional
+            Which gateway ``fetch`` talks to, e.g. ``(client.base_url, client.key_id)``: a 429 pauses
+            the watches of that gateway only, and in-flight requests are bounded per gateway. Watches
+            without one share a gateway.
+        poll_interval, max_poll_interval : float, optional
+            Bounds of the polling delay; by default the engine policy's (`PollPolicy`).
         timeout : float or None
             Seconds from now after which the watch ends in TIMEOUT; None means no deadline.
 
         Returns
         -------
         Watch
+
+        Raises
+        ------
+        ValueError
+            Bad intervals or timeout.
+        RuntimeError
+            The engine is not `alive`: shut down, made in another process, or its scheduler died.
         """
-        if not poll_interval > 0 or max_poll_interval < poll_interval:
-            raise ValueError("need 0 < poll_interval <= max_poll_interval")
-        if timeout is not None and timeout < 0:
+        policy = self._policy.with_intervals(poll_interval, max_poll_interval)
+        if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be non-negative or None, not {timeout}")
-        w = Watch(
-            self,
-            fetch,
-            task_id=task_id,
-            on_update=on_update,
-            poll_interval=poll_interval,
-            max_poll_interval=max_poll_interval,
-            timeout=timeout,
-        )
+        if self._pid != os.getpid():
+            raise RuntimeError("this Engine was made in another process; use default_engine() here")
         with self._lock:
             if self._closed:
                 raise RuntimeError("this Engine has been shut down")
+            if not self.alive:
+                raise RuntimeError("this Engine's scheduler died; use default_engine() or a new Engine")
+            gw = self._gateways.get(gateway)
+            if gw is None:
+                gw = self._gateways[gateway] = _Gateway()
+            started = self._clock()
+            w = Watch(
+                self,
+                fetch,
+                task_id=task_id,
+                on_update=on_update,
+                policy=policy,
+                gateway=gw,
+                started=started,
+                timeout=timeout,
+            )
             self._live.add(w)
-            heapq.heappush(self._due, (w._started, next(self._seq), w))
+            gw.watches += 1
+            gw.due.push(started, w)
             if w._deadline is not None:
-                heapq.heappush(self._deadlines, (w._deadline, next(self._seq), w))
+                self._deadlines.push(w._deadline, w)
             if self._scheduler is None:
                 self._scheduler = threading.Thread(
                     target=self._run_scheduler, name="kling-widgets-scheduler", daemon=True
@@ -404,15 +526,30 @@ class Engine:
     def _finish(
         self, w: Watch, state: WatchState, *, error: KlingError | None = None, inline: bool = False
     ) -> bool:
-        """Make a watch final (once) and post its final update."""
+        """Make a watch final (once), take it out of every queue, and post its final update."""
         if w._state.is_final:
             return False
         w._state, w._error = state, error
         w._outcome = _outcome(w, state, error)
         w._final.set()
         self._live.discard(w)
-        update = Update(state, w._task, error, None, time.monotonic() - w._started)
+        self._deadlines.discard(w)
+        w._gateway.due.discard(w)
+        w._gateway.watches -= 1
+        update = Update(state, w._task, error, None, self._clock() - w._started)
         return self._post(w, update, inline=inline)
+
+    def _fail(self, w: Watch, exc: Exception, *, inline: bool) -> bool:
+        """End one watch in ERROR after an unexpected exception in its scheduling; the engine goes on."""
+        logger.error("internal error while watching task %s; that watch ends", w.task_id, exc_info=exc)
+        error = KlingError(
+            f"Internal error while watching task {w.task_id} ({type(exc).__name__}: {exc}); polling stopped, "
+            f"the task keeps running on the server. Watch it again with its id.",
+            code="internal_error",
+            task_id=w.task_id,
+        )
+        error.__cause__ = exc
+        return self._finish(w, WatchState.ERROR, error=error, inline=inline)
 
     def _expire(self, w: Watch, now: float) -> bool:
         """End a watch in TIMEOUT if its deadline has passed; True if it did."""
@@ -429,91 +566,89 @@ class Engine:
     def _settle(self, w: Watch, outcome: Task | KlingError) -> bool:
         """Record a request's outcome; returns True when the calling worker must drain updates."""
         self._busy -= 1
+        w._gateway.busy -= 1
         self._sched_cv.notify()  # a worker is free
         if w._state.is_final:
             return False  # stopped, timed out or shut down meanwhile: the answer is discarded
-        now = time.monotonic()
+        try:
+            return self._schedule_next(w, outcome, self._clock())
+        except Exception as exc:  # a bug in the policy must not take the worker down
+            return self._fail(w, exc, inline=True)
+
+    def _schedule_next(self, w: Watch, outcome: Task | KlingError, now: float) -> bool:
+        retry_in: float | None = None
         if isinstance(outcome, Task):
             w._task, w._attempt = outcome, 0
             if outcome.status is TaskStatus.SUCCESS:
                 return self._finish(w, WatchState.SUCCESS, inline=True)
             if outcome.status is TaskStatus.FAILURE:
                 return self._finish(w, WatchState.FAILURE, inline=True)
+            delay = _checked(w._policy.next_poll(outcome, now - w._started))
             w._state, w._error = WatchState.WAITING, None
-            delay = next_poll_delay(
-                status=outcome.status,
-                age=task_age(outcome, now - w._started),
-                poll_interval=w._poll_interval,
-                max_poll_interval=w._max_poll_interval,
-            )
-            retry_in = None
         elif outcome.retryable:
             w._attempt += 1
-            retry_after = outcome.retry_after if isinstance(outcome, RateLimitError) else None
-            delay = retry_delay(w._attempt, retry_after=retry_after, base=w._poll_interval)
+            delay = _checked(w._policy.retry(w._attempt, outcome))
             if isinstance(outcome, RateLimitError):
-                # The gateway is saturated for everyone: hold back every watch, not just this one.
-                self._not_before = max(self._not_before, now + delay)
+                # The gateway is saturated for every watch on it: hold them all back, not just this one.
+                w._gateway.not_before = max(w._gateway.not_before, now + delay)
             w._state, w._error = WatchState.RETRYING, outcome
             retry_in = delay
         else:
             return self._finish(w, WatchState.ERROR, error=outcome, inline=True)
-        heapq.heappush(self._due, (now + delay, next(self._seq), w))
+        if w._deadline is not None:  # never wait past the deadline: it ends the watch on time
+            delay = min(delay, max(0.0, w._deadline - now))
+            retry_in = None if retry_in is None else delay
+        w._gateway.due.push(now + delay, w)
         self._sched_cv.notify()
         update = Update(w._state, w._task, w._error, retry_in, now - w._started)
         return self._post(w, update, inline=True)
 
-    def _take_token(self, now: float) -> float:
-        """Take a request token if one is available and return ``now``; else return when one will be."""
-        if self._rate is None:
-            return now
-        self._tokens = min(self._capacity, self._tokens + (now - self._token_stamp) * self._rate)
-        self._token_stamp = now
-        if self._tokens < 1.0:
-            return now + (1.0 - self._tokens) / self._rate
-        self._tokens -= 1.0
-        return now
-
     def _tick(self) -> float | None:
         """Expire deadlines and dispatch due requests; return seconds until the next thing to do."""
-        now = time.monotonic()
-        while self._deadlines and (self._deadlines[0][0] <= now or self._deadlines[0][2]._state.is_final):
-            self._expire(heapq.heappop(self._deadlines)[2], now)
-        wake: list[float] = [self._deadlines[0][0]] if self._deadlines else []
-        while self._due:
-            when, _, w = self._due[0]
-            if w._state.is_final:
-                heapq.heappop(self._due)
-                continue
-            if when > now:
+        now = self._clock()
+        while (head := self._deadlines.peek()) is not None and head[0] <= now:
+            w = self._deadlines.pop()
+            try:
+                self._expire(w, now)
+            except Exception as exc:
+                self._fail(w, exc, inline=False)
+        wake = [head[0]] if head is not None else []
+        for key, gw in list(self._gateways.items()):
+            when = self._dispatch_due(gw, now)
+            if when is not None:
                 wake.append(when)
-                break
-            if self._busy >= self._max_workers:
-                break  # a worker settling a request notifies us
-            if self._not_before > now:
-                wake.append(self._not_before)
-                break
-            ready_at = self._take_token(now)
-            if ready_at > now:
-                wake.append(ready_at)
-                break
-            heapq.heappop(self._due)
-            self._dispatch(w)
+            if not gw.watches and not gw.busy and gw.not_before <= now:
+                del self._gateways[key]
         return max(0.0, min(wake) - now) if wake else None
+
+    def _dispatch_due(self, gw: _Gateway, now: float) -> float | None:
+        """Dispatch a gateway's due requests as far as its share allows; return when to look again."""
+        while (head := gw.due.peek()) is not None:
+            if head[0] > now:
+                return head[0]
+            if gw.not_before > now:
+                return gw.not_before
+            if gw.busy >= self._max_workers or self._busy >= self._max_threads:
+                return None  # a worker settling a request notifies the scheduler
+            self._dispatch(gw.due.pop())
+        return None
 
     def _dispatch(self, w: Watch) -> None:
         self._busy += 1
+        w._gateway.busy += 1
         self._jobs.append(w)
         if len(self._workers) < self._busy:
             t = threading.Thread(
                 target=self._run_worker, name=f"kling-widgets-worker-{len(self._workers) + 1}", daemon=True
             )
-            self._workers.append(t)
             t.start()  # it blocks on the lock until we release it
+            self._workers.append(t)
         else:
             self._work_cv.notify()
 
     # -- threads ---------------------------------------------------------------------------------------
+    # Each round of a thread's loop is a method of its own, so that no watch or answer stays referenced
+    # from an idle thread's frame.
 
     def _drain(self, w: Watch) -> None:
         """Deliver a watch's queued updates in order; only one thread drains a watch at a time.
@@ -540,18 +675,27 @@ class Engine:
                     _call_done_callback(w, fn)
 
     def _run_scheduler(self) -> None:
-        while True:
-            with self._lock:
+        while self._schedule_round():
+            pass
+
+    def _schedule_round(self) -> bool:
+        """Tick, then deliver queued updates or sleep; False once the engine is shut down."""
+        with self._lock:
+            try:
                 wait = self._tick()
-                drains = list(self._to_drain)
-                self._to_drain.clear()
-                if not drains:
-                    if self._closed:
-                        return
-                    self._sched_cv.wait(wait)
-                    continue
-            for w in drains:
-                self._drain(w)
+            except Exception:  # a bug here must not end polling for every watch in the process
+                logger.exception("the polling engine's scheduler failed; it goes on")
+                wait = _ERROR_PAUSE
+            drains = list(self._to_drain)
+            self._to_drain.clear()
+            if not drains:
+                if self._closed:
+                    return False
+                self._sched_cv.wait(None if wait is None else min(wait, _MAX_SLEEP))
+                return True
+        for w in drains:
+            self._drain(w)
+        return True
 
     def _call(self, w: Watch) -> Task | KlingError:
         """Run one fetch; every exception becomes a KlingError so that no thread dies."""
@@ -568,26 +712,40 @@ class Engine:
             return error
 
     def _run_worker(self) -> None:
-        while True:
-            with self._lock:
-                while not self._jobs and not self._closed:
-                    self._work_cv.wait()
-                if self._closed:
-                    return
-                w = self._jobs.popleft()
-                # A deadline, stop() or a 429 may have come while the job was queued: then no request now.
-                now = time.monotonic()
-                if w._state.is_final or self._expire(w, now) or self._not_before > now:
-                    if not w._state.is_final:
-                        heapq.heappush(self._due, (self._not_before, next(self._seq), w))
-                    self._busy -= 1
-                    self._sched_cv.notify()
-                    continue
-            outcome = self._call(w)
-            with self._lock:
-                must_drain = self._settle(w, outcome)
-            if must_drain:
-                self._drain(w)
+        while self._work_round():
+            pass
+
+    def _work_round(self) -> bool:
+        """Run one queued request; False once the engine is shut down."""
+        with self._lock:
+            while not self._jobs and not self._closed:
+                self._work_cv.wait()
+            if self._closed:
+                return False
+            w = self._jobs.popleft()
+            gw = w._gateway
+            # A deadline, stop() or a 429 may have come while the job was queued: then no request now.
+            now = self._clock()
+            if w._state.is_final or self._expire(w, now) or gw.not_before > now:
+                if not w._state.is_final:
+                    gw.due.push(gw.not_before, w)
+                self._busy -= 1
+                gw.busy -= 1
+                self._sched_cv.notify()
+                return True
+        outcome = self._call(w)
+        with self._lock:
+            must_drain = self._settle(w, outcome)
+        if must_drain:
+            self._drain(w)
+        return True
+
+
+def _checked(delay: float) -> float:
+    """A policy's delay, refused unless it is a finite number of seconds, not negative."""
+    if not (delay >= 0 and math.isfinite(delay)):
+        raise ValueError(f"the poll policy returned a delay of {delay!r} s")
+    return float(delay)
 
 
 def _outcome(w: Watch, state: WatchState, error: KlingError | None) -> KlingError | None:
@@ -610,26 +768,36 @@ def _outcome(w: Watch, state: WatchState, error: KlingError | None) -> KlingErro
 
 
 _default: Engine | None = None
-_default_pid: int | None = None
 _default_lock = threading.Lock()
 
 
 def default_engine() -> Engine:
     """The process-wide engine shared by every widget, created on first use.
 
-    A new one is created after ``os.fork`` (the parent's threads do not exist in the child) and after
-    the previous one was shut down. It is shut down at interpreter exit.
+    A new one replaces it when it is no longer `Engine.alive`: after ``os.fork`` (the parent's threads do
+    not exist in the child), after it was shut down, or if its scheduler thread died. It is shut down at
+    interpreter exit.
     """
-    global _default, _default_pid
+    global _default
     with _default_lock:
-        if _default is None or _default_pid != os.getpid() or _default._closed:
-            _default, _default_pid = Engine(), os.getpid()
+        if _default is None or not _default.alive:
+            _default = Engine()
         return _default
+
+
+def set_default_engine(engine: Engine) -> None:
+    """Make ``engine`` the one `default_engine` returns, e.g. one with another `PollPolicy`.
+
+    The previous default is not shut down: its watches go on until they end.
+    """
+    global _default
+    with _default_lock:
+        _default = engine
 
 
 @atexit.register
 def _shutdown_default() -> None:
     # Only the engine of this process: in a forked child, the parent's engine lock may be held for ever.
-    if _default is not None and _default_pid == os.getpid():
+    if _default is not None and _default._pid == os.getpid():
         # Daemon threads die with the process; only give idle ones a moment to end cleanly.
         _default._shutdown(0.1)

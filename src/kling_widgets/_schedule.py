@@ -10,17 +10,32 @@ clamp it, and a ±20 % jitter keeps tasks submitted together from polling in bur
 
 Retries use capped exponential backoff with equal jitter, never less than 1 s (Kling's advice for 429)
 and never less than the server's ``Retry-After``.
+
+`PollPolicy` bundles these knobs into one value: the polling engine and ``KlingClient.wait`` both ask it
+for every delay, so the two can never disagree.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from ._errors import KlingError, RateLimitError
 from ._models import Task, TaskStatus
 
-__all__ = ["MAX_RETRY_AFTER", "completion_hazard", "next_poll_delay", "poll_gap", "retry_delay", "task_age"]
+__all__ = [
+    "MAX_RETRY_AFTER",
+    "MIN_RETRY_DELAY",
+    "PollPolicy",
+    "completion_hazard",
+    "next_poll_delay",
+    "poll_gap",
+    "retry_delay",
+    "task_age",
+]
 
 # The prior on how long a Kling text-to-video task takes from submission to SUCCESS. Observations
 # (gateway-api.md §10.6): 79–151 s for 5 s clips via fal, about 3 min in MIT Technology Review's test,
@@ -146,6 +161,8 @@ def retry_delay(
     retry_after: float | None = None,
     base: float = 1.0,
     cap: float = 30.0,
+    floor: float = MIN_RETRY_DELAY,
+    max_retry_after: float = MAX_RETRY_AFTER,
     rng: random.Random | None = None,
 ) -> float:
     """Seconds to wait before retrying a failed request.
@@ -155,10 +172,14 @@ def retry_delay(
     attempt : int
         1 for the first retry, 2 for the second, …
     retry_after : float or None
-        The server's ``Retry-After`` in seconds; the result is never below it, up to `MAX_RETRY_AFTER`.
+        The server's ``Retry-After`` in seconds; the result is never below it, up to ``max_retry_after``.
         Non-finite or negative values are ignored.
     base, cap : float
         The backoff before jitter is ``min(cap, base * 2 ** (attempt - 1))``.
+    floor : float
+        The shortest delay (`MIN_RETRY_DELAY`, Kling's advice, unless a test wants it shorter).
+    max_retry_after : float
+        The longest ``Retry-After`` honoured (`MAX_RETRY_AFTER`).
     rng : random.Random or None
         Source of jitter (pass a seeded one for reproducible delays).
 
@@ -166,14 +187,97 @@ def retry_delay(
     -------
     float
         A delay drawn uniformly from [backoff / 2, backoff] ("equal jitter", so clients that failed together
-        spread out yet none retries at once), then raised to at least 1 s and ``retry_after``.
+        spread out yet none retries at once), then raised to at least ``floor`` and ``retry_after``.
     """
     try:
         backoff = min(cap, base * 2.0 ** max(attempt - 1, 0))
     except OverflowError:
         backoff = cap
     jittered = (rng or _rng).uniform(backoff / 2, backoff)
-    floor = MIN_RETRY_DELAY
     if retry_after is not None and math.isfinite(retry_after):
-        floor = max(floor, min(retry_after, MAX_RETRY_AFTER))
+        floor = max(floor, min(retry_after, max_retry_after))
     return float(max(jittered, floor))
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """When to poll a task next and how long to back off after a failed poll: the one policy shared by
+    the polling engine and ``KlingClient.wait``.
+
+    Parameters
+    ----------
+    poll_interval, max_poll_interval : float
+        The shortest and the longest gap between polls (`next_poll_delay`); ``0 < poll_interval <=
+        max_poll_interval``.
+    retry_base : float
+        The first retry's backoff, and the shortest retry delay (Kling advises at least 1 s); later
+        retries double it (`retry_delay`).
+    retry_cap : float
+        The longest backoff (a ``Retry-After`` may ask for more, up to ``max_retry_after``).
+    max_retry_after : float
+        The longest ``Retry-After`` honoured (`MAX_RETRY_AFTER`).
+    rng : random.Random or None
+        Source of jitter; pass a seeded one for reproducible delays. Left out of ``==``.
+    """
+
+    poll_interval: float = 1.0
+    max_poll_interval: float = 5.0
+    retry_base: float = MIN_RETRY_DELAY
+    retry_cap: float = 30.0
+    max_retry_after: float = MAX_RETRY_AFTER
+    rng: random.Random | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.poll_interval <= self.max_poll_interval < math.inf:
+            raise ValueError(
+                f"need 0 < poll_interval <= max_poll_interval (finite), not {self.poll_interval!r} and "
+                f"{self.max_poll_interval!r}"
+            )
+        if not 0 < self.retry_base <= self.retry_cap < math.inf:
+            raise ValueError(f"need 0 < retry_base <= retry_cap (finite), not {self.retry_base!r} and "
+                             f"{self.retry_cap!r}")  # fmt: skip
+        if not 0 <= self.max_retry_after < math.inf:
+            raise ValueError(f"max_retry_after must be finite and non-negative, not {self.max_retry_after!r}")
+
+    def with_intervals(self, poll_interval: float | None, max_poll_interval: float | None) -> PollPolicy:
+        """This policy with other polling bounds; None keeps this policy's bound."""
+        if poll_interval is None and max_poll_interval is None:
+            return self
+        return dataclasses.replace(
+            self,
+            poll_interval=self.poll_interval if poll_interval is None else poll_interval,
+            max_poll_interval=self.max_poll_interval if max_poll_interval is None else max_poll_interval,
+        )
+
+    def next_poll(self, task: Task | None, elapsed: float) -> float:
+        """Seconds until the next poll, after a successful one.
+
+        Parameters
+        ----------
+        task : Task or None
+            The latest snapshot (None before the first successful poll).
+        elapsed : float
+            Seconds since watching started.
+        """
+        return next_poll_delay(
+            status=None if task is None else task.status,
+            age=elapsed if task is None else task_age(task, elapsed),
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            rng=self.rng,
+        )
+
+    def retry(self, attempt: int, error: KlingError) -> float:
+        """Seconds until the next try after ``attempt`` consecutive transient failures, the last ``error``.
+
+        A `RateLimitError`'s ``retry_after`` is honoured up to ``max_retry_after``.
+        """
+        return retry_delay(
+            attempt,
+            retry_after=error.retry_after if isinstance(error, RateLimitError) else None,
+            base=self.retry_base,
+            cap=self.retry_cap,
+            floor=self.retry_base,
+            max_retry_after=self.max_retry_after,
+            rng=self.rng,
+        )
