@@ -6,6 +6,7 @@ the simulator's request log.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -196,8 +197,9 @@ def test_close_releases_every_model(sim: GatewaySimulator, client: KlingClient, 
     g.close()
     g.close()  # idempotent
     assert comms
-    assert all(c.closed for c in comms)
-    live = ipywidgets.widgets.widget._instances.values()
+    live = list(ipywidgets.widgets.widget._instances.values())
+    shared = {m.comm for m in live if _base.is_shared(m)}  # layouts and styles of every card, never closed
+    assert all(c.closed for c in comms if c not in shared)
     assert not any(isinstance(w, (TaskGallery, TaskStatusWidget)) for w in live)
 
 
@@ -288,8 +290,10 @@ def test_an_observer_of_the_summary_may_wait(sim: GatewaySimulator, gallery: Any
     g._summary.observe(on_summary, names="value")
     g.start()
     assert len(g.wait(WAIT)) == 2
-    assert results
-    assert results[-1] == 2
+    deadline = time.monotonic() + WAIT  # the observer runs just after wait() is released
+    while not results and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert results == [2]
 
 
 def test_generate_many_refuses_a_bad_option_before_any_post(

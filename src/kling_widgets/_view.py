@@ -57,8 +57,8 @@ MAX_PLAYERS = 4
 _VIDEO_WIDTH = "480"
 _CAPTION_CHARS = 90
 _TITLE_CHARS = 300
-# Widget HTML inherits plain text colour in JupyterLab; make links look like links (theme-aware).
-_LINK_STYLE = "color:var(--jp-content-link-color,#1976d2);text-decoration:underline"
+# Widget HTML inherits plain text colour in JupyterLab; colour the links like links (theme-aware).
+_LINK_STYLE = "color:var(--jp-content-link-color,#1976d2)"
 _BAR_COLOURS = {
     "info": "var(--jp-brand-color1,#2196f3)",
     "success": "var(--jp-success-color1,#4caf50)",

@@ -208,6 +208,7 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
                     poll_interval=options.poll_interval,
                     max_poll_interval=options.max_poll_interval,
                     timeout=options.timeout,
+                    gateway=(client.base_url, client.key_id),  # a 429 pauses only this gateway and key
                 )
         return self
 
