@@ -150,7 +150,9 @@ def next_poll_delay(
         [``poll_interval``, ``max_poll_interval``]. Without jitter, tasks submitted together would be
         polled in bursts for their whole life (same age, same gap).
     """
-    gap = poll_gap(status=status, age=age, poll_interval=poll_interval, max_poll_interval=max_poll_interval)
+    gap = poll_gap(
+        status=status, age=age, poll_interval=poll_interval, max_poll_interval=max_poll_interval
+    )
     jittered = gap * (rng or _rng).uniform(1 - POLL_JITTER, 1 + POLL_JITTER)
     return float(min(max(jittered, poll_interval), max(max_poll_interval, poll_interval)))
 
