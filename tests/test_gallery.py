@@ -6,6 +6,7 @@ the simulator's request log.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,12 +20,11 @@ from kling_widgets import (
     TaskFailedError,
     TaskStatus,
     TaskStatusWidget,
-    _gallery,
-    _widget,
+    _base,
 )
 from kling_widgets._gallery import TaskGallery, generate_many
 from kling_widgets._poller import default_engine
-from kling_widgets.simulator import GatewaySimulator, Scenario
+from kling_widgets.simulator import Fault, GatewaySimulator, Scenario
 
 FAST = {"poll_interval": 0.02, "max_poll_interval": 0.02}
 
@@ -164,7 +164,7 @@ def test_labels_and_messages_are_escaped_and_the_key_never_shows(sim: GatewaySim
         [sim.add_task(), KlingError("<img src=x onerror=alert(1)>")], labels=["<script>x</script>", "y"]
     )
     g.wait(WAIT)
-    caption = g._grid.children[0].children[0].value
+    caption = g._grid.children[0].children[1].value
     assert "<script>" not in caption
     assert "&lt;script&gt;x&lt;/script&gt;" in caption
     static = g._repr_mimebundle_()
@@ -172,13 +172,13 @@ def test_labels_and_messages_are_escaped_and_the_key_never_shows(sim: GatewaySim
     assert sim.api_key not in repr(g) + str(static)
 
 
-def test_long_labels_are_shortened_with_the_full_text_in_the_title(
+def test_long_labels_are_shortened_with_more_of_the_text_in_the_title(
     sim: GatewaySimulator, gallery: Any
 ) -> None:
     label = "a very long prompt " * 20
     g = gallery([sim.add_task()], labels=[label])
-    caption = g._grid.children[0].children[0].value
-    assert f'title="{label}"' in caption
+    caption = g._grid.children[0].children[1].value
+    assert f'title="{label[:299]}…"' in caption  # a 2,500-character prompt is not saved twice
     assert "…</b>" in caption
 
 
@@ -197,8 +197,9 @@ def test_close_releases_every_model(sim: GatewaySimulator, client: KlingClient, 
     g.close()
     g.close()  # idempotent
     assert comms
-    assert all(c.closed for c in comms)
-    live = ipywidgets.widgets.widget._instances.values()
+    live = list(ipywidgets.widgets.widget._instances.values())
+    shared = {m.comm for m in live if _base.is_shared(m)}  # layouts and styles of every card, never closed
+    assert all(c.closed for c in comms if c not in shared)
     assert not any(isinstance(w, (TaskGallery, TaskStatusWidget)) for w in live)
 
 
@@ -211,7 +212,7 @@ def test_an_own_client_is_closed_with_the_gallery(
     g.wait(WAIT)
     assert closed == []
     g.close()
-    assert closed == [g._own_client]
+    assert closed == [g._client]
 
 
 def test_display_refreshes_the_static_fallback_once_every_card_has_ended(
@@ -225,11 +226,12 @@ def test_display_refreshes_the_static_fallback_once_every_card_has_ended(
             self.updates.append(obj)
 
     handle = Handle()
-    monkeypatch.setattr(_gallery, "display", lambda obj, **kwargs: handle)
+    monkeypatch.setattr(_base, "display", lambda obj, **kwargs: handle)
     g = gallery([sim.add_task(), sim.add_task()], autostart=False)
     g._ipython_display_()
     g.start().wait(WAIT)
     (final,) = handle.updates
+    assert list(final) == ["text/plain", "text/html"]  # plain HTML from now on: no widget view
     assert final["text/html"].count("<video src=") == 2
     assert "2 done" in final["text/plain"]
 
@@ -238,9 +240,8 @@ def test_rerunning_the_cell_closes_the_gallery_and_its_cards(
     sim: GatewaySimulator, gallery: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shell = FakeShell()
-    monkeypatch.setattr(_widget, "get_ipython", lambda: shell)
-    monkeypatch.setattr(_widget, "_REGISTRY", _widget._Registry())
-    monkeypatch.setattr(_gallery, "_REGISTRY", _widget._REGISTRY)
+    monkeypatch.setattr(_base, "get_ipython", lambda: shell)
+    monkeypatch.setattr(_base, "REGISTRY", _base.CellRegistry())
 
     first = shell.run_cell("cell-A", lambda: gallery([sim.add_task(FOREVER), sim.add_task(FOREVER)]))
     cards = list(first.cards)
@@ -248,3 +249,56 @@ def test_rerunning_the_cell_closes_the_gallery_and_its_cards(
 
     assert first.comm is None
     assert all(card.comm is None for card in cards)
+
+
+# -- the summary counts outcomes, not display traits (issue 8, item 12) --------------------------------
+
+
+def test_a_card_closed_from_outside_counts_as_stopped_and_the_gallery_ends(
+    sim: GatewaySimulator, gallery: Any, client: KlingClient
+) -> None:
+    task_id = sim.add_task(FOREVER)
+    g = gallery([task_id, sim.add_task()])
+    replacement = TaskStatusWidget(task_id, client=client, autostart=False)  # closes the card it replaces
+    try:
+        assert len(g.wait(WAIT)) == 1
+        assert g.summary().startswith("2 tasks · 1 done · 1 stopped · ")
+        assert "running" not in g.summary()
+        assert g._stop_all.disabled
+        assert [e.code for e in g.failed] == ["stopped"]
+    finally:
+        replacement.close()
+
+
+def test_errors_and_timeouts_are_counted_as_what_they_are(sim: GatewaySimulator, gallery: Any) -> None:
+    lost = sim.add_task(Scenario(polls=(1, 1), faults=(Fault("not_found", at_poll=1),)))
+    g = gallery([lost, sim.add_task(FOREVER), sim.add_task()], timeout=1.0)
+    assert len(g.wait(WAIT)) == 1
+    assert g.summary().startswith("3 tasks · 1 done · 1 error · 1 timed out · ")
+    assert g._stop_all.disabled
+    assert [type(e).__name__ for e in g.failed] == ["TaskNotFoundError", "TaskTimeoutError"]
+
+
+def test_an_observer_of_the_summary_may_wait(sim: GatewaySimulator, gallery: Any) -> None:
+    g = gallery([sim.add_task(), sim.add_task()], autostart=False)
+    results: list[int] = []
+
+    def on_summary(change: dict[str, Any]) -> None:
+        if "running" not in change["new"] and "done" in change["new"]:
+            results.append(len(g.wait(WAIT)))
+
+    g._summary.observe(on_summary, names="value")
+    g.start()
+    assert len(g.wait(WAIT)) == 2
+    deadline = time.monotonic() + WAIT  # the observer runs just after wait() is released
+    while not results and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert results == [2]
+
+
+def test_generate_many_refuses_a_bad_option_before_any_post(
+    sim: GatewaySimulator, client: KlingClient
+) -> None:
+    with pytest.raises(ValueError, match="poll_interval"):
+        generate_many(["a", "b"], client=client, poll_interval=0)
+    assert posts(sim) == 0

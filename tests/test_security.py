@@ -22,7 +22,7 @@ from helpers import WAIT, RecordingComm
 from kling_widgets import KlingClient, KlingError, TaskStatusWidget, TaskTimeoutError, generate
 from kling_widgets._models import parse_task
 from kling_widgets._poller import Update, WatchState
-from kling_widgets._widget import _describe, _links_html, _static_html, _View
+from kling_widgets._view import View, describe, live_html, static_html
 from kling_widgets.simulator import Fault, GatewaySimulator, Scenario
 
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.05}
@@ -196,7 +196,9 @@ def test_a_hostile_task_id_is_escaped_and_stays_one_path_segment(
     assert finish(widget) is None  # the simulator found exactly this task
     for text in html_strings(widget):
         assert hostile not in text
-    assert html.escape(hostile, quote=True) in html_strings(widget)[0]  # the label's title attribute
+    assert html.escape(hostile, quote=True) in html_strings(widget)[-1]  # the label's title attribute
+    assert widget.children[0].tooltip == hostile  # the bar's label and tooltip are plain text, never HTML
+    assert widget.children[0].description_allow_html is False
     for record in sim.requests():
         assert (record.path, record.task_id) == (TEXT2VIDEO + quote(hostile, safe=""), hostile)
 
@@ -224,7 +226,7 @@ def test_a_dot_segment_task_id_sends_nothing(
     widget = watch(sim, widgets, task_id)
     assert isinstance(finish(widget), KlingError)
     assert sim.requests() == []
-    assert widget.children[0].children[1].bar_style == "danger"
+    assert widget.children[0].bar_style == "danger"
 
 
 @pytest.mark.parametrize("url", UNSAFE_URLS)
@@ -286,14 +288,14 @@ def test_every_server_field_is_escaped_by_the_renderers() -> None:
     task = parse_task(payload)
     assert task.videos[0].duration is None  # a hostile duration never reaches a renderer as text
     now = datetime.now(timezone.utc)
-    view = _describe(
+    view = describe(
         Update(WatchState.SUCCESS, task, None, None, 1.0),
         task,
-        previous=_View("x"),
+        previous=View("x"),
         generating_for=0,
         now=now,
     )
-    rendered = _static_html(task.task_id, view, now) + "".join(_links_html(v, now) for v in task.videos)
+    rendered = static_html(task.task_id, view, now, hostile) + live_html(view, now, hostile)
     assert "<img" not in rendered
     assert "onerror=alert(1)&gt;" in rendered
 
@@ -316,3 +318,75 @@ def test_repr_of_client_and_widget_is_keyless(sim: GatewaySimulator) -> None:
         widget.close()
     client = KlingClient(api_key=sim.api_key, base_url=sim.url)
     assert sim.api_key.removeprefix("sk-") not in repr(client)
+
+
+# -- server text is capped and cleaned before it is shown (issue 8, item 9) ---------------------------
+
+HUGE = 10 * 1024 * 1024
+
+
+def test_a_10_mb_failure_reason_stays_small_everywhere(
+    sim: GatewaySimulator, widgets: list[TaskStatusWidget], comms: list[RecordingComm]
+) -> None:
+    reason = "Bad prompt. " + "x" * HUGE
+    widget = watch(sim, widgets, sim.add_task(Scenario(outcome="failure", polls=(0, 0), fail_message=reason)))
+
+    raised = finish(widget)
+
+    assert raised is not None
+    assert widget.task is not None
+    assert widget.task.fail_reason == reason  # the full text stays on the task
+    assert len(widget.error) <= 2000
+    assert widget.error.startswith("Bad prompt. xxx")
+    assert widget.error.endswith("…")
+    limit = 10_000
+    assert len(repr(widget)) < limit
+    for value in widget._repr_mimebundle_().values():
+        assert len(str(value)) < limit
+    for made in comms:
+        assert len(as_text(made.open_data)) < limit
+        assert all(len(as_text(message)) < limit for message in made.sent)
+    for model in tree(widget):
+        assert len(as_text(model.get_state())) < limit
+
+
+def test_invisible_and_reordering_characters_are_removed_from_shown_text(
+    sim: GatewaySimulator, widgets: list[TaskStatusWidget]
+) -> None:
+    hidden = "\u202eevil\u202c \u200bzero\u200d width\u2066 \x07bell"
+    widget = watch(sim, widgets, sim.add_task(Scenario(outcome="failure", polls=(0, 0), fail_message=hidden)))
+    finish(widget)
+    shown = [widget.error, *html_strings(widget), widget._repr_mimebundle_()["text/plain"]]
+    for text in shown:
+        assert not any(ch in text for ch in "\u202e\u202c\u200b\u200d\u2066\x07"), text
+    assert widget.error == "evil zero width bell"
+
+
+def test_credentials_in_a_video_link_are_never_shown_or_embedded(
+    sim: GatewaySimulator, widgets: list[TaskStatusWidget], comms: list[RecordingComm]
+) -> None:
+    url = "https://user:s3cret@cdn.test/clip.mp4?Expires=1798761600"
+    widget = watch(sim, widgets, sim.add_task(Scenario(polls=(0, 0), video_url=url)))
+    assert finish(widget) is None
+    stripped = "https://cdn.test/clip.mp4?Expires=1798761600"
+    assert widget.video_url == stripped
+    everything = "\n".join(
+        [*html_strings(widget), *map(str, widget._repr_mimebundle_().values()), repr(widget)]
+        + [as_text(c.open_data) + as_text(c.sent) for c in comms]
+    )
+    assert "s3cret" not in everything
+    assert f'<video src="{stripped}"' in html_strings(widget)[-1]
+
+
+def test_a_thousand_videos_show_four_players_and_a_count(
+    sim: GatewaySimulator, widgets: list[TaskStatusWidget], comms: list[RecordingComm]
+) -> None:
+    widget = watch(sim, widgets, sim.add_task(Scenario(polls=(0, 0), videos=1000)))
+    assert finish(widget) is None
+    assert widget.task is not None
+    assert len(widget.task.videos) == 1000
+    for text in html_strings(widget):
+        assert text.count("<video ") == 4
+        assert "and 996 more videos" in text
+    assert len(comms) < 20  # 1,000 videos made 5,016 widget models before
+    assert "and 996 more videos" in widget._repr_mimebundle_()["text/plain"]

@@ -7,6 +7,8 @@ wait for final states with generous bounds and check texts, styles, orderings an
 
 from __future__ import annotations
 
+import html
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,11 +36,11 @@ from kling_widgets import (
     TaskTimeoutError,
     TransportError,
     Video,
-    _widget,
+    _base,
     generate,
 )
 from kling_widgets._poller import Update, WatchState
-from kling_widgets._widget import _describe, _View, estimate_progress
+from kling_widgets._view import View, describe, estimate_progress
 from kling_widgets.simulator import VIDEO_PATH_PREFIX, Fault, GatewaySimulator, Scenario
 
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.05}
@@ -61,14 +63,32 @@ def watch(sim: GatewaySimulator) -> Iterator[Callable[..., TaskStatusWidget]]:
         widget.close()
 
 
-def row(widget: TaskStatusWidget) -> tuple[Any, Any, Any, Any]:
-    """(label, bar, status line, Stop button) of the first row."""
-    label, bar, line, button = widget.children[0].children
-    return label, bar, line, button
+def bar(widget: TaskStatusWidget) -> Any:
+    """The progress bar (its description is the ``Kling · id`` label)."""
+    return widget.children[0]
+
+
+def text(widget: TaskStatusWidget) -> Any:
+    """The one HTML block: status line, then (once final) players and links."""
+    return widget.children[1]
+
+
+def button(widget: TaskStatusWidget) -> Any:
+    """The Stop button while watching (it leaves the row once watching has ended)."""
+    stop = widget._stop_button
+    assert stop is not None
+    return stop
+
+
+def shown_line(value: str) -> str:
+    """The status line as a user reads it, from the HTML block's value."""
+    match = re.search(r"<div>(.*?)</div>", value)
+    assert match, value
+    return html.unescape(match[1])
 
 
 def line(widget: TaskStatusWidget) -> str:
-    return str(row(widget)[2].value)
+    return shown_line(text(widget).value)
 
 
 def gets(sim: GatewaySimulator, task_id: str) -> int:
@@ -105,27 +125,28 @@ def test_success_shows_the_clip_in_a_player_with_links(sim: GatewaySimulator, wa
     assert task.status is TaskStatus.SUCCESS
     assert widget.task == task
     assert (widget.task_id, widget.status, widget.progress, widget.error) == (task_id, "SUCCESS", 100, "")
-    _, bar, status_line, button = row(widget)
-    assert (bar.value, bar.bar_style) == (100, "success")
-    assert status_line.value.startswith("Done in ")
-    assert button.disabled
-    assert button.layout.display == "none"
-    player, links = widget.children[1:]
-    assert isinstance(player, ipywidgets.Video)
-    assert (player.format, player.autoplay, player.loop, player.controls) == ("url", False, False, True)
-    assert player.width == "480"
-    assert bytes(player.value).decode() == task.video_url == widget.video_url
+    assert (bar(widget).value, bar(widget).bar_style) == (100, "success")
+    assert bar(widget).description == f"Kling · {task_id[:4]}…{task_id[-4:]}"
+    assert line(widget).startswith("Done in ")
+    assert button(widget).comm is None  # closed: a finished card has fewer parts
+    assert widget.children == (bar(widget), text(widget))
+    block = text(widget).value
+    src = html.escape(task.video_url, quote=True)
+    assert block.count("<video ") == 1
+    assert f'<video src="{src}" controls width="480"' in block
+    assert task.video_url == widget.video_url
     assert task.video_url.startswith(f"{sim.url}{VIDEO_PATH_PREFIX}")
     served = requests.get(task.video_url, timeout=10, headers={"Range": "bytes=0-99"})
     assert served.status_code == 206
     assert served.headers["Content-Type"] == "video/mp4"
-    assert links.value.startswith("5 s · ")
-    assert links.value.count('target="_blank" rel="noopener noreferrer"') == 2
-    assert ">Open in new tab</a>" in links.value
-    assert " download>Download</a>" in links.value
+    links = block.split("</video>")[1]
+    assert links.startswith("<div>5 s · ")
+    assert links.count('target="_blank" rel="noopener noreferrer"') == 2
+    assert ">Open in new tab</a>" in links
+    assert " download>Download</a>" in links
     expires = task.videos[0].expires_at
     assert expires is not None
-    assert links.value.endswith(f"link expires {expires.day} {expires:%b} {expires.year}")
+    assert links.endswith(f"link expires {expires.day} {expires:%b} {expires.year}</div>")
 
 
 def test_states_progress_and_lines_in_order(sim: GatewaySimulator, watch: Any) -> None:
@@ -134,7 +155,7 @@ def test_states_progress_and_lines_in_order(sim: GatewaySimulator, watch: Any) -
     seen: list[tuple[str, Any]] = []
     widget.observe(lambda change: seen.append((change["name"], change["new"])), names=["status", "progress"])
     lines: list[str] = []
-    row(widget)[2].observe(lambda change: lines.append(change["new"]), names="value")
+    text(widget).observe(lambda change: lines.append(shown_line(change["new"])), names="value")
 
     widget.start().wait(WAIT)
 
@@ -160,9 +181,9 @@ def test_failure_shows_the_real_reason(sim: GatewaySimulator, watch: Any) -> Non
 
     assert failed.value.task.fail_reason == "Image pixel is invalid"
     assert line(widget) == "Failed: Image pixel is invalid"
-    assert row(widget)[1].bar_style == "danger"
+    assert bar(widget).bar_style == "danger"
     assert (widget.status, widget.error, widget.video_url) == ("FAILURE", "Image pixel is invalid", "")
-    assert len(widget.children) == 1  # no player
+    assert "<video" not in text(widget).value
 
 
 @pytest.mark.parametrize(
@@ -181,13 +202,13 @@ def test_transient_faults_show_retrying_then_succeed(
     task_id = sim.add_task(Scenario(polls=(1, 1), faults=(fault,)))
     widget = watch(task_id)
     lines: list[str] = []
-    row(widget)[2].observe(lambda change: lines.append(change["new"]), names="value")
+    text(widget).observe(lambda change: lines.append(shown_line(change["new"])), names="value")
 
     assert widget.wait(WAIT).status is TaskStatus.SUCCESS
 
     assert any(text.startswith(retrying) for text in lines), lines
     assert widget.error == ""
-    assert row(widget)[1].bar_style == "success"
+    assert bar(widget).bar_style == "success"
 
 
 def test_slow_answer_is_waited_for(sim: GatewaySimulator, watch: Any) -> None:
@@ -205,7 +226,7 @@ def test_revoked_key_stops_with_the_401_cause_and_fix(sim: GatewaySimulator, wat
     assert line(widget).startswith(
         "Stopped: the API key was rejected (401). Check EZMODEL_API_KEY or pass api_key=."
     )
-    assert row(widget)[1].bar_style == "danger"
+    assert bar(widget).bar_style == "danger"
     assert "401" in widget.error
     assert gets(sim, task_id) == 2  # nothing after the 401
 
@@ -222,7 +243,7 @@ def test_unknown_task_stops(sim: GatewaySimulator, watch: Any, how: str) -> None
         widget.wait(WAIT)
 
     assert line(widget).startswith("Stopped: no such task for this API key")
-    assert row(widget)[1].bar_style == "danger"
+    assert bar(widget).bar_style == "danger"
     assert sum(1 for r in sim.requests() if r.method == "GET") == (1 if how == "unknown id" else 2)
 
 
@@ -235,7 +256,7 @@ def test_deadline_gives_up_with_warning(sim: GatewaySimulator, watch: Any) -> No
 
     assert timed_out.value.task_id == task_id
     assert line(widget) == "Gave up after 0:00 — the task may still finish; watch it again with its id"
-    assert row(widget)[1].bar_style == "warning"
+    assert bar(widget).bar_style == "warning"
     assert widget.status == "NOT_START"  # the last answer is still shown
 
 
@@ -248,15 +269,15 @@ def test_stop_warns_and_sends_no_further_request(sim: GatewaySimulator, watch: A
     if how == "stop()":
         widget.stop()
     else:
-        row(widget)[3].click()
+        button(widget).click()
     with pytest.raises(KlingError) as stopped:
         widget.wait(WAIT)
 
     assert stopped.value.code == "stopped"
     assert line(widget).startswith("Stopped watching at 0:0")
     assert line(widget).endswith(" — the task keeps running on the server")
-    assert row(widget)[1].bar_style == "warning"
-    assert row(widget)[3].disabled
+    assert bar(widget).bar_style == "warning"
+    assert button(widget).comm is None
     assert_no_request_follows(sim, [task_id])
 
 
@@ -328,19 +349,48 @@ def test_close_releases_every_model_and_the_watch(sim: GatewaySimulator, comms: 
     task_id = sim.add_task()
     widget = TaskStatusWidget(task_id, base_url=sim.url, api_key=sim.api_key, **FAST)
     widget.wait(WAIT)
-    models = owned_models(widget)
-    assert {type(m).__name__ for m in models} >= {"Video", "IntProgress", "Button", "ProgressStyle", "Layout"}
-    assert len(comms) == len(models)  # every model opened belongs to the tree
+    stop = button(widget)
+    models = [*owned_models(widget), stop]
+    assert {type(m).__name__ for m in models} >= {"HTML", "IntProgress", "ProgressStyle", "Layout"}
+    shared = [m for m in models if _base.is_shared(m)]
+    assert {type(m).__name__ for m in shared} >= {"Layout", "ProgressStyle", "HTMLStyle"}
 
     widget.close()
     widget.close()  # idempotent
 
-    assert all(m.comm is None for m in models)
-    assert all(c.closed for c in comms)
+    own = [m for m in models if not _base.is_shared(m)]
+    assert all(m.comm is None for m in own)
+    assert all(m.comm is not None for m in shared)  # shared by every card, never closed by one
+    shared_comms = {m.comm for m in shared}
+    assert all(c.closed for c in comms if c not in shared_comms)
     live = ipywidgets.widgets.widget._instances.values()
-    assert not any(m in live for m in models)
+    assert not any(m in live for m in own)
     assert widget._watch is not None
     assert widget._watch.state.is_final
+
+
+def test_a_card_opens_four_models_and_shares_layouts_and_styles(
+    sim: GatewaySimulator, comms: list[RecordingComm]
+) -> None:
+    """Saved notebooks keep every model a card ever opened (issue 9, item 1): few, and nothing per card
+    beyond the row, the bar, the text block and the Stop button."""
+    widgets = [
+        TaskStatusWidget(sim.add_task(), base_url=sim.url, api_key=sim.api_key, **FAST) for _ in range(3)
+    ]
+    try:
+        for widget in widgets:
+            widget.wait(WAIT)
+        names = [c.open_data["state"]["_model_name"] for c in comms]
+        per_card = [
+            n
+            for n in names
+            if n not in ("LayoutModel", "ProgressStyleModel", "HTMLStyleModel", "ButtonStyleModel")
+        ]
+        assert sorted(per_card) == sorted(["BoxModel", "IntProgressModel", "HTMLModel", "ButtonModel"] * 3)
+        assert len(names) - len(per_card) <= 8  # the shared layouts and styles, opened once for all
+    finally:
+        for widget in widgets:
+            widget.close()
 
 
 def test_close_while_polling_stops_requests(sim: GatewaySimulator) -> None:
@@ -367,7 +417,7 @@ def test_writes_after_close_are_harmless(sim: GatewaySimulator, comms: list[Reco
     done = Task("1", TaskStatus.SUCCESS, 100, videos=(Video("https://cdn.test/a.mp4"),))
 
     widget._on_update(Update(WatchState.SUCCESS, done, None, None, 1.0))
-    row(widget)[1].value = 50
+    bar(widget).value = 50
     widget.stop()
 
     assert len(comms) == opened  # no player was created for a closed widget
@@ -389,8 +439,8 @@ def test_rerunning_a_cell_closes_the_widgets_it_made(
     sim: GatewaySimulator, watch: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shell = FakeShell()
-    monkeypatch.setattr(_widget, "get_ipython", lambda: shell)
-    monkeypatch.setattr(_widget, "_REGISTRY", _widget._Registry())
+    monkeypatch.setattr(_base, "get_ipython", lambda: shell)
+    monkeypatch.setattr(_base, "REGISTRY", _base.CellRegistry())
 
     first = shell.run_cell("cell-A", lambda: watch(sim.add_task(FOREVER)))
     other = shell.run_cell("cell-B", lambda: watch(sim.add_task(FOREVER)))
@@ -411,6 +461,37 @@ def test_observers_run_on_the_polling_thread_only_once_per_change(sim: GatewaySi
     assert threading.main_thread().name not in threads
 
 
+@pytest.mark.parametrize(
+    "sim", [Scenario(polls=(1, 1)), Scenario(outcome="failure", polls=(0, 1))], indirect=True
+)
+def test_an_observer_may_wait_on_the_final_update(sim: GatewaySimulator, watch: Any) -> None:
+    """Issue 8, item 13: wait() is released before observers run, and no lock is held while they do."""
+    widget = watch(sim.add_task(), autostart=False)
+    seen: list[str] = []
+
+    def on_status(change: dict[str, Any]) -> None:
+        if change["new"] in ("SUCCESS", "FAILURE"):
+            try:
+                seen.append(widget.wait(WAIT).status.value)
+            except TaskFailedError as exc:
+                seen.append(exc.task.status.value)
+            with widget._lock:  # not held by the thread that notifies: acquiring it does not deadlock
+                seen.append(widget.static_bundle()["text/plain"].split(": ", 1)[1][:4])
+
+    widget.observe(on_status, names="status")
+    widget.start()
+    wait_for(lambda: len(seen) == 2)
+    assert seen[0] in ("SUCCESS", "FAILURE")
+    assert seen[1] in ("Done", "Fail")
+
+
+def test_a_widget_shows_its_final_state_when_wait_returns(sim: GatewaySimulator, watch: Any) -> None:
+    widget = watch(sim.add_task())
+    task = widget.wait(WAIT)
+    assert (widget.status, widget.progress, widget.video_url) == ("SUCCESS", 100, task.video_url)
+    assert line(widget).startswith("Done in ")
+
+
 # -- the static fallback and the display handle --------------------------------------------------------
 
 
@@ -423,11 +504,13 @@ def test_fallback_bundle_after_success(sim: GatewaySimulator, watch: Any) -> Non
 
     task = widget.wait(WAIT)
 
+    # Once ended, only plain text and HTML: nothing live is left, and nbconvert prefers a widget view.
     bundle = widget._repr_mimebundle_()
-    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == widget.model_id
+    assert list(bundle) == ["text/plain", "text/html"]
     src = task.video_url.replace("&", "&amp;")
-    assert f'<video src="{src}" controls width="480"></video>' in bundle["text/html"]
+    assert f'<video src="{src}" controls width="480" style="max-width:100%"></video>' in bundle["text/html"]
     assert "Done in " in bundle["text/html"]
+    assert 'aria-valuenow="100"' in bundle["text/html"]
     assert "Open in new tab</a>" in bundle["text/html"]
     assert bundle["text/plain"].splitlines() == [f"Kling task {task.task_id}: {line(widget)}", task.video_url]
 
@@ -463,7 +546,7 @@ def test_display_records_a_handle_and_refreshes_it_once_at_the_end(
         shown.append((obj, kwargs))
         return handle
 
-    monkeypatch.setattr(_widget, "display", fake_display)
+    monkeypatch.setattr(_base, "display", fake_display)
     widget = watch(sim.add_task(), autostart=False)
 
     widget._ipython_display_()
@@ -473,15 +556,35 @@ def test_display_records_a_handle_and_refreshes_it_once_at_the_end(
     assert kwargs == {"raw": True, "display_id": True}
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert "<video" not in bundle["text/html"]
+    # The display becomes plain HTML (issue 9, item 2): no widget view for nbconvert to prefer.
     ((final, update_kwargs),) = handle.updates
     assert update_kwargs == {"raw": True}
+    assert list(final) == ["text/plain", "text/html"]
     assert "<video src=" in final["text/html"]
-    assert final["application/vnd.jupyter.widget-view+json"]
+    assert "Done in " in final["text/html"]
+
+
+def test_a_display_after_the_end_is_static_and_not_refreshed(
+    sim: GatewaySimulator, watch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = FakeHandle()
+    shown: list[dict[str, Any]] = []
+
+    def fake_display(obj: dict[str, Any], **kwargs: Any) -> FakeHandle:
+        shown.append(obj)
+        return handle
+
+    monkeypatch.setattr(_base, "display", fake_display)
+    widget = watch(sim.add_task())
+    widget.wait(WAIT)
+    widget._ipython_display_()
+    assert list(shown[0]) == ["text/plain", "text/html"]
+    assert handle.updates == []
 
 
 def test_a_closed_widget_displays_its_static_state(watch: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     shown: list[dict[str, Any]] = []
-    monkeypatch.setattr(_widget, "display", lambda obj, **kwargs: shown.append(obj))
+    monkeypatch.setattr(_base, "display", lambda obj, **kwargs: shown.append(obj))
     widget = watch("123", autostart=False)
     widget.close()
     widget._ipython_display_()
@@ -512,13 +615,13 @@ def snapshot(status: TaskStatus, *, submitted: float | None = None, progress: in
         (
             Update(WatchState.WAITING, snapshot(TaskStatus.SUBMITTED, progress=10), None, None, 12.4),
             0,
-            "Queued · 0:12",
+            "Queued · 0:10",  # the running clock moves in 5-second steps
             "info",
         ),
         (
             Update(WatchState.WAITING, snapshot(TaskStatus.IN_PROGRESS, submitted=112), None, None, 3.0),
             70.0,
-            "Generating · 1:52 elapsed · about 2 min left (estimate)",
+            "Generating · 1:50 elapsed · about 2 min left (estimate)",
             "info",
         ),
         (
@@ -601,16 +704,14 @@ def snapshot(status: TaskStatus, *, submitted: float | None = None, progress: in
     ],
 )
 def test_status_line_table(update: Update, generating_for: float, expected: str, style: str) -> None:
-    view = _describe(
-        update, update.task, previous=_View(line="before"), generating_for=generating_for, now=NOW
-    )
+    view = describe(update, update.task, previous=View(line="before"), generating_for=generating_for, now=NOW)
     assert (view.line, view.bar_style) == (expected, style)
     assert view.final is update.state.is_final
 
 
 def test_transient_trouble_leaves_the_bar_alone() -> None:
-    before = _View(line="Generating", progress=57, bar_style="info")
-    view = _describe(
+    before = View(line="Generating", progress=57, bar_style="info")
+    view = describe(
         Update(WatchState.RETRYING, None, TransportError("x"), 1.0, 9.0),
         None,
         previous=before,
@@ -621,9 +722,9 @@ def test_transient_trouble_leaves_the_bar_alone() -> None:
 
 
 def test_progress_never_goes_backwards() -> None:
-    before = _View(line="Generating", progress=80)
+    before = View(line="Generating", progress=80)
     task = snapshot(TaskStatus.IN_PROGRESS, progress=30)
-    view = _describe(
+    view = describe(
         Update(WatchState.WAITING, task, None, None, 1.0), task, previous=before, generating_for=0, now=NOW
     )
     assert view.progress == 80
@@ -640,3 +741,62 @@ def test_estimate_shape() -> None:
 def test_estimate_is_monotonic_and_below_100(a: float, b: float) -> None:
     low, high = sorted((a, b))
     assert 30 <= estimate_progress(low) <= estimate_progress(high) <= 95
+
+
+# -- options are checked before anything is sent (issue 8, item 14) -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"poll_interval": 0}, {"poll_interval": float("nan")}, {"max_poll_interval": 0.5}, {"timeout": -1}],
+    ids=["poll_interval=0", "poll_interval=nan", "max<poll", "timeout<0"],
+)
+def test_generate_refuses_a_bad_widget_option_before_the_post(sim: GatewaySimulator, option: Any) -> None:
+    with pytest.raises(ValueError, match=next(iter(option))):
+        generate("a corgi", base_url=sim.url, api_key=sim.api_key, **option)
+    assert sim.requests() == []  # nothing was sent, so nothing was billed
+
+
+def test_a_bad_endpoint_fails_before_any_request(sim: GatewaySimulator) -> None:
+    with pytest.raises(ValueError, match="Unknown endpoint 'text-to-video'"):
+        TaskStatusWidget(
+            "842250903629086785", base_url=sim.url, api_key=sim.api_key, endpoint="text-to-video"
+        )
+    assert sim.requests() == []
+
+
+def test_a_failure_after_the_post_carries_the_task_id_and_is_logged(
+    sim: GatewaySimulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_start(self: TaskStatusWidget) -> TaskStatusWidget:
+        raise RuntimeError("no engine today")
+
+    monkeypatch.setattr(TaskStatusWidget, "start", broken_start)
+    with pytest.raises(KlingError) as caught:
+        generate("a corgi", base_url=sim.url, api_key=sim.api_key)
+    (post,) = [r for r in sim.requests() if r.method == "POST"]
+    assert post.task_id is not None
+    assert caught.value.task_id == post.task_id
+    assert post.task_id in str(caught.value)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and post.task_id in r.getMessage()]
+    assert warnings
+
+
+# -- updates only when something visible changed (issue 9, item 11) -----------------------------------
+
+
+def test_a_poll_that_changes_nothing_visible_sends_nothing(comms: list[RecordingComm]) -> None:
+    widget = TaskStatusWidget("842250903629086785", api_key="sk-unused", autostart=False)
+    try:
+        queued = snapshot(TaskStatus.SUBMITTED, progress=10)
+        widget._on_update(Update(WatchState.WAITING, queued, None, None, 11.0))
+        sent = sum(len(c.sent) for c in comms)
+        widget._on_update(Update(WatchState.WAITING, queued, None, None, 12.9))  # the same 5-second step
+        widget._on_update(Update(WatchState.WAITING, queued, None, None, 14.2))
+        assert sum(len(c.sent) for c in comms) == sent
+        widget._on_update(Update(WatchState.WAITING, queued, None, None, 15.1))  # the clock moves on
+        assert sum(len(c.sent) for c in comms) == sent + 1
+        assert line(widget) == "Queued · 0:15"
+    finally:
+        widget.close()

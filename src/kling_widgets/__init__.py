@@ -2,7 +2,15 @@
 
 >>> from kling_widgets import generate
 >>> generate("a corgi surfing at sunset")        # doctest: +SKIP
+
+The widgets (and with them ipywidgets and IPython) are imported on first use (PEP 562), so a script or
+the CLI that only needs `KlingClient` pays nothing for them.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._client import KlingClient
 from ._errors import (
@@ -17,16 +25,24 @@ from ._errors import (
     TaskTimeoutError,
     TransportError,
 )
-from ._gallery import TaskGallery, generate_many
 from ._models import Task, TaskStatus, Video
 from ._version import __version__ as __version__
-from ._widget import TaskStatusWidget, generate
+
+if TYPE_CHECKING:
+    from ._gallery import TaskGallery, generate_many
+    from ._keep import keep
+    from ._ledger import Ledger, LedgerEntry
+    from ._widget import TaskStatusWidget, generate
+    from .simulator import GatewaySimulator
 
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "GatewaySimulator",
     "KlingClient",
     "KlingError",
+    "Ledger",
+    "LedgerEntry",
     "PermissionDeniedError",
     "RateLimitError",
     "ServerError",
@@ -41,4 +57,29 @@ __all__ = [
     "Video",
     "generate",
     "generate_many",
+    "keep",
 ]
+
+# Public names imported on first use (the widgets need ipywidgets), and the module that defines each.
+_LAZY = {
+    "GatewaySimulator": ".simulator",
+    "Ledger": "._ledger",
+    "LedgerEntry": "._ledger",
+    "keep": "._keep",
+    "TaskGallery": "._gallery",
+    "TaskStatusWidget": "._widget",
+    "generate": "._widget",
+    "generate_many": "._gallery",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later lookups skip this hook
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

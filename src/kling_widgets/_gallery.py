@@ -1,17 +1,18 @@
 """`TaskGallery`: many Kling tasks at once, as a grid of compact cards on the one shared polling engine.
 
-Each card is a `TaskStatusWidget` (or, for a task that could not be submitted, a small error card), so the
-cards look and behave like single widgets; the gallery adds a caption per card, a live summary line, a
-Stop-all button and a `wait` for the whole batch. Every card polls through ``default_engine()``: a gallery
-of 200 tasks runs on the engine's few threads, not on 200.
+Each card is a `TaskStatusWidget` with its prompt as caption (or, for a task that could not be submitted,
+a small error card); the gallery adds a live summary line, a Stop-all button and a `wait` for the whole
+batch. Every card polls through ``default_engine()``: a gallery of 200 tasks runs on the engine's few
+threads, not on 200.
 
-The summary is written by whichever engine thread delivers a card's update, under the gallery's lock, so
-it has one writer at a time (jupyter-widgets.md §1.3); the Stop-all button only stops watches.
+The summary counts outcomes, not what the cards display: each card's `Watch` reports its final state
+through ``add_done_callback`` (also when the card was closed from outside), so "done", "failed", "error",
+"timed out" and "stopped" are what happened. Redraws run on whichever thread reports, one at a time and
+with no lock held while traits are written; the Stop-all button only stops watches.
 """
 
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
 import threading
@@ -21,25 +22,47 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import ipywidgets
-from IPython.display import display
 
+from ._base import AsyncWait, KlingWidget, WatchOptions, resolve_client, shared_layout, shared_style
 from ._client import KlingClient
 from ._errors import KlingError
 from ._models import Task
-from ._widget import _REGISTRY, _WIDGET_OPTIONS, TaskStatusWidget, _clock, _close_model, _resolve_client
+from ._poller import Watch, WatchState
+from ._view import clock, error_card_html
+from ._widget import WIDGET_OPTIONS, TaskStatusWidget, unwatched_error
 
 __all__ = ["TaskGallery", "generate_many"]
 
 _log = logging.getLogger(__name__)
 
+_MAX_POLL_INTERVAL = 15.0
+_TIMEOUT = 900.0
 _CARD_WIDTH = "320px"
-_CAPTION_CHARS = 90
-# Redraw the summary at most this often for elapsed-time ticks (count changes redraw at once): 200 cards
-# polled every few seconds would otherwise send dozens of messages a second.
-_SUMMARY_REFRESH = 1.0
+_COLUMN = {"display": "flex", "flex_flow": "column"}
+_HEADER = {"display": "flex", "align_items": "center", "grid_gap": "0 12px"}
+_GRID = {"grid_template_columns": f"repeat(auto-fill, minmax({_CARD_WIDTH}, 1fr))", "grid_gap": "8px"}
+_CARD = {
+    "display": "flex",
+    "flex_flow": "row wrap",
+    "align_items": "center",
+    "align_content": "flex-start",
+    "grid_gap": "4px 8px",
+    "border": "1px solid var(--jp-border-color2, #e0e0e0)",
+    "padding": "4px 8px",
+}
+_STATIC_GRID = f"display:grid;grid-template-columns:repeat(auto-fill,minmax({_CARD_WIDTH},1fr));gap:8px"
+_STATIC_CARD = "border:1px solid var(--jp-border-color2,#e0e0e0);padding:4px 8px"
+# What each final watch state counts as in the summary, in the order the summary lists them.
+_CATEGORIES = {
+    WatchState.SUCCESS: "done",
+    WatchState.FAILURE: "failed",
+    WatchState.ERROR: "error",
+    WatchState.TIMEOUT: "timed out",
+    WatchState.STOPPED: "stopped",
+}
 
 
-class TaskGallery(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
+class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
     """Watch many Kling tasks live: a grid of compact cards, a summary line, Stop-all, and `wait`.
 
     Parameters
@@ -48,15 +71,17 @@ class TaskGallery(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets is untyp
         The tasks to watch, as `Task` objects or task ids. A `KlingError` (for example a submission that
         failed, as `generate_many` passes) shows as an error card and counts as failed.
     labels : sequence of str, optional
-        A caption per entry (e.g. the prompts), shown above each card; HTML-escaped.
+        A caption per entry (e.g. the prompts), shown on each card; cleaned and escaped.
     client : KlingClient, optional
         The client every card polls with. By default the gallery builds one from ``api_key`` and
         ``base_url`` (which fall back to ``EZMODEL_API_KEY`` and ``EZMODEL_BASE_URL``) and closes it in
         `close`.
     api_key, base_url : str, optional
         For the gallery's own client; not allowed together with ``client``.
+    owns_client : bool
+        Close ``client`` when the gallery closes.
     endpoint : str
-        The endpoint the tasks were created on (``"text2video"`` or ``"image2video"``).
+        The route the tasks were created on (``"text2video"``, ``"image2video"``, …).
     poll_interval, max_poll_interval : float
         Bounds of each task's polling interval. The schedule polls sparsely while a task is queued or
         young and densely around the time Kling usually finishes; a batch cares more about the load it
@@ -81,98 +106,79 @@ class TaskGallery(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets is untyp
         client: KlingClient | None = None,
         api_key: str | None = None,
         base_url: str | None = None,
+        owns_client: bool = False,
         endpoint: str = "text2video",
         poll_interval: float = 1.0,
-        max_poll_interval: float = 15.0,
-        timeout: float | None = 900.0,
+        max_poll_interval: float = _MAX_POLL_INTERVAL,
+        timeout: float | None = _TIMEOUT,
         autostart: bool = True,
     ) -> None:
-        # Set first: close() (also run by Widget.__del__) must work on a half-built gallery.
-        self._lock = threading.Lock()
-        self._closed = False
-        self._owned: list[Any] = []
-        self._cards: list[TaskStatusWidget | KlingError] = []
-        self._handles: list[Any] = []
-        self._own_client: KlingClient | None = None
-
+        self._cards: list[TaskStatusWidget | KlingError] = []  # before anything can fail: close() reads it
+        self._all_ended = threading.Event()
         entries = list(tasks)
         captions = list(labels) if labels is not None else [None] * len(entries)
         if len(captions) != len(entries):
             raise ValueError(f"Got {len(captions)} labels for {len(entries)} tasks; pass one label per task.")
         ids = Counter(entry.task_id if isinstance(entry, Task) else entry for entry in entries)
-        duplicates = sorted(i for i, n in ids.items() if isinstance(i, str) and n > 1)
-        if duplicates:
-            raise ValueError(f"Each task may appear once in a gallery; repeated: {', '.join(duplicates)}")
-        kling, owned = _resolve_client(client, api_key, base_url)
-        self._own_client = kling if owned else None
-
-        boxes = []
-        try:
-            for entry, caption in zip(entries, captions, strict=True):
-                card: TaskStatusWidget | KlingError
-                if isinstance(entry, KlingError):
-                    card, body = entry, ipywidgets.HTML(_error_card_html(entry))
-                else:
-                    card = body = TaskStatusWidget(
-                        entry,
-                        client=kling,
-                        endpoint=endpoint,
-                        poll_interval=poll_interval,
-                        max_poll_interval=max_poll_interval,
-                        timeout=timeout,
-                        autostart=False,
-                    )
-                self._cards.append(card)
-                boxes.append(self._card_box(caption, body))
-        except BaseException:
-            self.close()
-            raise
-
+        repeated = sorted(i for i, n in ids.items() if isinstance(i, str) and n > 1)
+        if repeated:
+            raise ValueError(f"Each task may appear once in a gallery; repeated: {', '.join(repeated)}")
+        options = WatchOptions(endpoint, poll_interval, max_poll_interval, timeout)
+        column = shared_layout(**_COLUMN)
+        super().__init__(client, api_key, base_url, owns_client, layout=column)
         self._started_at: float | None = None
         self._finished_at: float | None = None
-        self._counts = {"done": 0, "failed": 0, "stopped": 0, "running": 0}
-        self._drawn_at = 0.0
-        self._summary = ipywidgets.HTML()
+        self._counts: Counter[str] = Counter()
+        self._dirty = self._drawing = False
+        self._summary = ipywidgets.HTML(style=shared_style(ipywidgets.widgets.widget_string.HTMLStyle))
         self._stop_all = ipywidgets.Button(
             description="Stop all",
             tooltip="Stop watching every task (they keep running on the server)",
-            layout=ipywidgets.Layout(width="auto"),
+            layout=shared_layout(width="auto"),
+            style=shared_style(ipywidgets.widgets.widget_button.ButtonStyle),
         )
         self._stop_all.on_click(self._on_stop_all_click)
-        self._header = ipywidgets.HBox(
-            [self._summary, self._stop_all], layout=ipywidgets.Layout(align_items="center", grid_gap="0 12px")
-        )
-        self._grid = ipywidgets.GridBox(
-            boxes,
-            layout=ipywidgets.Layout(
-                grid_template_columns=f"repeat(auto-fill, minmax({_CARD_WIDTH}, 1fr))", grid_gap="8px"
-            ),
-        )
-        self._owned.extend([self._summary, self._stop_all, self._header, self._grid])
-        super().__init__(children=(self._header, self._grid))
-        for card in self._cards:
-            if isinstance(card, TaskStatusWidget):
-                card.observe(self._on_card_change, names=["status", "error"])
-                card.observe(self._on_card_tick, names=["progress"])
-        self._recount()
-        _REGISTRY.track_cell(self)  # re-running the cell closes the whole gallery, not only its cards
+        self._header = ipywidgets.Box([self._summary, self._stop_all], layout=shared_layout(**_HEADER))
+        self._grid = ipywidgets.GridBox(layout=shared_layout(**_GRID))
+        self.own(self._summary, self._stop_all, self._header, self._grid)
+        try:
+            for entry, caption in zip(entries, captions, strict=True):
+                self._cards.append(
+                    entry if isinstance(entry, KlingError) else self._card(entry, caption, options)
+                )
+        except BaseException:
+            self.close()
+            raise
+        self._counts["failed"] = sum(isinstance(card, KlingError) for card in self._cards)
+        self._grid.children = tuple(map(self._card_view, self._cards))
+        self.children = (self._header, self._grid)
+        self._redraw()
+        self.register()  # re-running the cell closes the whole gallery, not only its cards
         if autostart:
             self.start()
 
-    def _card_box(self, caption: str | None, body: Any) -> Any:
-        """A bordered card: the caption (if any) above the task's widget or error message."""
-        parts = [body]
-        if caption is not None:
-            shown = caption if len(caption) <= _CAPTION_CHARS else caption[: _CAPTION_CHARS - 1] + "…"
-            title = html.escape(caption, quote=True)
-            parts.insert(0, ipywidgets.HTML(f'<div title="{title}"><b>{html.escape(shown)}</b></div>'))
-        box = ipywidgets.VBox(
-            parts,
-            layout=ipywidgets.Layout(border="1px solid var(--jp-border-color2, #e0e0e0)", padding="4px 8px"),
+    def _card(self, entry: Task | str, caption: str | None, options: WatchOptions) -> TaskStatusWidget:
+        """A card: a `TaskStatusWidget` with the caption, no Stop button of its own, not yet started."""
+        return TaskStatusWidget(
+            entry,
+            client=self._client,
+            endpoint=options.endpoint,
+            poll_interval=options.poll_interval,
+            max_poll_interval=options.max_poll_interval,
+            timeout=options.timeout,
+            autostart=False,
+            caption=caption,
+            stop_button=False,
+            layout=shared_layout(**_CARD),
         )
-        # Cards close themselves (and their children); the rest is ours to close.
-        self._owned.extend([part for part in parts if not isinstance(part, TaskStatusWidget)] + [box])
-        return box
+
+    def _card_view(self, card: TaskStatusWidget | KlingError) -> Any:
+        """What the grid shows for a card: the widget itself, or an error card for a refused task."""
+        if isinstance(card, TaskStatusWidget):
+            return card
+        view = ipywidgets.HTML(error_card_html(card), layout=shared_layout(**_CARD))
+        self.own(view)
+        return view
 
     # -- control (any thread) ---------------------------------------------------------------------------
 
@@ -191,8 +197,16 @@ class TaskGallery(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets is untyp
                 return self
             self._started_at = time.monotonic()
         for card in self._widgets():
-            card.start()
-        self._recount()
+            try:
+                watch = card.start().watch
+            except RuntimeError:  # closed from outside before the gallery started it
+                with self._lock:
+                    self._counts["stopped"] += 1
+                continue
+            assert watch is not None  # start() made it
+            watch.add_done_callback(self._on_card_done)
+            card.observe(self._on_card_tick, names="progress")
+        self._redraw()
         return self
 
     def stop(self) -> None:
@@ -201,7 +215,7 @@ class TaskGallery(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets is untyp
             card.stop()
 
     def wait(self, timeout: float | None = None) -> list[Task]:
-        """Block until every card has ended; never raises for an individual task.
+        """Block until every card has ended and the gallery shows it; never raises for one task.
 
         Parameters
         ----------
@@ -224,40 +238,18 @@ class TaskGallery(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets is untyp
             raise RuntimeError(
                 "Not watching yet: call start() first (the gallery was made with autostart=False)."
             )
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for card in self._widgets():
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                card.wait(left)
-            except KlingError:
-                pass  # reported by `failed`
-            except TimeoutError:
-                running = sum(_outcome(c) is None for c in self._cards)
-                raise TimeoutError(
-                    f"{running} of {len(self._cards)} tasks are still being watched after waiting "
-                    f"{timeout:g} s; the gallery keeps watching them. Call wait() again to wait for the rest."
-                ) from None
+        if not self._all_ended.wait(timeout):
+            running = sum(_outcome(card) is None for card in self._cards)
+            raise TimeoutError(
+                f"{running} of {len(self._cards)} tasks are still being watched after waiting "
+                f"{timeout:g} s; the gallery keeps watching them. Call wait() again to wait for the rest."
+            )
         return self.succeeded
 
-    async def wait_async(self, timeout: float | None = None) -> list[Task]:
-        """Awaitable `wait` (runs it in a worker thread, so the kernel's event loop stays free)."""
-        return await asyncio.to_thread(self.wait, timeout)
-
-    def close(self) -> None:
-        """Stop watching and close every card, this gallery and all their models. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+    def _release(self) -> None:
         for card in self._widgets():
             card.close()
-        for widget in self._owned:
-            _close_model(widget)
-        if self.comm is not None:  # else __init__ never got as far as opening it
-            _close_model(self.layout)
-            super().close()
-        if self._own_client is not None:
-            self._own_client.close()
+        self._all_ended.set()
 
     # -- results ----------------------------------------------------------------------------------------
 
@@ -289,39 +281,30 @@ class TaskGallery(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets is untyp
         return [outcome for outcome in map(_outcome, self._cards) if isinstance(outcome, KlingError)]
 
     def summary(self) -> str:
-        """The summary line as plain text, e.g. ``50 tasks · 12 done · 1 failed · 37 running · 2:31``."""
+        """The summary line as plain text, e.g. ``50 tasks · 12 done · 1 failed · 37 running · 2:30 elapsed``.
+
+        The clock moves in 5-second steps while tasks run and shows the exact time once all have ended.
+        """
         with self._lock:
             return self._summary_text(time.monotonic())
 
     def __repr__(self) -> str:
         return f"TaskGallery({self.summary()})"
 
-    # -- display and the static fallback ----------------------------------------------------------------
+    def static_bundle(self) -> dict[str, str]:
+        """The summary and every card as ``text/plain`` and ``text/html`` (cards in a CSS grid)."""
+        cards = [
+            card.static_bundle()["text/html"] if isinstance(card, TaskStatusWidget) else error_card_html(card)
+            for card in self._cards
+        ]
+        body = "".join(f'<div style="{_STATIC_CARD}">{card}</div>' for card in cards)
+        summary = html.escape(self.summary())
+        return {
+            "text/plain": repr(self),
+            "text/html": f'<div><b>{summary}</b></div><div style="{_STATIC_GRID}">{body}</div>',
+        }
 
-    def _static_html(self) -> str:
-        """The ``text/html`` fallback: the summary, then each card's own fallback."""
-        parts = [f"<div><b>{html.escape(self.summary())}</b></div>"]
-        for card in self._cards:
-            if isinstance(card, TaskStatusWidget):
-                parts.append(card._static_bundle()["text/html"])
-            else:
-                parts.append(_error_card_html(card))
-        return "\n".join(f'<div style="margin: 4px 0">{part}</div>' for part in parts)
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        data: dict[str, Any] = super()._repr_mimebundle_(**kwargs)
-        data["text/plain"] = repr(self)
-        data["text/html"] = self._static_html()
-        return data
-
-    def _ipython_display_(self) -> None:
-        """Display with a display id, so the static fallback can be refreshed when every task has ended."""
-        handle = display(self._repr_mimebundle_(), raw=True, display_id=True)  # type: ignore[no-untyped-call]
-        if handle is not None:
-            with self._lock:
-                self._handles.append(handle)
-
-    # -- the polling side: card observers run on engine threads ----------------------------------------
+    # -- the polling side: done callbacks and ticks run on engine threads -------------------------------
 
     def _widgets(self) -> list[TaskStatusWidget]:
         return [card for card in self._cards if isinstance(card, TaskStatusWidget)]
@@ -330,80 +313,67 @@ class TaskGallery(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets is untyp
         # May run on the main thread or a kernel subshell thread (jupyter-widgets.md §1.3): only stop.
         self.stop()
 
-    def _on_card_change(self, _change: Any) -> None:
-        self._recount()
+    def _on_card_done(self, watch: Watch) -> None:
+        with self._lock:
+            self._counts[_CATEGORIES[watch.state]] += 1
+        self._redraw()
 
     def _on_card_tick(self, _change: Any) -> None:
-        with self._lock:
-            if self._closed or time.monotonic() - self._drawn_at < _SUMMARY_REFRESH:
-                return
-        self._recount()
+        self._redraw()
 
-    def _recount(self) -> None:
-        """Recount the cards by state and redraw the summary; refresh the fallback once all have ended."""
-        counts = {"done": 0, "failed": 0, "stopped": 0, "running": 0}
-        for card in self._cards:
-            counts[_category(card)] += 1
+    def _redraw(self) -> None:
+        """Redraw the summary; once every card has ended, end the display and release `wait`.
+
+        Whoever finds no redraw running does it, for every request that comes in meanwhile: one writer at
+        a time, and no lock held while traits are written.
+        """
         with self._lock:
-            if self._closed:
+            self._dirty = True
+            if self._drawing:
                 return
-            now = time.monotonic()
-            all_ended = counts["running"] == 0 and self._started_at is not None
-            newly_ended = all_ended and self._finished_at is None
-            if newly_ended:
-                self._finished_at = now
-            self._counts = counts
-            self._drawn_at = now
-            self._summary.value = html.escape(self._summary_text(now))
-            self._stop_all.disabled = all_ended
-            handles = list(self._handles) if newly_ended else []
-        if handles:
-            bundle = self._repr_mimebundle_()
-            for handle in handles:
-                handle.update(bundle, raw=True)
+            self._drawing = True
+        while True:
+            with self._lock:
+                if not self._dirty or self._closed:
+                    self._drawing = False
+                    return
+                self._dirty = False
+                now = time.monotonic()
+                ended = self._started_at is not None and self._running() == 0
+                if ended and self._finished_at is None:
+                    self._finished_at = now
+                text = self._summary_text(now)
+            # The values first, the notifications after wait() is released: an observer may call wait().
+            with self._summary.hold_trait_notifications(), self._stop_all.hold_trait_notifications():
+                self._summary.value = html.escape(text)
+                self._stop_all.disabled = ended
+                if ended:
+                    self._end_display()
+                    self._all_ended.set()
+
+    def _running(self) -> int:
+        return len(self._cards) - sum(self._counts.values())
 
     def _summary_text(self, now: float) -> str:
-        counts = self._counts
-        parts = [f"{len(self._cards)} task{'s' if len(self._cards) != 1 else ''}"]
-        parts += [
-            f"{counts[name]} {name}" for name in ("done", "failed", "stopped", "running") if counts[name]
-        ]
+        total = len(self._cards)
+        parts = [f"{total} task{'s' if total != 1 else ''}"]
+        parts += [f"{self._counts[name]} {name}" for name in _CATEGORIES.values() if self._counts[name]]
+        if self._running():
+            parts.append(f"{self._running()} running")
         if self._started_at is not None:
             end = self._finished_at if self._finished_at is not None else now
-            parts.append(f"{_clock(end - self._started_at)} elapsed")
+            parts.append(f"{clock(end - self._started_at, 5 if self._finished_at is None else 1)} elapsed")
         return " · ".join(parts)
-
-
-def _category(card: TaskStatusWidget | KlingError) -> str:
-    """``done``, ``failed`` (the task failed or could not be submitted), ``stopped`` or ``running``."""
-    if isinstance(card, KlingError):
-        return "failed"
-    if card.status == "SUCCESS":
-        return "done"
-    if card.status == "FAILURE":
-        return "failed"
-    # The widget sets `error` when watching ends without an outcome (fatal error, deadline, stop).
-    return "stopped" if card.error else "running"
 
 
 def _outcome(card: TaskStatusWidget | KlingError) -> Task | KlingError | None:
     """The card's result once it has ended: the successful Task or the error; None while running."""
     if isinstance(card, KlingError):
         return card
-    try:
-        return card.wait(0)
-    except KlingError as exc:
-        return exc
-    except (TimeoutError, RuntimeError):  # still watching, or never started
+    watch = card.watch
+    if watch is None or not watch.done():
         return None
-
-
-def _error_card_html(error: KlingError) -> str:
-    """An error card's body: why the task is not being watched (escaped: messages quote the gateway)."""
-    return (
-        '<span style="color: var(--jp-error-color1, #d32f2f)">Not submitted: '
-        f"{html.escape(str(error))}</span>"
-    )
+    return watch.exception(0) or watch.result(0)
 
 
 def generate_many(
@@ -418,13 +388,16 @@ def generate_many(
 
     Submissions are sent one after another, each POST once (never retried: a retried POST could create,
     and bill, a second task). A submission the gateway refuses becomes an error card; the batch goes on.
+    Every prompt and every gallery option is checked before the first POST; if anything fails after the
+    gateway answered, the error carries the first task id and every id is logged at WARNING.
 
     Parameters
     ----------
     prompts : iterable of str
         One prompt per task (each non-blank; all are checked before anything is sent).
     client, api_key, base_url
-        As for `TaskGallery`; the gallery polls with the client that submitted.
+        As for `TaskGallery`; the gallery polls with the client that submitted (and closes it when it
+        built it).
     **params
         `KlingClient.text2video` options shared by every task (``duration``, ``aspect_ratio``,
         ``model_name``, ``mode``, …) and the gallery options ``poll_interval``, ``max_poll_interval``,
@@ -438,7 +411,7 @@ def generate_many(
     Raises
     ------
     ValueError
-        A prompt is blank or not a string (nothing is sent).
+        A prompt is blank or not a string, or an option is out of range (nothing is sent).
     """
     if isinstance(prompts, str):
         raise TypeError("generate_many() takes a list of prompts; for a single prompt use generate().")
@@ -448,8 +421,14 @@ def generate_many(
         raise ValueError(
             f"Prompts must be non-blank strings; not so at positions {blank} (nothing was sent)."
         )
-    options = {name: params.pop(name) for name in _WIDGET_OPTIONS if name in params}
-    kling, owned = _resolve_client(client, api_key, base_url)
+    options = {name: params.pop(name) for name in WIDGET_OPTIONS if name in params}
+    WatchOptions(  # checked now: the POSTs below may bill
+        "text2video",
+        options.get("poll_interval", 1.0),
+        options.get("max_poll_interval", _MAX_POLL_INTERVAL),
+        options.get("timeout", _TIMEOUT),
+    )
+    kling, owned = resolve_client(client, api_key, base_url)
     submitted: list[Task | KlingError] = []
     try:
         for prompt in batch:
@@ -458,14 +437,13 @@ def generate_many(
             except KlingError as exc:
                 _log.warning("Could not submit a task: %s", exc)
                 submitted.append(exc)
-        gallery = TaskGallery(submitted, labels=batch, client=kling, **options)
-    except BaseException:
-        ids = [entry.task_id for entry in submitted if isinstance(entry, Task)]
-        if ids:  # they run (and are billed) whatever happens here: say how to find them again
-            _log.warning("Stopped after submitting %d task(s): %s", len(ids), ", ".join(ids))
+        return TaskGallery(submitted, labels=batch, client=kling, owns_client=owned, **options)
+    except BaseException as exc:
         if owned:
             kling.close()
+        ids = [entry.task_id for entry in submitted if isinstance(entry, Task)]
+        if ids:  # they run (and are billed) whatever happens here: say how to find them again
+            error = unwatched_error(ids, exc)
+            if isinstance(exc, Exception):
+                raise error from exc
         raise
-    if owned:
-        gallery._own_client = kling
-    return gallery

@@ -329,8 +329,11 @@ RECORDER_JS = """(() => {
   const snap = () => {
     roots().forEach((out, i) => {
       if (!out) return;
+      // The live widget's bar, or (once watching has ended) the static card's bar that replaced it.
       const bar = out.querySelector('.widget-hprogress .progress-bar');
-      const s = {w: bar ? bar.style.width : null, cls: bar ? bar.className : null,
+      const still = out.querySelector('.kling-bar');
+      const s = {w: bar ? bar.style.width : still ? still.firstElementChild.style.width : null,
+                 cls: bar ? bar.className : still ? `kling-bar ${still.dataset.style}` : null,
                  text: textOf(out).slice(0, 4000),
                  videos: out.querySelectorAll('video').length};
       const list = rec.roots[i] || (rec.roots[i] = []);
@@ -343,6 +346,15 @@ RECORDER_JS = """(() => {
   };
   setInterval(snap, 50);
 })();"""
+
+# What the final bar of an output shows, live widget or static card: {style, value}, or null without a bar.
+FINAL_BAR_JS = """el => { const still = el.querySelector('.kling-bar');
+    if (still) return {style: still.dataset.style, value: Number(still.getAttribute('aria-valuenow')),
+                       fill: getComputedStyle(still.firstElementChild).backgroundColor};
+    const bar = el.querySelector('.widget-hprogress .progress-bar');
+    if (!bar) return null;
+    const style = (bar.className.match(/progress-bar-(\\w+)/) || [null, 'info'])[1];
+    return {style, value: parseFloat(bar.style.width), fill: getComputedStyle(bar).backgroundColor}; }"""
 
 # Wait until the element has a decodable frame and a duration (bounded by wait_for_function's timeout).
 VIDEO_LOADED_JS = "v => v.readyState >= 2 && v.duration > 0 && v.videoWidth > 0"
@@ -495,7 +507,13 @@ class NotebookRun:
         return self.cell(role).locator(".jp-Cell-outputArea")
 
     def bar(self, role: str) -> Locator:
+        """The live widget's bar (gone once watching has ended: the output becomes the static card)."""
         return self.output(role).locator(".widget-hprogress .progress-bar")
+
+    def final_bar(self, role: str, style: str | None = None) -> Locator:
+        """The static card's bar that replaces the widget when watching ends (with that style, if given)."""
+        selector = ".kling-bar" if style is None else f'.kling-bar[data-style="{style}"]'
+        return self.output(role).locator(selector)
 
     def records(self, role: str) -> list[dict[str, Any]]:
         """The recorder's history of this cell's output: ``{t, w, cls, text, videos}`` per change."""

@@ -1,7 +1,10 @@
 """TaskStatusWidget in a real JupyterLab 4 and Notebook 7, in headless Chromium, against the simulator.
 
 One generated notebook per front-end watches six simulated tasks at once (see ``SCENARIOS`` in
-conftest.py); each test judges one cell, from the DOM and from the simulator's request log.
+conftest.py); each test judges one cell, from the DOM and from the simulator's request log. While a task
+is watched its output is the live widget (``.widget-hprogress`` bar); when watching ends the output is
+replaced by the static card (``.kling-bar``, the final line, plain ``<video>`` players), which is also what
+a saved notebook, nbconvert and GitHub show. The DOM recorder samples both.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from itertools import pairwise
 
 import pytest
 from e2e_harness import (
+    FINAL_BAR_JS,
     HOSTILE_IMG,
     HOSTILE_SCRIPT,
     JS_URL_ATTRS_JS,
@@ -32,8 +36,6 @@ from kling_widgets import KlingClient
 
 pytestmark = pytest.mark.e2e
 
-SUCCESS_CLASS = re.compile(r"\bprogress-bar-success\b")
-DANGER_CLASS = re.compile(r"\bprogress-bar-danger\b")
 TERMINAL_TIMEOUT = 60_000  # ms: the longest scripted task finishes in ~15 polls of <= 0.5 s
 
 
@@ -47,10 +49,11 @@ def _first(records: list[dict[str, object]], pattern: str, start: int = 0) -> in
 
 
 def test_success_bar_only_grows_and_ends_green(nb_run: NotebookRun) -> None:
-    bar = nb_run.bar("success")
-    expect(bar).to_have_count(1, timeout=TERMINAL_TIMEOUT)
-    expect(bar).to_have_class(SUCCESS_CLASS, timeout=TERMINAL_TIMEOUT)
-    expect(bar).to_have_attribute("style", re.compile(r"width: 100%"))
+    expect(nb_run.final_bar("success", "success")).to_have_count(1, timeout=TERMINAL_TIMEOUT)
+    final = nb_run.output("success").evaluate(FINAL_BAR_JS)
+    assert final["value"] == 100, final
+    assert final["fill"] not in ("", "rgba(0, 0, 0, 0)"), f"the full bar is not coloured: {final}"
+    expect(nb_run.bar("success")).to_have_count(0)  # the live widget gave way to the static card
     widths = _widths(nb_run.records("success"))
     log(f"[{nb_run.app}] success bar widths sampled: {widths}")
     decreases = [(a, b) for a, b in pairwise(widths) if b < a]
@@ -60,7 +63,7 @@ def test_success_bar_only_grows_and_ends_green(nb_run: NotebookRun) -> None:
 
 
 def test_status_text_passes_queued_generating_done(nb_run: NotebookRun) -> None:
-    expect(nb_run.bar("success")).to_have_class(SUCCESS_CLASS, timeout=TERMINAL_TIMEOUT)
+    expect(nb_run.final_bar("success", "success")).to_have_count(1, timeout=TERMINAL_TIMEOUT)
     expect(nb_run.output("success")).to_contain_text(re.compile("done", re.IGNORECASE))
     records = nb_run.records("success")
     texts = [str(r["text"]) for r in records]
@@ -108,7 +111,7 @@ def test_success_plays_the_video_and_screenshots(nb_run: NotebookRun) -> None:
 
 def test_failure_shows_reason_in_danger_style_without_player(nb_run: NotebookRun) -> None:
     output = nb_run.output("failure")
-    expect(nb_run.bar("failure")).to_have_class(DANGER_CLASS, timeout=TERMINAL_TIMEOUT)
+    expect(nb_run.final_bar("failure", "danger")).to_have_count(1, timeout=TERMINAL_TIMEOUT)
     expect(output).to_contain_text("Image pixel is invalid")
     expect(output).to_contain_text(re.compile("failed", re.IGNORECASE))
     expect(output.locator("video")).to_have_count(0)
@@ -116,7 +119,7 @@ def test_failure_shows_reason_in_danger_style_without_player(nb_run: NotebookRun
 
 def test_hostile_failure_reason_renders_as_text(nb_run: NotebookRun) -> None:
     output = nb_run.output("hostile")
-    expect(nb_run.bar("hostile")).to_have_class(DANGER_CLASS, timeout=TERMINAL_TIMEOUT)
+    expect(nb_run.final_bar("hostile", "danger")).to_have_count(1, timeout=TERMINAL_TIMEOUT)
     time.sleep(1.0)  # an injected <img src=x> needs a moment to fail to load and fire onerror
     # Collect every symptom, so a red run says exactly what went wrong.
     problems = []
@@ -134,9 +137,7 @@ def test_hostile_failure_reason_renders_as_text(nb_run: NotebookRun) -> None:
 def test_javascript_video_url_is_never_embedded(nb_run: NotebookRun) -> None:
     output = nb_run.output("js_url")
     # The gateway answers SUCCESS with a javascript: URL; the widget must reach a terminal look regardless.
-    expect(nb_run.bar("js_url")).to_have_class(
-        re.compile(r"\bprogress-bar-(success|danger|warning)\b"), timeout=TERMINAL_TIMEOUT
-    )
+    expect(nb_run.final_bar("js_url")).to_have_count(1, timeout=TERMINAL_TIMEOUT)
     time.sleep(1.0)
     problems = []
     videos = output.locator("video")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import html
 import json
@@ -36,6 +35,7 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 SUCCESS_LINE = re.compile(r"^SUCCESS (https?://\S+)$", re.MULTILINE)
 # The widget's text/plain fallback, "Kling task <id>: <status line>", once watching has ended.
+VIDEO_SRC = re.compile(r'<video src="([^"]+)"')
 FINAL_LINE = re.compile(r"^Kling task \S+: (Done in |Failed: |Stopped: |Gave up |Stopped watching )")
 
 
@@ -69,23 +69,21 @@ def _stdout(nb: nbformat.NotebookNode) -> str:
 
 
 def _video_urls_in_widget_state(nb: nbformat.NotebookNode) -> list[str]:
-    """URLs of the ipywidgets Video models saved in the notebook (format "url", value in a buffer)."""
+    """URLs of the ``<video>`` players in the saved widget state (the live cards' HTML blocks)."""
     state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
-    urls = []
-    for model in state.values():
-        if model.get("model_name") != "VideoModel":
-            continue
-        for buffer in model.get("state", {}).get("buffers", []) + model.get("buffers", []):
-            if buffer.get("path") == ["value"]:
-                urls.append(base64.b64decode(buffer["data"]).decode())
-    return urls
+    values = [
+        model["state"].get("value", "") for model in state.values() if model.get("model_name") == "HTMLModel"
+    ]
+    return [html.unescape(url) for value in values for url in VIDEO_SRC.findall(value)]
 
 
-def _widget_displays(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:
+def widget_displays(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:
+    """The data of every output a TaskStatusWidget displayed (its text/plain starts "Kling task ")."""
     return [
         o["data"]
         for o in _outputs(nb)
-        if o["output_type"] in ("display_data", "execute_result") and WIDGET_VIEW in o["data"]
+        if o["output_type"] in ("display_data", "execute_result")
+        and str(o["data"].get("text/plain", "")).startswith("Kling task ")
     ]
 
 
@@ -104,15 +102,20 @@ def assert_recorded_success(saved: Path, *, secrets: tuple[str, ...] = ()) -> li
     urls = SUCCESS_LINE.findall(_stdout(nb))
     assert urls, f"no task reached SUCCESS; stdout was:\n{_stdout(nb)}"
     saved_videos = _video_urls_in_widget_state(nb)
-    displays = _widget_displays(nb)
+    displays = widget_displays(nb)
+    assert displays, "no widget output was saved"
     fallbacks = "".join(d.get("text/html", "") for d in displays)
     for url in urls:
         assert url in saved_videos, f"{url} is not in the saved widget state ({saved_videos})"
-        assert html.escape(url) in fallbacks, f"{url} is not in any text/html fallback"
-    # Every widget ended before the kernel did, so each static fallback shows a final state.
+        assert html.escape(url) in fallbacks, f"{url} is not in any text/html output"
+    # Every widget ended before the kernel did, so each display was replaced by its static final state:
+    # plain HTML that nbconvert, GitHub and an untrusted reopen show without the widgets JavaScript.
     for data in displays:
         first_line = data["text/plain"].splitlines()[0]
-        assert FINAL_LINE.search(first_line), f"a widget's saved fallback is not final: {first_line!r}"
+        assert FINAL_LINE.search(first_line), f"a widget's saved output is not final: {first_line!r}"
+        assert WIDGET_VIEW not in data, (
+            f"a finished widget's output still needs the widget view: {first_line!r}"
+        )
 
     assert SIMULATOR_KEY_PREFIX not in text, "a simulator API key was saved in the notebook"
     produced = json.dumps([list(_outputs(nb)), nb.metadata])
@@ -295,3 +298,36 @@ def isolated_jupyter_env(base: Mapping[str, str], tmp_path: Path) -> dict[str, s
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
         "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
     }
+
+
+CHROMIUM = os.environ.get("E2E_CHROMIUM", "/usr/bin/chromium")
+# Anything that would leave this machine (the widgets' JavaScript from a CDN, fonts, ...).
+OFF_MACHINE = re.compile(r"^(https?|wss?)://(?!127\.0\.0\.1[:/])")
+RENDERED_JS = """() => ({text: document.body.innerText,
+    videos: [...document.querySelectorAll('video')].map(v => v.getAttribute('src')),
+    bars: [...document.querySelectorAll('.kling-bar')].map(
+        b => b.dataset.style + ' ' + b.getAttribute('aria-valuenow'))})"""
+
+
+def render_nbconvert_offline(saved: Path, tmp_path: Path) -> dict[str, Any]:
+    """``jupyter nbconvert --to html`` the saved notebook, open the page in Chromium with every off-machine
+    request blocked (so no widgets JavaScript loads), and return what it shows: text, videos, bars."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    run_logged([sys.executable, "-m", "nbconvert", "--to", "html", "--output-dir", str(tmp_path), str(saved)],
+               cwd=tmp_path, timeout=120)  # fmt: skip
+    page_file = tmp_path / f"{saved.stem}.html"
+    from playwright.sync_api import sync_playwright
+
+    blocked: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            context = browser.new_context(offline=True)
+            context.route(OFF_MACHINE, lambda route: (blocked.append(route.request.url), route.abort()))
+            page = context.new_page()
+            page.goto(page_file.as_uri(), wait_until="load", timeout=60_000)
+            shown: dict[str, Any] = page.evaluate(RENDERED_JS)
+        finally:
+            browser.close()
+    shown["blocked"] = blocked
+    return shown

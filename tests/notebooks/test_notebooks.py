@@ -8,11 +8,14 @@ import nbformat
 import pytest
 from nbclient.exceptions import CellExecutionError
 from notebook_support import (
+    CHROMIUM,
     NOTEBOOK_NAMES,
     NOTEBOOKS,
     WIDGET_STATE,
     assert_recorded_success,
     execute_notebook,
+    render_nbconvert_offline,
+    widget_displays,
 )
 
 from kling_widgets.simulator import GatewaySimulator
@@ -42,11 +45,25 @@ def test_notebooks_are_committed_without_outputs(name: str) -> None:
 
 @pytest.mark.parametrize("name", NOTEBOOK_NAMES)
 def test_notebook_without_key_uses_its_own_simulator(name: str, keyless_env: None, tmp_path: Path) -> None:
-    """A newcomer's run (Binder, a plain `jupyter lab`): no key, so the kernel starts the simulator."""
+    """A newcomer's run (Binder, a plain `jupyter lab`): no key, so the kernel starts the simulator.
+
+    nbconvert's HTML of the saved file, opened offline (no widgets JavaScript), shows every widget's final
+    line and the player (issue 9, item 2).
+    """
     saved = tmp_path / name
     execute_notebook(NOTEBOOKS / name, saved)
-    assert_recorded_success(saved)
+    urls = assert_recorded_success(saved)
     assert "SIMULATOR: http://127.0.0.1:" in saved.read_text()
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no browser at {CHROMIUM} (apt-get install -y chromium)")
+    shown = render_nbconvert_offline(saved, tmp_path / "html")
+    finals = [
+        d["text/plain"].splitlines()[0].split(": ", 1)[1] for d in widget_displays(nbformat.read(saved, 4))
+    ]
+    assert finals
+    for final in finals:
+        assert final in shown["text"], final
+    assert set(urls) <= set(shown["videos"])
 
 
 @pytest.mark.parametrize("name", NOTEBOOK_NAMES)
