@@ -14,12 +14,13 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any
 
 from ._client import ENDPOINTS, KlingClient
 from ._errors import KlingError, TaskFailedError
 from ._ledger_cli import add_commands
 from ._models import Task, TaskStatus
+from ._terminal import ProgressLine, printable
 from ._version import __version__
 
 __all__ = ["main"]
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (KlingError, ValueError, OSError) as exc:
-        print(f"kling-widgets: error: {_printable(str(exc))}", file=sys.stderr)
+        print(f"kling-widgets: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
 
 
@@ -130,7 +131,7 @@ def _status(args: argparse.Namespace) -> int:
 def _watch(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
-        with KlingClient() as client, _ProgressLine(sys.stderr) as line:
+        with KlingClient() as client, ProgressLine(sys.stderr, ticking=True) as line:
             task = client.wait(
                 args.task_id,
                 endpoint=args.endpoint,
@@ -140,7 +141,7 @@ def _watch(args: argparse.Namespace) -> int:
                 on_poll=lambda snapshot: line.show(_progress(snapshot, time.monotonic() - started)),
             )
     except TaskFailedError as exc:
-        print(f"Failed: {_printable(exc.task.fail_reason or 'the gateway gave no reason')}", file=sys.stderr)
+        print(f"Failed: {printable(exc.task.fail_reason or 'the gateway gave no reason')}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("Stopped watching; the task keeps running on the server.", file=sys.stderr)
@@ -196,44 +197,14 @@ def _summary(task: Task) -> str:
         text += f" {task.video_url}"
     elif task.fail_reason:
         text += f" ({task.fail_reason})"
-    return _printable(text)
+    return printable(text)
 
 
 def _progress(task: Task, elapsed: float) -> str:
     minutes, seconds = divmod(int(elapsed), 60)
-    return _printable(
+    return printable(
         f"Kling {task.task_id} · {_PHASES[task.status]} · {task.progress}% · {minutes}:{seconds:02d}"
     )
-
-
-def _printable(text: str) -> str:
-    """``text`` with control characters escaped, so server-provided text cannot drive the terminal."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
-class _ProgressLine:
-    """One status line: rewritten in place on a terminal, a new line per change otherwise (logs, CI)."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._tty = stream.isatty()
-        self._last = ""
-
-    def __enter__(self) -> _ProgressLine:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._tty and self._last:
-            self._stream.write("\n")  # leave the last state visible, end the line
-            self._stream.flush()
-
-    def show(self, text: str) -> None:
-        if self._tty:
-            self._stream.write("\r" + text.ljust(len(self._last)))
-        elif text.rsplit(" · ", 1)[0] != self._last.rsplit(" · ", 1)[0]:  # ignore the ticking clock
-            self._stream.write(text + "\n")
-        self._stream.flush()
-        self._last = text
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Any, TextIO
+from typing import Any
 
 from ._batch import DEFAULT_CONCURRENCY, BatchSubmitter, RowOutcome, RowState, read_batch
 from ._client import KlingClient
@@ -23,6 +23,7 @@ from ._keep import keep
 from ._ledger import REFUSED, SUBMITTING, UNANSWERED, Ledger, LedgerEntry
 from ._models import Task, TaskStatus
 from ._poller import Update, Watch, default_engine
+from ._terminal import ProgressLine
 from ._text import clean_text
 
 __all__ = ["add_commands"]
@@ -136,7 +137,7 @@ def resume_command(args: argparse.Namespace) -> int:
         for entry in entries:
             if entry.task_id is not None:
                 watching.add(entry.task_id, entry.endpoint)
-        with _ProgressLine(sys.stderr) as line:
+        with ProgressLine(sys.stderr) as line:
             while not watching.wait(0.5):
                 line.show(watching.summary())
             line.show(watching.summary())
@@ -166,7 +167,7 @@ def batch_command(args: argparse.Namespace) -> int:
 
         submitter = BatchSubmitter(client, rows, concurrency=args.concurrency, on_outcome=on_outcome)
         submitter.start()  # after the assignment: on_outcome uses it
-        with _ProgressLine(sys.stderr) as line:
+        with ProgressLine(sys.stderr) as line:
             while not (submitter.wait(0.5) and watching.wait(0)):
                 line.show(_batch_summary(len(rows), submitter, watching))
             line.show(_batch_summary(len(rows), submitter, watching))
@@ -346,27 +347,3 @@ def _state(text: str) -> str:
 
 def _iso(when: datetime | None) -> str | None:
     return when.isoformat() if when is not None else None
-
-
-class _ProgressLine:
-    """One progress line on stderr: rewritten in place on a terminal, a new line per change otherwise."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._tty = stream.isatty()
-        self._last = ""
-
-    def __enter__(self) -> _ProgressLine:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._tty and self._last:
-            self._stream.write("\n")
-            self._stream.flush()
-
-    def show(self, text: str) -> None:
-        if text == self._last:
-            return
-        self._stream.write("\r" + text.ljust(len(self._last)) if self._tty else text + "\n")
-        self._stream.flush()
-        self._last = text
