@@ -7,7 +7,7 @@ comes from is in docs/models.md: EZmodel's own pages (doc.ezmodel.cloud/en/kling
 list) and Kling's official API documentation. Where they disagree the gateway's code wins, because it is
 what refuses (or silently drops) a field.
 
->>> from kling_widgets import model_spec, models_for
+>>> from kling_widgets._catalogue import model_spec, models_for
 >>> models_for("omni-video")
 ('kling-v3-omni', 'kling-v3', 'kling-video-o1')
 >>> model_spec("kling-v3", "text2video").durations

@@ -103,6 +103,7 @@ def omni_body(
     editing = reference_video is not None and refer_type == "base"
     body: dict[str, Any] = {"model_name": spec.model}
     if shots is not None:
+        spec.require("max_shots", "shots")
         if prompt is not None or duration is not None:
             raise ValueError("shots replace prompt and duration: give each shot its prompt and duration")
         body["multi_prompt"] = _shots(spec, shots)
@@ -335,7 +336,6 @@ def _omni_images(
 
 
 def _shots(spec: ModelSpec, shots: object) -> list[dict[str, str]]:
-    spec.require("max_shots", "shots")
     items = _sequence("shots", shots)
     if not MIN_SHOTS <= len(items) <= spec.max_shots:
         raise ValueError(f"{spec.model} takes {MIN_SHOTS} to {spec.max_shots} shots, got {len(items)}")
