@@ -358,6 +358,16 @@ def test_a_task_fetched_on_another_route_learns_its_own(sim: GatewaySimulator, c
     task_id = sim.add_task(endpoint="omni-video")
     assert client.get_task(task_id).endpoint == "omni-video"  # polled on text2video, as for an id typed in
     assert client.get_task(task_id, "video-extend").endpoint == "omni-video"
+    assert [r.body for r in sim.requests(task_id)] == ["", ""]  # only POST bodies are logged
+    added = requests.post(
+        f"{sim.url}/_simulator/tasks",
+        json={"endpoint": "advanced-lip-sync", "polls": [0, 0]},
+        headers={"Authorization": f"Bearer {sim.api_key}"},
+        timeout=10,
+    ).json()["task_id"]
+    assert client.get_task(added).endpoint == "advanced-lip-sync"
+    with pytest.raises(ValueError, match="unknown endpoint 'tts'"):
+        sim.add_task(endpoint="tts")
 
 
 # -- the gateway's own checks (what a careless client would send) ----------------------------------
