@@ -36,7 +36,7 @@ _STATUS_ALIASES = {
     "FAILED": "FAILURE",
 }
 
-# The gateway's task action (TaskDto "action") -> the route its GET answers on (gateway-api.md §2.1, §6.2).
+# The gateway's task action (TaskDto "action") -> its route (docs/models.md, "Routes and actions").
 _ACTION_ENDPOINTS = {
     "textGenerate": "text2video",
     "generate": "image2video",

@@ -76,7 +76,8 @@ KLING_MODELS = frozenset({
 CHANNEL_MODELS = KLING_MODELS | {
     "kling-v3-omni", "kling-video-o1", "kling-video-extend", "kling-lip-sync", "kling-identify-face",
 }  # fmt: skip
-#: The task routes a POST creates a task on, with the gateway's action for each (gateway-api.md §6.2).
+#: The task routes a POST creates a task on, with the gateway's action for each (docs/models.md, "Routes and
+#: actions").
 ACTIONS = {
     "text2video": "textGenerate",
     "image2video": "generate",
@@ -468,7 +469,7 @@ def _build_failed(message: str) -> _Rejected:
 
 
 def _check_duration(value: object) -> None:
-    """The check every route gets (``ValidateBasicTaskRequest``, gateway-api.md §3.2, §8.1)."""
+    """The duration check every route gets (the gateway's ``ValidateBasicTaskRequest``)."""
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -917,7 +918,7 @@ class GatewaySimulator:
             return rejected.reply, None
         if route == "identify-face":
             return self._identify_face(), None
-        if route in ("text2video", "image2video"):  # the body, not the path, picks Kling's route (§2.1)
+        if route in ("text2video", "image2video"):  # the body, not the path, picks Kling's route
             action = "generate" if body.get("image") or body.get("image_tail") else "textGenerate"
         else:
             action = ACTIONS[route]
