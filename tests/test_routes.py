@@ -404,6 +404,8 @@ GATEWAY_REFUSALS: list[tuple[str, dict[str, Any], int, str, str]] = [
      "video_id is required for video-extend"),
     ("advanced-lip-sync", {"model_name": "kling-lip-sync", "session_id": "s"}, 500, "build_request_failed",
      "face_choose is required for advanced-lip-sync"),
+    ("text2video", {"model_name": "kling-v2-1-master", "prompt": "x", "mode": "pro"}, 500,
+     "get_price_scale_failed", "unsupported model for pro mode: kling-v2-1-master"),
     ("identify-face", {"model_name": "kling-identify-face", "video_id": "a", "video_url": CLIP}, 500,
      "build_request_failed", "video_id and video_url cannot be both provided for identify-face"),
 ]  # fmt: skip

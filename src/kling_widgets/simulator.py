@@ -489,6 +489,8 @@ def _check_legacy_duration(value: object) -> None:
 
 
 def _check_mode(model: str, mode: object) -> None:
+    if mode == "pro" and model.endswith("-master"):  # the master models are priced in master mode only
+        raise _price_check(f"unsupported model for pro mode: {model}")
     if mode in (None, "", "std", "pro") or (mode == "master" and model.endswith("-master")):
         return
     raise _price_check(
