@@ -153,6 +153,7 @@ OMNI_REFUSED: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"prompt": "x", "keep_original_sound": "yes"}, ValueError, "needs a reference_video"),
     ({"prompt": "x", "reference_video": CLIP, "refer_type": "base", "duration": 5}, ValueError, "own length"),
     ({"prompt": "x", "element_ids": ["42"]}, TypeError, r"element_ids\[0\]"),
+    ({"prompt": "x", "element_ids": 42}, TypeError, "element_ids must be a list"),
     ({"prompt": "x", "model_name": "kling-v2-6"}, ValueError, r"omni-video does not take model_name="),
 ]  # fmt: skip
 

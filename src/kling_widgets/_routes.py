@@ -143,7 +143,8 @@ def omni_body(
         raise ValueError("keep_original_sound needs a reference_video")
     if element_ids:
         body["element_list"] = [
-            {"element_id": _element_id(index, value)} for index, value in enumerate(element_ids)
+            {"element_id": _element_id(index, value)}
+            for index, value in enumerate(_sequence("element_ids", element_ids))
         ]
     _common(body, callback_url, external_task_id)
     return body
