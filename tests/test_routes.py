@@ -16,6 +16,7 @@ import requests
 
 from helpers import WAIT
 from kling_widgets import KlingClient, Task, TaskStatus
+from kling_widgets._models import parse_task
 from kling_widgets._poller import default_engine
 from kling_widgets._routes import Face, FaceSession
 from kling_widgets.simulator import GatewaySimulator, Scenario
@@ -442,3 +443,21 @@ def test_each_route_creates_a_task_with_its_action(
         timeout=10,
     ).json()["data"]
     assert dto["action"] == action
+
+
+def test_ezmodels_omni_status_example_parses_on_its_route() -> None:
+    # EZmodel's omni-video status page: the TaskDto without "action", Kling's answer with "HTTP_OK".
+    kling = {
+        "task_id": "842250903629086785",
+        "task_status": "succeed",
+        "task_result": {"videos": [{"id": "v1", "url": "https://example.com/a.mp4", "duration": "5.0"}]},
+    }
+    dto = {"task_id": "842250903629086785", "status": "SUCCESS", "progress": "100%",
+           "data": {"code": 0, "message": "HTTP_OK", "request_id": "r", "data": kling}}  # fmt: skip
+    payload = {"code": "success", "data": dto}
+    task = parse_task(payload, "omni-video")
+    assert (task.endpoint, task.status, task.video_url) == (
+        "omni-video",
+        TaskStatus.SUCCESS,
+        "https://example.com/a.mp4",
+    )
