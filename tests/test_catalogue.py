@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -65,3 +67,9 @@ def test_mode_defaults_to_the_models_own(sim: GatewaySimulator, client: KlingCli
     first, second = (json.loads(record.body) for record in sim.requests())
     assert first["mode"] == "master"
     assert (second["mode"], second["cfg_scale"], second["sound"]) == ("std", 0.2, "off")
+
+
+def test_the_table_in_the_docs_lists_exactly_the_catalogue() -> None:
+    docs = (Path(__file__).parents[1] / "docs" / "models.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| ([a-z0-9-]+) \| `([a-z0-9-]+)` \|", docs, flags=re.MULTILINE)
+    assert rows == [(spec.route, spec.model) for spec in MODELS]
