@@ -123,6 +123,9 @@ class Task:
         Kling's reason for a FAILURE; None otherwise. Never ``"SUCCEED"`` and never the video URL.
     submit_time, start_time, finish_time : datetime or None
         UTC; None when the gateway has not set them.
+    units : float or None
+        Kling's ``final_unit_deduction``: the resource-pack units the task was charged, from Kling's own
+        API; None through the gateway (which bills its own quota) and before Kling says.
     raw : Mapping
         The whole decoded response, read-only. Left out of ``==`` and ``repr``.
     """
@@ -135,6 +138,7 @@ class Task:
     submit_time: datetime | None = None
     start_time: datetime | None = None
     finish_time: datetime | None = None
+    units: float | None = None
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
 
     # A read-only view of the raw answer cannot be pickled; its dict can (multiprocessing, TaskFailedError).
@@ -237,6 +241,7 @@ def _parse_kling(payload: Mapping[Any, Any], kling: Mapping[Any, Any]) -> Task:
         fail_reason=_fail_reason(status, kling.get("task_status_msg"), None),
         submit_time=_timestamp(kling.get("created_at")),
         finish_time=_timestamp(kling.get("updated_at")) if status.is_terminal else None,
+        units=_non_negative(kling.get("final_unit_deduction")),
         raw=MappingProxyType(dict(payload)),
     )
 
@@ -251,7 +256,9 @@ def _videos(kling: Mapping[Any, Any]) -> tuple[Video, ...]:
         entry = _mapping(item)
         url = _text(entry.get("url"))
         if url:
-            videos.append(Video(url, duration=_duration(entry.get("duration")), id=_text(entry.get("id"))))
+            videos.append(
+                Video(url, duration=_non_negative(entry.get("duration")), id=_text(entry.get("id")))
+            )
     return tuple(videos)
 
 
@@ -274,7 +281,7 @@ def _progress(value: object, status: TaskStatus) -> int:
     return 0 if number is None else int(min(max(number, 0.0), 100.0))
 
 
-def _duration(value: object) -> float | None:
+def _non_negative(value: object) -> float | None:
     number = _number(value)
     return number if number is not None and number >= 0 else None
 
