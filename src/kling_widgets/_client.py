@@ -459,7 +459,15 @@ class KlingClient:
                 "or the ledger (client.ledger).",
                 code="not_supported",
             )
-        return parse_task(self._request("GET", path, retry=retry))
+        task = parse_task(self._request("GET", path, retry=retry))
+        if task.external_task_id not in (None, external_task_id.strip()):
+            # As in get_task: a mixed-up answer must not pass for the task asked about.
+            raise TransportError(
+                f"Kling answered about external_task_id {clean_text(task.external_task_id or '', 100)!r} "
+                f"when asked about {external_task_id.strip()!r}; the answer was ignored.",
+                task_id=task.task_id,
+            )
+        return task
 
     def list_tasks(self, endpoint: str = "text2video", *, page: int = 1, page_size: int = 30) -> list[Task]:
         """One page of the account's tasks of ``endpoint``, newest first (Kling's own API only).

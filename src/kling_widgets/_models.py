@@ -126,6 +126,9 @@ class Task:
     units : float or None
         Kling's ``final_unit_deduction``: the resource-pack units the task was charged, from Kling's own
         API; None through the gateway (which bills its own quota) and before Kling says.
+    external_task_id : str or None
+        The id the client chose at submission, as Kling's own API reports it (``task_info``); None
+        through the gateway.
     raw : Mapping
         The whole decoded response, read-only. Left out of ``==`` and ``repr``.
     """
@@ -139,6 +142,7 @@ class Task:
     start_time: datetime | None = None
     finish_time: datetime | None = None
     units: float | None = None
+    external_task_id: str | None = None
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
 
     # A read-only view of the raw answer cannot be pickled; its dict can (multiprocessing, TaskFailedError).
@@ -242,6 +246,7 @@ def _parse_kling(payload: Mapping[Any, Any], kling: Mapping[Any, Any]) -> Task:
         submit_time=_timestamp(kling.get("created_at")),
         finish_time=_timestamp(kling.get("updated_at")) if status.is_terminal else None,
         units=_non_negative(kling.get("final_unit_deduction")),
+        external_task_id=_text(_mapping(kling.get("task_info")).get("external_task_id")),
         raw=MappingProxyType(dict(payload)),
     )
 
