@@ -464,8 +464,7 @@ class KlingClient:
             # As in get_task: a mixed-up answer must not pass for the task asked about.
             raise TransportError(
                 f"Kling answered about external_task_id {clean_text(task.external_task_id or '', 100)!r} "
-                f"when asked about {external_task_id.strip()!r}; the answer was ignored.",
-                task_id=task.task_id,
+                f"when asked about {external_task_id.strip()!r}; the answer was ignored."
             )
         return task
 

@@ -227,6 +227,7 @@ def parse_submission(payload: object) -> Task:
         status=status,
         progress=_progress(payload.get("progress"), status),
         submit_time=_timestamp(payload.get("created_at", kling.get("created_at"))),
+        external_task_id=_external_task_id(kling),
         raw=MappingProxyType(dict(payload)),
     )
 
@@ -246,7 +247,7 @@ def _parse_kling(payload: Mapping[Any, Any], kling: Mapping[Any, Any]) -> Task:
         submit_time=_timestamp(kling.get("created_at")),
         finish_time=_timestamp(kling.get("updated_at")) if status.is_terminal else None,
         units=_non_negative(kling.get("final_unit_deduction")),
-        external_task_id=_text(_mapping(kling.get("task_info")).get("external_task_id")),
+        external_task_id=_external_task_id(kling),
         raw=MappingProxyType(dict(payload)),
     )
 
@@ -265,6 +266,11 @@ def _videos(kling: Mapping[Any, Any]) -> tuple[Video, ...]:
                 Video(url, duration=_non_negative(entry.get("duration")), id=_text(entry.get("id")))
             )
     return tuple(videos)
+
+
+def _external_task_id(kling: Mapping[Any, Any]) -> str | None:
+    """``task_info.external_task_id`` of Kling's task data: the id the client chose at submission."""
+    return _text(_mapping(kling.get("task_info")).get("external_task_id"))
 
 
 def _fail_reason(status: TaskStatus, *candidates: object) -> str | None:
