@@ -38,6 +38,7 @@ from kling_widgets import (
     TaskStatus,
     TransportError,
 )
+from kling_widgets.__main__ import main
 from kling_widgets._backend import KlingBackend, KlingToken, Secret
 from kling_widgets._errors import kling_error_from_response
 from kling_widgets._ledger import Ledger
@@ -501,6 +502,25 @@ def test_merge_remote_brings_in_the_tasks_the_ledger_never_saw(
     assert entries[lost.task_id].local_id == lost_row  # the unanswered row became its task
     assert entries[elsewhere].params == {}
     assert {e.key_id for e in entries.values()} == {kclient.key_id}
+
+
+# -- the command line -----------------------------------------------------------------------------------
+
+
+def test_cli_status_and_watch_use_kling_keys_from_the_environment(
+    ksim: GatewaySimulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KLING_ACCESS_KEY", ksim.access_key)
+    monkeypatch.setenv("KLING_SECRET_KEY", ksim.secret_key)
+    monkeypatch.setenv("KLING_BASE_URL", ksim.url)
+    task_id = ksim.add_task(Scenario(polls=(1, 1)))
+    assert main(["status", task_id]) == 0
+    assert capsys.readouterr().out == f"{task_id}: SUBMITTED 0%\n"
+    assert main(["watch", task_id, "--interval", "0.01"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(ksim.url)
+    assert err.splitlines()[-1].split(" · ")[1:3] == ["Done", "100%"]
+    assert {r.path for r in ksim.requests(task_id)} == {f"/v1/videos/text2video/{task_id}"}
 
 
 # -- secrets --------------------------------------------------------------------------------------------
