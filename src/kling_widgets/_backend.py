@@ -3,8 +3,8 @@
 Both speak the same task routes; they differ in the base URL, the path prefix (``/kling/v1/...`` on the
 gateway, ``/v1/...`` on Kling), the credentials (a bearer key, or a JWT signed with an access key and a
 secret key), how an answer says it failed, and what else they offer (Kling can look a task up by the
-``external_task_id`` the client chose, and list an account's tasks). See docs/kling-api.md, "Protocol
-differences". `KlingClient` asks its backend for paths, headers and error mapping, and never branches on
+``external_task_id`` the client chose, and list an account's tasks) (docs/kling-api.md, "Protocol
+differences"). `KlingClient` asks its backend for paths, headers and error mapping, and never branches on
 the backend itself.
 
 Credentials are held in `Secret`: no repr, log line or error message shows them; ``key_id`` is a short

@@ -435,7 +435,7 @@ FAULT_REPLIES: dict[str, Callable[[Fault, str], Reply]] = {
 
 
 def _kling_reply(status: int, code: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
-    """Kling's error envelope: a service code, its message and a request id (docs/kling-api.md)."""
+    """Kling's error envelope: a service code, its message, a request id (docs/kling-api.md, "Error codes")."""
     return _json_reply(status, {"code": code, "message": message, "request_id": str(uuid.uuid4())}, headers)
 
 
@@ -640,11 +640,12 @@ class GatewaySimulator:
         Seconds a video link stays valid from its task's creation, or for `clip_url` from `start` (Kling:
         30 days); negative makes links that have already expired. A `Scenario` may set its own.
     flavor
-        ``"ezmodel"``: the gateway's protocol (above). ``"kling"``: Kling's own API (docs/kling-api.md):
-        routes without ``/kling``, a JWT signed with `secret_key` whose ``iss`` is `access_key` (checked:
-        signature, ``iss``, ``exp``, ``nbf``; an expired token gets 401 code 1004), Kling's envelopes, lookups
-        by ``external_task_id``, the task list (``?pageNum=&pageSize=``), ``final_unit_deduction`` on
-        success and the parallel limit as 429 code 1303. The control API still takes `api_key`.
+        ``"ezmodel"``: the gateway's protocol (above). ``"kling"``: Kling's own API (docs/kling-api.md,
+        "The simulator's kling flavor"): routes without ``/kling``, a JWT signed with `secret_key` whose
+        ``iss`` is `access_key` (checked: signature, ``iss``, ``exp``, ``nbf``; an expired token gets 401
+        code 1004), Kling's envelopes, lookups by ``external_task_id``, the task list
+        (``?pageNum=&pageSize=``), ``final_unit_deduction`` on success and the parallel limit as 429 code
+        1303. The control API still takes `api_key`.
     access_key, secret_key
         Kling's key pair for the kling flavor; random when None.
 
