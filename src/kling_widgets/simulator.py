@@ -435,7 +435,7 @@ FAULT_REPLIES: dict[str, Callable[[Fault, str], Reply]] = {
 
 
 def _kling_reply(status: int, code: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
-    """Kling's error envelope: a service code, its message, a request id (docs/kling-api.md, "Error codes")."""
+    """Kling's error envelope: service code, message, request id (docs/kling-api.md, "Error codes")."""
     return _json_reply(status, {"code": code, "message": message, "request_id": str(uuid.uuid4())}, headers)
 
 
