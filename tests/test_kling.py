@@ -25,7 +25,7 @@ import jwt
 import pytest
 
 import hostile
-from helpers import WAIT
+from helpers import WAIT, RecordingComm
 from kling_widgets import (
     APIError,
     AuthenticationError,
@@ -36,7 +36,9 @@ from kling_widgets import (
     ServerError,
     TaskNotFoundError,
     TaskStatus,
+    TaskStatusWidget,
     TransportError,
+    generate,
 )
 from kling_widgets.__main__ import main
 from kling_widgets._backend import KlingBackend, KlingToken, Secret
@@ -504,7 +506,29 @@ def test_merge_remote_brings_in_the_tasks_the_ledger_never_saw(
     assert {e.key_id for e in entries.values()} == {kclient.key_id}
 
 
-# -- the command line -----------------------------------------------------------------------------------
+# -- widgets and the command line -------------------------------------------------------------------
+
+
+def test_widgets_watch_kling_tasks_unchanged(
+    ksim: GatewaySimulator,
+    kclient: KlingClient,
+    comms: list[RecordingComm],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    submitted = generate("a corgi", client=kclient, **QUICK)
+    monkeypatch.setenv("KLING_ACCESS_KEY", ksim.access_key)
+    monkeypatch.setenv("KLING_SECRET_KEY", ksim.secret_key)
+    monkeypatch.setenv("KLING_BASE_URL", ksim.url)
+    from_environment = TaskStatusWidget(ksim.add_task(), **QUICK)
+    try:
+        for widget in (submitted, from_environment):
+            task = widget.wait(WAIT)
+            assert (task.status, task.units, widget.status) == (TaskStatus.SUCCESS, 1.0, "SUCCESS")
+            assert widget.video_url.startswith(ksim.url)
+    finally:
+        submitted.close()
+        from_environment.close()
+    assert all(r.path.startswith(("/v1/videos/", "/bs2/")) for r in ksim.requests())
 
 
 def test_cli_status_and_watch_use_kling_keys_from_the_environment(
