@@ -13,6 +13,7 @@ fingerprint (of the gateway key, or of Kling's access key) that is safe to show 
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import os
 import sys
@@ -146,7 +147,7 @@ class KlingToken:
         return text
 
 
-class Backend:
+class Backend(abc.ABC):
     """What differs between the services behind `KlingClient`. Subclasses fill in the class attributes.
 
     Parameters
@@ -169,17 +170,17 @@ class Backend:
         return f"{type(self).__name__}({self.base_url!r})"
 
     @property
+    @abc.abstractmethod
     def key_id(self) -> str | None:
         """A short fingerprint of the credential that identifies the account, or None without one."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def authorization(self) -> str:
         """The ``Authorization`` header's value; `AuthenticationError` naming the setting when unset."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def scrub(self, text: str) -> str:
         """``text`` without any credential, should an error message from elsewhere quote one."""
-        raise NotImplementedError
 
     def path(self, endpoint: str, segment: str | None = None) -> str:
         """The route of ``endpoint`` (e.g. ``text2video``), and of one task when ``segment`` is given."""
@@ -265,23 +266,23 @@ class KlingBackend(Backend):
             if access_key is not None and secret_key is not None
             else None
         )
-        self._missing = ACCESS_KEY_ENV if access_key is None else SECRET_KEY_ENV
+        # What to name when a key is missing: (its variable, its argument, what it is).
+        self._missing = (
+            (ACCESS_KEY_ENV, "access_key=", "access key")
+            if access_key is None
+            else (SECRET_KEY_ENV, "secret_key=", "secret key")
+        )
 
     @property
     def key_id(self) -> str | None:
         return self._access_key.fingerprint() if self._access_key is not None else None
 
-    @property
-    def token(self) -> KlingToken | None:
-        """The token maker, or None while a key is missing."""
-        return self._token
-
     def authorization(self) -> str:
         if self._token is None:
-            argument = "access_key=" if self._missing == ACCESS_KEY_ENV else "secret_key="
+            variable, argument, what = self._missing
             raise AuthenticationError(
-                f"No Kling {argument[:-1].replace('_', ' ')}: set the {self._missing} environment variable "
-                f"(or a Colab secret of that name), or pass {argument} to KlingClient.",
+                f"No Kling {what}: set the {variable} environment variable (or a Colab secret of that "
+                f"name), or pass {argument} to KlingClient.",
                 code="missing_api_key",
             )
         return f"Bearer {self._token.current()}"
@@ -336,6 +337,8 @@ def choose_backend(
     AuthenticationError
         Both an EZmodel key and Kling keys were given (as arguments, or all from the environment), or a
         key contains spaces or non-ASCII characters (a bad paste; the key is not echoed).
+    ValueError
+        The base URL is not http(s).
     """
     if api_key and (access_key or secret_key):
         raise AuthenticationError(
