@@ -38,6 +38,7 @@ from kling_widgets import (
     TaskStatus,
     TaskStatusWidget,
     TransportError,
+    _backend,
     generate,
 )
 from kling_widgets.__main__ import main
@@ -504,6 +505,23 @@ def test_merge_remote_brings_in_the_tasks_the_ledger_never_saw(
     assert entries[lost.task_id].local_id == lost_row  # the unanswered row became its task
     assert entries[elsewhere].params == {}
     assert {e.key_id for e in entries.values()} == {kclient.key_id}
+
+
+@pytest.mark.parametrize("flavor", ["ezmodel", "kling"])
+def test_the_simulators_environment_points_a_client_at_it(
+    monkeypatch: pytest.MonkeyPatch, flavor: Any
+) -> None:
+    with GatewaySimulator(flavor=flavor, scenario=FAST) as simulator:
+        environment = simulator.environment()
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        with KlingClient() as kling:
+            assert (kling.backend, kling.base_url) == (flavor, simulator.url)
+            assert kling.get_task(simulator.add_task()).status is TaskStatus.SUBMITTED
+    named = {_backend.BASE_URL_ENV, _backend.API_KEY_ENV}
+    if flavor == "kling":
+        named = {_backend.KLING_BASE_URL_ENV, _backend.ACCESS_KEY_ENV, _backend.SECRET_KEY_ENV}
+    assert set(environment) == named
 
 
 # -- widgets and the command line -------------------------------------------------------------------

@@ -805,6 +805,20 @@ class GatewaySimulator:
         with self._lock:
             self._drops.extend([HANG if hang else NO_ANSWER] * count)
 
+    def environment(self) -> dict[str, str]:
+        """The environment variables that point a `KlingClient` (or the CLI, or a kernel) at this simulator.
+
+        ``EZMODEL_BASE_URL`` and ``EZMODEL_API_KEY`` for the ezmodel flavor; ``KLING_BASE_URL``,
+        ``KLING_ACCESS_KEY`` and ``KLING_SECRET_KEY`` for the kling flavor (only once started).
+        """
+        if self.flavor == "kling":
+            return {
+                "KLING_BASE_URL": self.url,
+                "KLING_ACCESS_KEY": self.access_key,
+                "KLING_SECRET_KEY": self.secret_key,
+            }
+        return {"EZMODEL_BASE_URL": self.url, "EZMODEL_API_KEY": self.api_key}
+
     def token_expiries(self) -> list[int]:
         """The distinct ``exp`` claims of the JWTs accepted so far (kling flavor), oldest first."""
         with self._lock:
