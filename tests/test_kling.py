@@ -143,6 +143,14 @@ def test_an_argument_beats_the_other_backends_environment(
         assert kling.backend == "kling"
 
 
+def test_a_half_of_the_pair_not_given_comes_from_the_environment(
+    ksim: GatewaySimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KLING_SECRET_KEY", ksim.secret_key)
+    with KlingClient(access_key=ksim.access_key, base_url=ksim.url) as kling:
+        assert kling.get_task(ksim.add_task()).task_id
+
+
 @pytest.mark.parametrize(("given", "missing"), [({"access_key": "ak"}, "KLING_SECRET_KEY"),
                                                  ({"secret_key": "sk"}, "KLING_ACCESS_KEY")])  # fmt: skip
 def test_a_missing_half_of_the_pair_is_reported_at_the_first_request(

@@ -327,10 +327,11 @@ def choose_backend(
     """The backend the arguments and the environment ask for (docs/kling-api.md, "Configuration").
 
     Arguments come first: ``api_key=`` means the gateway, ``access_key=``/``secret_key=`` Kling's API, and
-    the environment of the other backend is then ignored. Without arguments, ``EZMODEL_API_KEY`` means the
-    gateway and ``KLING_ACCESS_KEY``/``KLING_SECRET_KEY`` Kling's API (each also read from a Colab secret
-    of that name); with neither, the gateway (and a missing key is reported at the first request). The
-    base URL is ``base_url=``, else the chosen backend's variable, else its default.
+    the environment of the other backend is then ignored (a half of Kling's pair not given is read from
+    the environment). Without arguments, ``EZMODEL_API_KEY`` means the gateway and
+    ``KLING_ACCESS_KEY``/``KLING_SECRET_KEY`` Kling's API (each also read from a Colab secret of that
+    name); with neither, the gateway (and a missing key is reported at the first request). The base URL is
+    ``base_url=``, else the chosen backend's variable, else its default.
 
     Raises
     ------
@@ -348,17 +349,17 @@ def choose_backend(
         )
     kling = bool(access_key or secret_key)
     if not api_key and not kling:
-        found_key = _setting(API_KEY_ENV)
-        found_pair = _setting(ACCESS_KEY_ENV), _setting(SECRET_KEY_ENV)
-        if found_key and any(found_pair):
+        api_key = _setting(API_KEY_ENV)
+        kling = bool(_setting(ACCESS_KEY_ENV) or _setting(SECRET_KEY_ENV))
+        if api_key and kling:
             raise AuthenticationError(
                 f"Both {API_KEY_ENV} (the EZmodel gateway) and {ACCESS_KEY_ENV}/{SECRET_KEY_ENV} (Kling's "
                 "own API) are set; unset one, or pass api_key= or access_key= and secret_key= to choose.",
                 code="ambiguous_keys",
             )
-        api_key = found_key
-        access_key, secret_key = found_pair
-        kling = any(found_pair)
+    if kling:
+        access_key = access_key or _setting(ACCESS_KEY_ENV)
+        secret_key = secret_key or _setting(SECRET_KEY_ENV)
     backend: type[Backend] = KlingBackend if kling else GatewayBackend
     url = (base_url or os.environ.get(backend.base_url_env) or backend.default_base_url).strip().rstrip("/")
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
