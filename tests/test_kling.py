@@ -570,6 +570,8 @@ def test_cli_status_and_watch_use_kling_keys_from_the_environment(
     out, err = capsys.readouterr()
     assert out.startswith(ksim.url)
     assert err.splitlines()[-1].split(" · ")[1:3] == ["Done", "100%"]
+    assert main(["status", task_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["units"] == 1.0
     assert {r.path for r in ksim.requests(task_id)} == {f"/v1/videos/text2video/{task_id}"}
 
 

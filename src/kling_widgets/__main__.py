@@ -186,6 +186,7 @@ def _task_json(task: Task) -> dict[str, Any]:
         "submit_time": iso(task.submit_time),
         "start_time": iso(task.start_time),
         "finish_time": iso(task.finish_time),
+        "units": task.units,  # Kling's own API only: units charged; null through the gateway
     }
 
 
