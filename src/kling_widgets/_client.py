@@ -247,7 +247,9 @@ class KlingClient:
         callback_url : str, optional
             An http(s) URL Kling itself POSTs its raw task JSON to when the status changes.
         external_task_id : str, optional
-            Your own id for the task, unique per account (the gateway cannot be queried by it).
+            Your own id for the task, unique per account (the gateway cannot be queried by it). With
+            Kling keys, one is chosen (``kw-`` + 32 hex digits) when not given, and `find_task` finds the
+            task by it; a submission whose answer was lost is found that way, never sent twice.
 
         Returns
         -------
