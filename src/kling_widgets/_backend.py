@@ -35,6 +35,8 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "KLING_BASE_URL_ENV",
     "KLING_DEFAULT_BASE_URL",
+    "MAX_PAGE",
+    "MAX_PAGE_SIZE",
     "SECRET_KEY_ENV",
     "TOKEN_LIFETIME",
     "Backend",
