@@ -192,6 +192,12 @@ def test_the_token_is_renewed_when_a_sixth_of_its_life_is_left() -> None:
     assert maker.made == 2
 
 
+@pytest.mark.parametrize("lifetime", [0, 1.5, float("nan")])
+def test_a_token_lifetime_under_2_s_is_refused(lifetime: float) -> None:
+    with pytest.raises(ValueError, match="lifetime"):
+        KlingClient(access_key="ak", secret_key=SK, token_lifetime=lifetime)
+
+
 def test_threads_asking_at_once_share_one_token() -> None:
     maker = KlingToken(Secret("ak"), Secret(SK))
     start = threading.Barrier(20)

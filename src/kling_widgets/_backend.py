@@ -111,8 +111,8 @@ class KlingToken:
         lifetime: float = TOKEN_LIFETIME,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not lifetime >= 1:
-            raise ValueError(f"the token lifetime must be at least 1 s, got {lifetime!r}")
+        if not lifetime >= 2:  # whole seconds: below 2 s a fresh token could already be due for renewal
+            raise ValueError(f"the token lifetime must be at least 2 s, got {lifetime!r}")
         self._access_key = access_key
         self._secret_key = secret_key
         self._lifetime = lifetime
@@ -131,7 +131,7 @@ class KlingToken:
             now = self._clock()
             if self._token is None or now >= self._renew_at:
                 issued = int(now)
-                expires = issued + max(int(self._lifetime), 1)
+                expires = issued + int(self._lifetime)
                 claims = {"iss": self._access_key.reveal(), "exp": expires, "nbf": issued - _NOT_BEFORE_SLACK}
                 token = jwt.encode(
                     claims, self._secret_key.reveal(), algorithm="HS256", headers={"typ": "JWT"}
