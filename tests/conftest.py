@@ -9,6 +9,12 @@ parametrize indirectly::
     def test_failure(sim, client): ...
 
 or create extra tasks with ``sim.add_task(Scenario(...))``.
+
+``flavor`` is the protocol the simulator speaks, ``"ezmodel"`` unless a test parametrizes it; ``client``
+then holds that flavor's credentials (the gateway key, or Kling's access and secret keys)::
+
+    @pytest.mark.parametrize("flavor", ["ezmodel", "kling"])
+    def test_on_both_backends(sim, client): ...
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 
 from helpers import RecordingComm, record_comms
-from kling_widgets.simulator import GatewaySimulator, Scenario
+from kling_widgets.simulator import Flavor, GatewaySimulator, Scenario
 
 if TYPE_CHECKING:
     from kling_widgets import KlingClient
@@ -60,19 +66,29 @@ def private_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
 
 
 @pytest.fixture
-def sim(request: pytest.FixtureRequest) -> Iterator[GatewaySimulator]:
+def flavor() -> Flavor:
+    """The simulator's protocol; parametrize ``flavor`` to run a test on Kling's own API too."""
+    return "ezmodel"
+
+
+@pytest.fixture
+def sim(request: pytest.FixtureRequest, flavor: Flavor) -> Iterator[GatewaySimulator]:
     """A started simulator (stopped, with every thread joined, after the test)."""
     scenario = getattr(request, "param", FAST)
-    with GatewaySimulator(speed=50.0, scenario=scenario) as simulator:
+    with GatewaySimulator(speed=50.0, scenario=scenario, flavor=flavor) as simulator:
         yield simulator
 
 
 @pytest.fixture
 def client(sim: GatewaySimulator) -> Iterator[KlingClient]:
-    """A `KlingClient` talking to ``sim`` with its key."""
+    """A `KlingClient` talking to ``sim`` with its credentials."""
     from kling_widgets import KlingClient  # imported late: the client is built alongside these fixtures
 
-    with KlingClient(base_url=sim.url, api_key=sim.api_key) as kling:
+    if sim.flavor == "kling":
+        kling = KlingClient(base_url=sim.url, access_key=sim.access_key, secret_key=sim.secret_key)
+    else:
+        kling = KlingClient(base_url=sim.url, api_key=sim.api_key)
+    with kling:
         yield kling
 
 

@@ -62,7 +62,9 @@ def test_status_json(sim: GatewaySimulator, capsys: pytest.CaptureFixture[str]) 
         "submit_time",
         "start_time",
         "finish_time",
+        "units",
     }
+    assert task["units"] is None  # the gateway bills its own quota
 
 
 def test_status_of_an_unknown_task_is_an_error_line(capsys: pytest.CaptureFixture[str]) -> None:

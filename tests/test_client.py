@@ -52,6 +52,8 @@ from kling_widgets._schedule import PollPolicy
 from kling_widgets.simulator import Fault, GatewaySimulator, Scenario
 
 CLIP = importlib.resources.files("kling_widgets").joinpath("_data/demo.mp4").read_bytes()
+# Tests that hold for Kling's own API too run against both simulator flavors.
+both_flavors = pytest.mark.parametrize("flavor", ["ezmodel", "kling"])
 SUBMITTED = {"id": "842250903629086785", "task_id": "842250903629086785", "object": "video", "status": ""}
 
 
@@ -299,6 +301,7 @@ def test_get_sends_no_json_content_type(wire: KlingClient, recorder: Recorder) -
     assert sent.headers["Authorization"] == "Bearer sk-wire-secret"
 
 
+@both_flavors
 def test_text2video_against_the_simulator(sim: GatewaySimulator, client: KlingClient) -> None:
     task = client.text2video("a corgi surfing at sunset")
     assert task.status is TaskStatus.SUBMITTED
@@ -314,6 +317,7 @@ def test_image2video_against_the_simulator(sim: GatewaySimulator, client: KlingC
     assert final.raw["data"]["action"] == "generate"
 
 
+@both_flavors
 @pytest.mark.parametrize("prompt", ["", "   \n"])
 def test_blank_prompt_is_refused_before_sending(
     sim: GatewaySimulator, client: KlingClient, prompt: str
@@ -325,6 +329,7 @@ def test_blank_prompt_is_refused_before_sending(
     assert sim.requests() == []
 
 
+@both_flavors
 def test_empty_image_is_refused_before_sending(sim: GatewaySimulator, client: KlingClient) -> None:
     with pytest.raises(ValueError, match="image"):
         client.image2video(" ", "it blinks")
@@ -361,6 +366,7 @@ def test_get_task_in_every_state(sim: GatewaySimulator, client: KlingClient) -> 
     assert all(t.video_url is None and t.fail_reason is None for t in tasks[:-1])
 
 
+@both_flavors
 def test_get_task_of_a_failed_task(sim: GatewaySimulator, client: KlingClient) -> None:
     task_id = sim.add_task(Scenario(outcome="failure", polls=(0, 0), fail_message="Image pixel is invalid"))
     task = client.get_task(task_id)
@@ -417,6 +423,7 @@ def test_bad_params_keeps_klings_message(sim: GatewaySimulator, client: KlingCli
     assert len(sim.requests(task_id)) == 1
 
 
+@both_flavors
 @pytest.mark.parametrize("kind", ["rate_limit", "server_error", "html", "empty", "malformed"])
 def test_transient_faults_are_retried(
     sim: GatewaySimulator, client: KlingClient, retries: list[RetryCall], kind: str
@@ -427,6 +434,7 @@ def test_transient_faults_are_retried(
     assert [call.attempt for call in retries] == [1, 2]
 
 
+@both_flavors
 @pytest.mark.parametrize("kind", ["not_found", "bad_params", "revoke_key"])
 def test_fatal_faults_are_not_retried(
     sim: GatewaySimulator, client: KlingClient, retries: list[RetryCall], kind: str
@@ -446,6 +454,7 @@ def test_retries_stop_after_max_retries(sim: GatewaySimulator, retries: list[Ret
     assert len(retries) == 2
 
 
+@both_flavors
 def test_retry_after_is_honoured(
     sim: GatewaySimulator, client: KlingClient, retries: list[RetryCall]
 ) -> None:
@@ -510,6 +519,7 @@ def test_task_id_must_be_a_string(client: KlingClient) -> None:
         client.get_task(842250903629086785)  # type: ignore[arg-type]
 
 
+@both_flavors
 def test_endpoint_is_validated(sim: GatewaySimulator, client: KlingClient) -> None:
     with pytest.raises(ValueError, match="unknown endpoint"):
         client.get_task("1", "../../admin")
@@ -538,6 +548,7 @@ def test_wait_returns_the_successful_task(sim: GatewaySimulator, client: KlingCl
     ]
 
 
+@both_flavors
 def test_wait_raises_task_failed_with_the_reason(sim: GatewaySimulator, client: KlingClient) -> None:
     task_id = sim.add_task(Scenario(outcome="failure", polls=(1, 1), fail_message="content policy: 1301"))
     with pytest.raises(TaskFailedError, match="content policy: 1301") as info:
@@ -545,6 +556,7 @@ def test_wait_raises_task_failed_with_the_reason(sim: GatewaySimulator, client: 
     assert info.value.task.status is TaskStatus.FAILURE
 
 
+@both_flavors
 def test_wait_times_out(sim: GatewaySimulator, client: KlingClient) -> None:
     task_id = sim.add_task(Scenario(queued=10_000.0))
     with pytest.raises(TaskTimeoutError) as info:
@@ -555,6 +567,7 @@ def test_wait_times_out(sim: GatewaySimulator, client: KlingClient) -> None:
     assert info.value.task_id == task_id
 
 
+@both_flavors
 def test_wait_rides_out_transient_errors(sim: GatewaySimulator, client: KlingClient) -> None:
     faults = (Fault("server_error", at_poll=2, count=2), Fault("rate_limit", at_poll=5, retry_after=3))
     task_id = sim.add_task(Scenario(polls=(1, 1), faults=faults))
@@ -565,6 +578,7 @@ def test_wait_rides_out_transient_errors(sim: GatewaySimulator, client: KlingCli
     assert statuses == [200, 500, 500, 200, 429, 200]
 
 
+@both_flavors
 def test_wait_stops_at_a_fatal_error(sim: GatewaySimulator, client: KlingClient) -> None:
     task_id = sim.add_task(Scenario(polls=(3, 3), faults=(Fault("revoke_key", at_poll=2),)))
     with pytest.raises(AuthenticationError):
@@ -572,6 +586,7 @@ def test_wait_stops_at_a_fatal_error(sim: GatewaySimulator, client: KlingClient)
     assert len(sim.requests(task_id)) == 2
 
 
+@both_flavors
 def test_wait_times_out_while_the_gateway_keeps_failing(sim: GatewaySimulator, client: KlingClient) -> None:
     task_id = sim.add_task(Scenario(faults=(Fault("server_error", count=10_000),)))
     with pytest.raises(TaskTimeoutError) as info:
@@ -587,6 +602,7 @@ def finished(sim: GatewaySimulator, client: KlingClient) -> Task:
     return client.wait(sim.add_task(Scenario(polls=(0, 0))), poll_interval=0.01, max_poll_interval=0.02)
 
 
+@both_flavors
 def test_download_saves_the_clip_as_task_id_mp4(
     sim: GatewaySimulator, client: KlingClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -265,7 +265,7 @@ def test_new_or_empty_file_is_migrated_and_reopening_keeps_rows(tmp_path: Path, 
     ledger = Ledger(path)
     assert ledger.available
     record(ledger, "1", TaskStatus.SUCCESS)
-    assert user_version(path) == SCHEMA_VERSION == 1
+    assert user_version(path) == SCHEMA_VERSION == len(_ledger.MIGRATIONS)
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
@@ -286,10 +286,10 @@ def test_a_second_schema_version_is_one_more_migration(
         db.execute("ALTER TABLE tasks ADD COLUMN note TEXT")
 
     monkeypatch.setattr(_ledger, "MIGRATIONS", (*_ledger.MIGRATIONS, add_note))
-    monkeypatch.setattr(_ledger, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(_ledger, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     upgraded = Ledger(path)
-    Ledger(path)  # already at version 2: nothing runs again
-    assert (len(ran), user_version(path)) == (1, 2)
+    Ledger(path)  # already at the new version: nothing runs again
+    assert (len(ran), user_version(path)) == (1, SCHEMA_VERSION + 1)
     assert [(e.task_id, e.state) for e in upgraded.entries()] == [("1", "IN_PROGRESS")]
     record(upgraded, "2")
     assert len(upgraded.entries()) == 2

@@ -1,6 +1,7 @@
 """The ``kling-widgets`` command (also ``python -m kling_widgets``): status, watch, simulate, demo, --version.
 
-``status`` and ``watch`` read ``EZMODEL_API_KEY`` and ``EZMODEL_BASE_URL`` like `KlingClient`. Results go to
+``status`` and ``watch`` read ``EZMODEL_API_KEY`` and ``EZMODEL_BASE_URL`` like `KlingClient` (or Kling's own
+API keys, ``KLING_ACCESS_KEY`` and ``KLING_SECRET_KEY``, with ``KLING_BASE_URL``). Results go to
 stdout, progress and problems to stderr, so ``url=$(kling-widgets watch ID)`` captures just the video URL.
 Exit codes: 0 success, 1 the task failed, 2 any other error, 130 interrupted.
 """
@@ -61,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kling-widgets",
         description="Watch Kling video tasks made through the EZmodel gateway, or try everything offline.",
-        epilog="status and watch use EZMODEL_API_KEY and EZMODEL_BASE_URL from the environment.",
+        epilog="status and watch use EZMODEL_API_KEY and EZMODEL_BASE_URL from the environment "
+        "(or KLING_ACCESS_KEY, KLING_SECRET_KEY and KLING_BASE_URL for Kling's own API).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
@@ -188,6 +190,7 @@ def _task_json(task: Task) -> dict[str, Any]:
         "submit_time": iso(task.submit_time),
         "start_time": iso(task.start_time),
         "finish_time": iso(task.finish_time),
+        "units": task.units,  # Kling's own API only: units charged; null through the gateway
     }
 
 

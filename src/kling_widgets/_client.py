@@ -1,17 +1,18 @@
-"""`KlingClient`: submit Kling video tasks through the EZmodel gateway, then fetch, await and download them.
+"""`KlingClient`: submit Kling video tasks through the EZmodel gateway (or Kling's own API), then fetch,
+await and download them.
 
 Gateway requests go through `GatewayHTTP` (bounded in time and size, never redirected, never retried by
-itself); a `requests.Session` serves downloads only. The API key is resolved once (argument, then
-``EZMODEL_API_KEY``, then the Colab secret of that name), kept in a private attribute and added to each
-gateway request's headers; it never appears in a repr, a log line or an error message (nor in their
-``__cause__`` or ``__context__``), and it is never sent to the video host.
+itself); a `requests.Session` serves downloads only. The credentials are resolved once (argument, then
+``EZMODEL_API_KEY``, then the Colab secret of that name; or Kling's access and secret keys), kept by the
+backend (`kling_widgets._backend`, which also knows each service's paths, envelopes and error codes) and
+added to each request's headers; they never appear in a repr, a log line or an error message (nor in their
+``__cause__`` or ``__context__``), and they are never sent to the video host.
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
-import hashlib
 import json
 import logging
 import math
@@ -28,15 +29,24 @@ from typing import Any, BinaryIO, NoReturn
 
 import requests
 
+from ._backend import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    DEFAULT_BASE_URL,
+    MAX_PAGE,
+    MAX_PAGE_SIZE,
+    TOKEN_LIFETIME,
+    Backend,
+    choose_backend,
+)
 from ._errors import (
     APIError,
-    AuthenticationError,
     KlingError,
     RateLimitError,
     TaskFailedError,
+    TaskNotFoundError,
     TaskTimeoutError,
     TransportError,
-    error_from_response,
 )
 from ._files import SNIFF_BYTES, file_name, not_a_video, publish, video_kind
 from ._http import CONNECT_TIMEOUT, Answer, GatewayHTTP
@@ -62,10 +72,6 @@ __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_BASE_URL", "ENDPOINTS", "Klin
 
 logger = logging.getLogger("kling_widgets")
 
-API_KEY_ENV = "EZMODEL_API_KEY"
-BASE_URL_ENV = "EZMODEL_BASE_URL"
-DEFAULT_BASE_URL = "https://api.ezmodel.cloud"
-
 #: Kling task endpoints under ``/kling/v1/videos/`` that answer ``GET …/{task_id}`` (gateway-api.md §2.1).
 ENDPOINTS = frozenset(
     {
@@ -90,7 +96,7 @@ _REQUEST_ID_HEADER = "X-Oneapi-Request-Id"
 
 
 class KlingClient:
-    """A blocking client for Kling video generation through the EZmodel gateway.
+    """A blocking client for Kling video generation, through the EZmodel gateway or Kling's own API.
 
     Parameters
     ----------
@@ -99,8 +105,16 @@ class KlingClient:
         Colab) the Colab secret of that name. A missing key is reported at the first request, as an
         `AuthenticationError` that names ``EZMODEL_API_KEY``; a key with spaces or non-ASCII characters
         (a bad paste) is refused at once, without being echoed.
+    access_key, secret_key : str, optional
+        Kling's own API keys instead of a gateway key (default: ``KLING_ACCESS_KEY`` and
+        ``KLING_SECRET_KEY``, or the Colab secrets of those names). Each request then carries a JWT made
+        from them and renewed before it expires; every submission carries an ``external_task_id``, so a
+        POST whose answer was lost is found again, never sent twice. Giving both an EZmodel key and Kling
+        keys (as arguments, or all through the environment) is an `AuthenticationError`; an argument beats
+        the environment (docs/kling-api.md, "Configuration").
     base_url : str, optional
-        Defaults to ``EZMODEL_BASE_URL``, then ``https://api.ezmodel.cloud``.
+        Defaults to ``EZMODEL_BASE_URL``, then ``https://api.ezmodel.cloud`` (with Kling keys:
+        ``KLING_BASE_URL``, then ``https://api-singapore.klingai.com``).
     timeout : float
         Seconds one gateway request may take in all, from connecting to the answer's last byte
         (connecting alone is bounded by ``min(10, timeout)``). An answer over 16 MiB is refused
@@ -112,6 +126,9 @@ class KlingClient:
         Where submissions are recorded (docs/durable.md, "The ledger"). None or True (the
         default): the process's shared default `Ledger` (``$KLING_WIDGETS_HOME/ledger.sqlite3``, else
         the user data directory); False: none; a path or a `Ledger`: that one.
+    token_lifetime : float
+        Kling keys only: seconds each JWT is valid (Kling's maximum, 30 minutes, by default); a new one is
+        made when less than a sixth is left.
 
     Examples
     --------
@@ -130,6 +147,9 @@ class KlingClient:
         timeout: float = 30.0,
         max_retries: int = 3,
         ledger: Ledger | str | os.PathLike[str] | bool | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        token_lifetime: float = TOKEN_LIFETIME,
     ) -> None:
         from ._version import __version__
 
@@ -137,10 +157,10 @@ class KlingClient:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
-        self._api_key = _resolve_api_key(api_key)
-        self._base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).strip().rstrip("/")
-        if urllib.parse.urlsplit(self._base_url).scheme not in ("http", "https"):
-            raise ValueError(f"base_url must start with http:// or https://, got {self._base_url!r}")
+        self._backend: Backend = choose_backend(
+            api_key, access_key, secret_key, base_url, token_lifetime=token_lifetime
+        )
+        self._base_url = self._backend.base_url
         self.timeout = float(timeout)
         self.max_retries = max_retries
         self._user_agent = f"kling-widgets/{__version__}"
@@ -170,12 +190,18 @@ class KlingClient:
         return self._ledger
 
     @property
+    def backend(self) -> str:
+        """``"ezmodel"`` (the gateway) or ``"kling"`` (Kling's own API)."""
+        return self._backend.name
+
+    @property
     def key_id(self) -> str | None:
         """A short fingerprint of the API key (8 hex digits of its SHA-256), or None without a key.
 
-        Safe to show, log and store: it tells keys apart without revealing them.
+        With Kling keys, the fingerprint of the access key (the secret key is never used for it). Safe to
+        show, log and store: it tells keys apart without revealing them.
         """
-        return self._api_key.fingerprint() if self._api_key is not None else None
+        return self._backend.key_id
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self._base_url!r})"
@@ -253,7 +279,9 @@ class KlingClient:
         callback_url : str, optional
             An http(s) URL Kling itself POSTs its raw task JSON to when the status changes.
         external_task_id : str, optional
-            Your own id for the task, unique per account (the gateway cannot be queried by it).
+            Your own id for the task, unique per account (the gateway cannot be queried by it). With
+            Kling keys, one is chosen (``kw-`` + 32 hex digits) when not given, and `find_task` finds the
+            task by it; a submission whose answer was lost is found that way, never sent twice.
         source : str, optional
             A label stored with the ledger entry (not sent), e.g. ``"prompts.csv#17"``: batches find
             their rows again with it to resume.
@@ -666,36 +694,160 @@ class KlingClient:
         return self._submit("advanced-lip-sync", lip_sync_body(session, **options))
 
     def _submit(self, endpoint: str, body: Mapping[str, Any], source: str | None = None) -> Task:
-        # The ledger row is written before the POST, so a task paid for is never lost (docs/durable.md,
-        # "The ledger"): an answer fills in its id; an error answer created nothing; no answer may have.
+        # The body exactly as it will be sent (with Kling keys an external_task_id is added) is recorded
+        # before the POST, so a task paid for is never lost (docs/durable.md, "The ledger"): an answer
+        # fills in its id; an error answer created nothing; no answer may have.
+        body = self._backend.prepare(body)
         ledger = self._ledger
         local_id = None
         if ledger is not None:
             local_id = ledger.begin(endpoint, self._base_url, self.key_id, body, source=source)
         try:
-            payload = self._request("POST", f"/kling/v1/videos/{endpoint}", body=body, retry=False)
+            task = self._post(endpoint, body)
         except APIError as exc:
             if ledger is not None:
                 ledger.refused(local_id, exc)
             raise
-        except BaseException as exc:  # TransportError, KeyboardInterrupt: the task may exist
+        except BaseException as exc:  # no answer, an unusable one, or KeyboardInterrupt: the task may exist
             if ledger is not None:
                 ledger.unanswered(local_id, exc)
             raise
+        if ledger is not None:
+            ledger.submitted(local_id, task)
+        return task
+
+    def _post(self, endpoint: str, body: Mapping[str, Any]) -> Task:
+        """POST once; a lost answer is looked up by ``external_task_id`` where the backend can; the task."""
+        try:
+            payload = self._request("POST", self._backend.path(endpoint), body=body, retry=False)
+        except TransportError as lost:
+            return self._recover(endpoint, body, lost)
         # From here on a task exists and may be billed: whatever fails must not lose its id.
         try:
             task = parse_submission(payload, endpoint)
             logger.info("Submitted Kling %s task %s", endpoint, task.task_id)
         except BaseException as exc:
             error = _failure_after_answer(endpoint, payload, exc)
-            if ledger is not None:
-                ledger.unanswered(local_id, error)
             if error is exc:
                 raise
             raise error from exc
-        if ledger is not None:
-            ledger.submitted(local_id, task)
         return task
+
+    def _recover(self, endpoint: str, body: Mapping[str, Any], lost: TransportError) -> Task:
+        """The task a POST without a usable answer created, found by its ``external_task_id``; else ``lost``.
+
+        The POST may have created (and billed) a task whose id never arrived. Kling can be asked by the id
+        the client chose, so the task is found instead of staying unknown, and is never submitted again.
+        """
+        external_id = body.get("external_task_id")
+        if not isinstance(external_id, str) or self._backend.lookup_path(endpoint, external_id) is None:
+            raise lost
+        try:
+            task = self.find_task(external_id, endpoint)
+        except TaskNotFoundError:
+            raise TransportError(
+                f"{lost.message} Kling has no task with external_task_id {external_id!r} (yet), so none was "
+                f"created; look again with find_task({external_id!r}, {endpoint!r}) before submitting again.",
+                status_code=lost.status_code,
+                request_id=lost.request_id,
+            ) from lost
+        except KlingError:
+            raise lost from None
+        logger.warning(
+            "The %s submission got no answer (%s); found its task %s by external_task_id %s",
+            endpoint, lost, task.task_id, external_id,
+        )  # fmt: skip
+        return task
+
+    def find_task(self, external_task_id: str, endpoint: str = "text2video", *, retry: bool = True) -> Task:
+        """Find a task by the ``external_task_id`` it was submitted with (Kling's own API only).
+
+        With Kling keys every submission carries one (``task.raw["data"]["task_info"]``), chosen by the
+        client unless given; a submission whose answer was lost is looked up this way automatically.
+
+        Parameters
+        ----------
+        external_task_id : str
+            The id chosen at submission.
+        endpoint : str
+            The endpoint it was submitted to.
+        retry : bool
+            As for `get_task`.
+
+        Returns
+        -------
+        Task
+
+        Raises
+        ------
+        TaskNotFoundError
+            No task of this account has that ``external_task_id``.
+        KlingError
+            The EZmodel gateway (code ``"not_supported"``): it cannot look tasks up this way.
+        """
+        if not isinstance(external_task_id, str) or not external_task_id.strip():
+            raise ValueError("external_task_id must be a non-empty string")
+        _check_endpoint(endpoint)
+        path = self._backend.lookup_path(endpoint, external_task_id.strip())
+        if path is None:
+            raise KlingError(
+                "The EZmodel gateway cannot look tasks up by external_task_id; use the task id it answered, "
+                "or the ledger (client.ledger).",
+                code="not_supported",
+            )
+        task = parse_task(self._request("GET", path, retry=retry))
+        if task.external_task_id not in (None, external_task_id.strip()):
+            # As in get_task: a mixed-up answer must not pass for the task asked about.
+            raise TransportError(
+                f"Kling answered about external_task_id {clean_text(task.external_task_id or '', 100)!r} "
+                f"when asked about {external_task_id.strip()!r}; the answer was ignored."
+            )
+        return task
+
+    def list_tasks(self, endpoint: str = "text2video", *, page: int = 1, page_size: int = 30) -> list[Task]:
+        """One page of the account's tasks of ``endpoint``, newest first (Kling's own API only).
+
+        Parameters
+        ----------
+        endpoint : str
+            E.g. ``"text2video"`` or ``"image2video"``.
+        page : int
+            1 to 1000.
+        page_size : int
+            1 to 500. A page shorter than this is the last one.
+
+        Returns
+        -------
+        list of Task
+            Entries that are not tasks are skipped (and logged).
+
+        Raises
+        ------
+        KlingError
+            The EZmodel gateway has no task list (code ``"not_supported"``): its tasks are only in the
+            ledger; or the request failed.
+        """
+        _check_endpoint(endpoint)
+        for name, value, top in (("page", page, MAX_PAGE), ("page_size", page_size, MAX_PAGE_SIZE)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                raise ValueError(f"{name} must be an integer from 1 to {top}, got {value!r}")
+        path = self._backend.list_path(endpoint, page, page_size)
+        if path is None:
+            raise KlingError(
+                "The EZmodel gateway has no task list: its tasks are those in the ledger (client.ledger, "
+                "history()). Kling's own API keys (KLING_ACCESS_KEY, KLING_SECRET_KEY) can list an account.",
+                code="not_supported",
+            )
+        items = self._request("GET", path, retry=True).get("data")
+        if not isinstance(items, list):
+            raise TransportError("Kling answered the task list without a list of tasks in data.")
+        tasks = []
+        for item in items:
+            try:
+                tasks.append(parse_task({"data": item}))
+            except TransportError as exc:
+                logger.warning("Skipped an entry of the %s task list: %s", endpoint, exc)
+        return tasks
 
     # -- fetching and waiting ---------------------------------------------------------------------
 
@@ -728,9 +880,8 @@ class KlingClient:
             Any other failure (`AuthenticationError`, `RateLimitError`, ...).
         """
         segment = _task_id_segment(task_id)
-        if endpoint not in ENDPOINTS:
-            raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {', '.join(sorted(ENDPOINTS))}")
-        payload = self._request("GET", f"/kling/v1/videos/{endpoint}/{segment}", retry=retry)
+        _check_endpoint(endpoint)
+        payload = self._request("GET", self._backend.path(endpoint, segment), retry=retry)
         task = parse_task(payload, endpoint)
         asked = task_id.strip()
         if task.task_id != asked:
@@ -994,14 +1145,8 @@ class KlingClient:
                 time.sleep(delay)
 
     def _send(self, method: str, path: str, body: Mapping[str, Any] | None) -> dict[str, Any]:
-        if self._api_key is None:
-            raise AuthenticationError(
-                f"No API key: set the {API_KEY_ENV} environment variable (or a Colab secret of that "
-                "name), or pass api_key= to KlingClient.",
-                code="missing_api_key",
-            )
         headers = {
-            "Authorization": f"Bearer {self._api_key.reveal()}",
+            "Authorization": self._backend.authorization(),
             "Accept": "application/json",
             "Accept-Encoding": "gzip, deflate",
             "User-Agent": self._user_agent,
@@ -1020,21 +1165,22 @@ class KlingClient:
         status = answer.status
         payload, problem = _json_object(answer.body, answer.headers.get("Content-Type") or "")
         if 200 <= status < 300 and payload is not None:
-            return payload
+            return self._backend.checked(payload)
         request_id = clean_text(answer.headers.get(_REQUEST_ID_HEADER) or "", 100) or None
         if 300 <= status < 400:
             # Never followed: the Authorization header must not reach another host.
             location = clean_text(strip_credentials(answer.headers.get("Location") or "nowhere"), 200)
             raise TransportError(
                 f"{self._base_url} redirected to {location} (HTTP {status}); redirects are not followed, "
-                f"so the key never reaches another host. Set {BASE_URL_ENV} to the gateway's final address.",
+                "so the key never reaches another host. "
+                f"Set {self._backend.base_url_env} to the final address.",
                 status_code=status,
                 request_id=request_id,
                 retryable=False,
             )
         if status >= 400 and (payload is not None or status == 429):
             # The memory-mode rate limiter answers 429 with an empty body (§8.2): still a rate limit.
-            raise error_from_response(
+            raise self._backend.error(
                 status,
                 payload,
                 request_id=request_id,
@@ -1044,8 +1190,8 @@ class KlingClient:
             # A wrong base URL answers its own 404 page; asking again would only repeat it.
             raise TransportError(
                 f"{self._base_url} answered with {problem} (HTTP {status}), not the gateway's JSON. "
-                f"Check {BASE_URL_ENV} (or base_url=): it should be the gateway's address, "
-                f"such as {DEFAULT_BASE_URL}.",
+                f"Check {self._backend.base_url_env} (or base_url=): it should be the service's address, "
+                f"such as {self._backend.default_base_url}.",
                 status_code=status,
                 request_id=request_id,
                 retryable=False,
@@ -1059,30 +1205,10 @@ class KlingClient:
 
     def _scrub(self, text: str) -> str:
         """Remove the key from text that came from elsewhere (an exception message), just in case."""
-        return text.replace(self._api_key.reveal(), "***") if self._api_key else text
+        return self._backend.scrub(text)
 
 
 # -- helpers (pure) -------------------------------------------------------------------------------
-
-
-class _Secret:
-    """Holds the API key so that a repr, a debugger or a variable inspector never shows it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def __repr__(self) -> str:
-        return "<hidden>"
-
-    def reveal(self) -> str:
-        """The key itself, for the Authorization header only."""
-        return self._value
-
-    def fingerprint(self) -> str:
-        """8 hex digits of the key's SHA-256: tells keys apart, reveals nothing usable."""
-        return hashlib.sha256(self._value.encode()).hexdigest()[:8]
 
 
 def _ledger_of(ledger: Ledger | str | os.PathLike[str] | bool | None) -> Ledger | None:
@@ -1094,30 +1220,9 @@ def _ledger_of(ledger: Ledger | str | os.PathLike[str] | bool | None) -> Ledger 
     return shared_ledger(None if ledger is None or ledger is True else ledger)
 
 
-def _resolve_api_key(api_key: str | None) -> _Secret | None:
-    key = (api_key or os.environ.get(API_KEY_ENV) or _colab_secret(API_KEY_ENV) or "").strip()
-    if not key:
-        return None
-    if not key.isascii() or not key.isprintable() or " " in key:
-        # requests would put the whole header value, key included, into its error message.
-        raise AuthenticationError(
-            "The API key contains spaces or non-ASCII characters; copy it again from the EZmodel console.",
-            code="invalid_api_key",
-        )
-    return _Secret(key)
-
-
-def _colab_secret(name: str) -> str | None:
-    """The Colab secret ``name``, or None outside Colab or when it is unset or access is refused."""
-    if "google.colab" not in sys.modules:  # Colab's kernel imports it at start-up
-        return None
-    try:
-        from google.colab import userdata  # type: ignore[import-not-found]
-
-        value = userdata.get(name)
-    except Exception:  # SecretNotFoundError, NotebookAccessError, TimeoutException, ...
-        return None
-    return value if isinstance(value, str) else None
+def _check_endpoint(endpoint: str) -> None:
+    if endpoint not in ENDPOINTS:
+        raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {', '.join(sorted(ENDPOINTS))}")
 
 
 def _task_id_segment(task_id: object) -> str:

@@ -1,4 +1,4 @@
-"""The error tree, and how a gateway error response maps onto it.
+"""The error tree, and how a gateway (or Kling) error response maps onto it.
 
 Every error carries ``status_code``, ``code``, ``message`` and ``request_id`` where they are known.
 Messages are English, name the cause and the fix, and keep the gateway's own text (often Chinese), cleaned
@@ -28,6 +28,7 @@ __all__ = [
     "TaskTimeoutError",
     "TransportError",
     "error_from_response",
+    "kling_error_from_response",
 ]
 
 # 5xx codes that mean "your parameters are wrong", not "try again" (gateway-api.md §8.3).
@@ -248,3 +249,60 @@ def error_from_response(
             )
         return ServerError(f"The gateway had a server error ({status_code}); it may pass.{said}", **kwargs)
     return APIError(f"The gateway refused the request ({status_code}).{said}", **kwargs)
+
+
+# Kling's own API: its service codes (docs/kling-api.md, "Error codes"), each with its meaning and the
+# fix. The class follows the code, not the HTTP status: Kling answers an exhausted resource pack with 429,
+# which no retry can fix.
+_KLING_CODES: dict[int, tuple[type[APIError], str]] = {
+    1000: (AuthenticationError, "authentication failed"),
+    1001: (AuthenticationError, "the Authorization header is empty"),
+    1002: (AuthenticationError, "the token is invalid"),
+    1003: (AuthenticationError, "the token is not valid yet: check this computer's clock"),
+    1004: (AuthenticationError, "the token has expired: check this computer's clock"),
+    1100: (PermissionDeniedError, "the account has a problem: check its settings in Kling's console"),
+    1101: (PermissionDeniedError, "the account is in arrears: recharge it"),
+    1102: (PermissionDeniedError, "the resource pack is used up or expired: buy or renew one"),
+    1103: (PermissionDeniedError, "the account may not use this API or model"),
+    1200: (APIError, "invalid request parameters: check the parameters"),
+    1201: (APIError, "invalid request parameters: check the parameters"),
+    1202: (APIError, "invalid request method: check the endpoint"),
+    1203: (TaskNotFoundError, "no such resource: check the task id, the endpoint and model_name"),
+    1300: (APIError, "refused by the platform's policy: change the request"),
+    1301: (APIError, "refused by content safety: change the prompt or the images"),
+    1302: (RateLimitError, "too many requests: slow down"),
+    1303: (RateLimitError, "the resource pack's parallel task limit is reached: wait for running tasks"),
+    1304: (PermissionDeniedError, "this IP address is not on the account's allow-list"),
+    5000: (ServerError, "Kling had an internal error"),
+    5001: (ServerError, "Kling is under maintenance"),
+    5002: (ServerError, "Kling timed out (backlog)"),
+}
+_KLING_AUTH_FIX = "Check KLING_ACCESS_KEY and KLING_SECRET_KEY, or pass access_key= and secret_key=."
+
+
+def kling_error_from_response(
+    status_code: int,
+    payload: object,
+    *,
+    request_id: str | None = None,
+    retry_after: float | None = None,
+) -> APIError:
+    """Map an answer of Kling's own API (``{"code", "message", "request_id"}``) to the right `APIError`.
+
+    Known service codes decide the class and name the fix; an unknown one falls back to the HTTP status,
+    as for the gateway. ``code`` is the service code as text (``"1303"``).
+    """
+    code, said_text = _gateway_text(payload)
+    if request_id is None and isinstance(payload, Mapping):
+        request_id = _scalar_text(payload.get("request_id"), limit=100) or None
+    number = int(code) if code is not None and code.isdigit() else None
+    if number not in _KLING_CODES:
+        return error_from_response(status_code, payload, request_id=request_id, retry_after=retry_after)
+    cls, meaning = _KLING_CODES[number]
+    said = f" Kling said: {clean_text(said_text)}" if said_text else ""
+    fix = f" {_KLING_AUTH_FIX}" if cls is AuthenticationError else ""
+    message = f"Kling refused the request ({status_code}, code {number}): {meaning}.{fix}{said}"
+    kwargs: dict[str, Any] = {"status_code": status_code, "code": code, "request_id": request_id}
+    if cls is RateLimitError:
+        return RateLimitError(message, retry_after=retry_after, **kwargs)
+    return cls(message, **kwargs)

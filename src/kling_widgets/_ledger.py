@@ -227,6 +227,8 @@ class LedgerEntry:
         Aware UTC.
     source : str or None
         What the submission came from, when the caller said (e.g. a batch file and row): a re-run skips it.
+    units : float or None
+        The units Kling charged (`Task.units`), once known; None through the gateway.
     """
 
     local_id: int
@@ -242,6 +244,7 @@ class LedgerEntry:
     created_at: datetime
     updated_at: datetime
     source: str | None = None
+    units: float | None = None
 
     @property
     def is_final(self) -> bool:
@@ -271,14 +274,21 @@ def _create_v1(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX tasks_by_source ON tasks (source)")
 
 
+def _add_units_v2(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE tasks ADD COLUMN units REAL")  # Kling's final_unit_deduction (Task.units)
+
+
 # Entry i brings a database from schema version i to i + 1 (``PRAGMA user_version``); a new schema is
 # one more function here.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1, _add_units_v2)
 SCHEMA_VERSION = len(MIGRATIONS)
+
+# What the ledger keeps of a task: state, capped fail reason, videos as JSON, units charged.
+_Fields = tuple[str, str | None, str, float | None]
 
 _COLUMNS = (
     "local_id, task_id, endpoint, gateway, key_id, params, state, fail_reason, videos, kept, "
-    "created_at, updated_at, source"
+    "created_at, updated_at, source, units"
 )
 
 
@@ -321,7 +331,7 @@ class Ledger:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._inherited: list[sqlite3.Connection] = []  # a forked child's copies: never used, never closed
-        self._seen: dict[str, tuple[str, str | None, str]] = {}  # task id -> last state written from here
+        self._seen: dict[str, _Fields] = {}  # task id -> last state written from here
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.path)!r}, available={self._available})"
@@ -448,11 +458,10 @@ class Ledger:
 
     def submitted(self, local_id: int | None, task: Task) -> None:
         """The POST answered with ``task``: record its id and status."""
-        state, reason, videos = _task_fields(task)
         self._update(
             local_id,
-            "task_id = ?, state = ?, fail_reason = ?, videos = ?",
-            (task.task_id, state, reason, videos),
+            "task_id = ?, state = ?, fail_reason = ?, videos = ?, units = ?",
+            (task.task_id, *_task_fields(task)),
         )
 
     def refused(self, local_id: int | None, error: BaseException) -> None:
@@ -485,8 +494,8 @@ class Ledger:
 
         def update(db: sqlite3.Connection) -> None:
             db.execute(
-                "UPDATE tasks SET state = ?, fail_reason = ?, videos = ?, updated_at = ? WHERE task_id = ?"
-                " AND (state NOT IN (?, ?) OR state = ?)",
+                "UPDATE tasks SET state = ?, fail_reason = ?, videos = ?, units = ?, updated_at = ?"
+                " WHERE task_id = ? AND (state NOT IN (?, ?) OR state = ?)",
                 (*fields, time.time(), task.task_id, *_TERMINAL, state),
             )
 
@@ -495,6 +504,64 @@ class Ledger:
             self._seen.pop(task.task_id, None)
         else:
             self._seen[task.task_id] = fields
+
+    def merge_remote(self, tasks: Iterable[Task], *, endpoint: str, gateway: str, key_id: str | None) -> int:
+        """Bring in the account's tasks as the server lists them (`KlingClient.list_tasks`).
+
+        A task this ledger never saw gets a new entry (no parameters: the list does not give them back); a
+        submission whose POST went unanswered becomes its task when the ``external_task_id`` it was sent
+        with matches; a task already recorded is updated like `observe` does.
+
+        Parameters
+        ----------
+        tasks : iterable of Task
+            One or more pages of the list.
+        endpoint : str
+            The route they were listed from, e.g. ``"text2video"``.
+        gateway, key_id
+            As for `begin`: the base URL (or host) and the key's fingerprint.
+
+        Returns
+        -------
+        int
+            How many entries were added or filled in (0 when the ledger is unavailable).
+        """
+        tasks, host = list(tasks), gateway_host(gateway)
+        known: list[Task] = []
+
+        def merge(db: sqlite3.Connection) -> int:
+            merged = 0
+            with db:
+                db.execute("BEGIN IMMEDIATE")  # no other writer between the look-up and the insert
+                for task in tasks:
+                    if db.execute("SELECT 1 FROM tasks WHERE task_id = ?", (task.task_id,)).fetchone():
+                        known.append(task)
+                        continue
+                    fields, now = _task_fields(task), time.time()
+                    filled = (
+                        task.external_task_id is not None
+                        and db.execute(
+                            "UPDATE tasks SET task_id = ?, state = ?, fail_reason = ?, videos = ?, units = ?,"
+                            " updated_at = ? WHERE task_id IS NULL AND gateway = ? AND key_id IS ?"
+                            " AND json_extract(params, '$.external_task_id') = ?",
+                            (task.task_id, *fields, now, host, key_id, task.external_task_id),
+                        ).rowcount
+                    )
+                    if not filled:
+                        created = task.submit_time.timestamp() if task.submit_time else now
+                        db.execute(
+                            "INSERT INTO tasks (task_id, endpoint, gateway, key_id, params, state,"
+                            " fail_reason, videos, units, created_at, updated_at)"
+                            " VALUES (?, ?, ?, ?, '{}', ?, ?, ?, ?, ?, ?)",
+                            (task.task_id, endpoint, host, key_id, *fields, created, now),
+                        )
+                    merged += 1
+            return merged
+
+        merged = self._run(merge, 0)
+        for task in known:
+            self.observe(task)
+        return merged
 
     def add_kept(self, task_id: str, paths: Iterable[str | os.PathLike[str]]) -> None:
         """Record local copies of the task's videos (absolute paths, each once)."""
@@ -628,8 +695,8 @@ def _outside_stacklevel() -> int:
     return level
 
 
-def _task_fields(task: Task) -> tuple[str, str | None, str]:
-    """(state, capped fail reason, videos as JSON) of a task: all the ledger keeps of it."""
+def _task_fields(task: Task) -> _Fields:
+    """(state, capped fail reason, videos as JSON, units) of a task: all the ledger keeps of it."""
     kept = [video for video in task.videos if len(video.url) <= MAX_URL_CHARS][:MAX_VIDEOS]
     videos = [
         {
@@ -640,7 +707,7 @@ def _task_fields(task: Task) -> tuple[str, str | None, str]:
         for video in kept
     ]
     reason = clean_text(task.fail_reason) if task.fail_reason else None
-    return task.status.value, reason, _dumps(videos)
+    return task.status.value, reason, _dumps(videos), task.units
 
 
 def _entry(row: sqlite3.Row) -> LedgerEntry:
@@ -660,6 +727,7 @@ def _entry(row: sqlite3.Row) -> LedgerEntry:
         created_at=_utc(row["created_at"]),
         updated_at=_utc(row["updated_at"]),
         source=row["source"],
+        units=row["units"],
     )
 
 

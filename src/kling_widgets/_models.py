@@ -138,6 +138,12 @@ class Task:
         UTC; None when the gateway has not set them.
     endpoint : str
         The route the task was submitted to, and is polled on: ``"text2video"``, ``"omni-video"``, ...
+    units : float or None
+        Kling's ``final_unit_deduction``: the resource-pack units the task was charged, from Kling's own
+        API; None through the gateway (which bills its own quota) and before Kling says.
+    external_task_id : str or None
+        The id the client chose at submission, as Kling's own API reports it (``task_info``); None
+        through the gateway.
     raw : Mapping
         The whole decoded response, read-only. Left out of ``==`` and ``repr``.
     """
@@ -151,6 +157,8 @@ class Task:
     start_time: datetime | None = None
     finish_time: datetime | None = None
     endpoint: str = "text2video"
+    units: float | None = None
+    external_task_id: str | None = None
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
 
     # A read-only view of the raw answer cannot be pickled; its dict can (multiprocessing, TaskFailedError).
@@ -240,6 +248,7 @@ def parse_submission(payload: object, endpoint: str = "text2video") -> Task:
         progress=_progress(payload.get("progress"), status),
         submit_time=_timestamp(payload.get("created_at", kling.get("created_at"))),
         endpoint=endpoint,
+        external_task_id=_external_task_id(kling),
         raw=MappingProxyType(dict(payload)),
     )
 
@@ -259,6 +268,8 @@ def _parse_kling(payload: Mapping[Any, Any], kling: Mapping[Any, Any], endpoint:
         submit_time=_timestamp(kling.get("created_at")),
         finish_time=_timestamp(kling.get("updated_at")) if status.is_terminal else None,
         endpoint=endpoint,
+        units=_non_negative(kling.get("final_unit_deduction")),
+        external_task_id=_external_task_id(kling),
         raw=MappingProxyType(dict(payload)),
     )
 
@@ -273,8 +284,15 @@ def _videos(kling: Mapping[Any, Any]) -> tuple[Video, ...]:
         entry = _mapping(item)
         url = _text(entry.get("url"))
         if url:
-            videos.append(Video(url, duration=_duration(entry.get("duration")), id=_text(entry.get("id"))))
+            videos.append(
+                Video(url, duration=_non_negative(entry.get("duration")), id=_text(entry.get("id")))
+            )
     return tuple(videos)
+
+
+def _external_task_id(kling: Mapping[Any, Any]) -> str | None:
+    """``task_info.external_task_id`` of Kling's task data: the id the client chose at submission."""
+    return _text(_mapping(kling.get("task_info")).get("external_task_id"))
 
 
 def _fail_reason(status: TaskStatus, *candidates: object) -> str | None:
@@ -296,7 +314,7 @@ def _progress(value: object, status: TaskStatus) -> int:
     return 0 if number is None else int(min(max(number, 0.0), 100.0))
 
 
-def _duration(value: object) -> float | None:
+def _non_negative(value: object) -> float | None:
     number = _number(value)
     return number if number is not None and number >= 0 else None
 

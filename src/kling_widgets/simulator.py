@@ -57,6 +57,8 @@ from types import TracebackType
 from typing import Any, Literal, NamedTuple, get_args
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import jwt
+
 __all__ = ["Fault", "GatewaySimulator", "RequestRecord", "Scenario"]
 
 _log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ FaultKind = Literal[
     "slow", "revoke_key", "not_found", "bad_params",
 ]  # fmt: skip
 Outcome = Literal["success", "failure"]
+Flavor = Literal["ezmodel", "kling"]
 
 KLING_MODELS = frozenset({
     "kling-v1", "kling-v1-5", "kling-v1-6", "kling-v2-master", "kling-v2-1", "kling-v2-1-master",
@@ -303,6 +306,7 @@ class _Task:
     answered: int = 0  # GETs answered with the task's state: they drive a poll-driven timeline
     start_ms: int = 0  # first time IN_PROGRESS was observed (0: never, as when Kling jumps straight to done)
     finish_ms: int = 0
+    external_task_id: str | None = None  # the kling flavor only: the id the client chose
     final: dict[str, Any] | None = None  # a terminal task is no longer refreshed, so its answer freezes
 
     def phase(self, speed: float) -> str:
@@ -372,11 +376,19 @@ class _Task:
             "data": {
                 "task_id": self.task_id,
                 "task_status": "submitted",
-                "task_info": {},
+                "task_info": self._task_info(),
                 "created_at": self.created_ms,
                 "updated_at": self.created_ms,
             },
         }
+
+    def _task_info(self) -> dict[str, Any]:
+        return {"external_task_id": self.external_task_id} if self.external_task_id else {}
+
+    def kling_data(self, speed: float) -> dict[str, Any]:
+        """The ``data`` of Kling's own query answer now (what the gateway wraps in its TaskDto)."""
+        data: dict[str, Any] = self.observe(speed)["data"]["data"]
+        return data
 
     def _query_response(self, phase: str) -> object:
         """Kling's query response as the gateway stores it: keys sorted, ms timestamps."""
@@ -388,7 +400,7 @@ class _Task:
             "task_id": self.task_id,
             "task_status": kling_status,
             "task_status_msg": self.scenario.fail_message if kling_status == "failed" else "",
-            "task_info": {},
+            "task_info": self._task_info(),
             "task_result": {},
             "created_at": self.created_ms,
             "updated_at": self.finish_ms or self.start_ms or self.created_ms,
@@ -442,6 +454,65 @@ FAULT_REPLIES: dict[str, Callable[[Fault, str], Reply]] = {
     "not_found": lambda fault, task_id: _json_reply(400, _shape_a("task_not_exist", "task_not_exist")),
     "bad_params": lambda fault, task_id: _kling_refusal(),
 }
+
+
+# --- Kling's own API (flavor "kling") -------------------------------------------------------------------
+
+
+def _kling_reply(status: int, code: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    """Kling's error envelope: service code, message, request id (docs/kling-api.md, "Error codes")."""
+    return _json_reply(status, {"code": code, "message": message, "request_id": str(uuid.uuid4())}, headers)
+
+
+def _kling_ok(data: object) -> Reply:
+    return _json_reply(200, {"code": 0, "message": "SUCCEED", "request_id": str(uuid.uuid4()), "data": data})
+
+
+def _kling_rate_limited(fault: Fault) -> Reply:
+    headers = (("Retry-After", f"{fault.retry_after:g}"),) if fault.retry_after is not None else ()
+    return _kling_reply(429, 1302, "The API request is too fast, please slow down", headers)
+
+
+KLING_NOT_FOUND = (404, 1203, "task not found")
+KLING_PARALLEL_LIMIT = (429, 1303, "parallel task over resource pack limit")
+
+# The kling flavor's faults, by kind, where its answer differs from the gateway's.
+KLING_FAULT_REPLIES: dict[str, Callable[[Fault, str], Reply]] = {
+    **FAULT_REPLIES,
+    "rate_limit": lambda fault, task_id: _kling_rate_limited(fault),
+    "server_error": lambda fault, task_id: _kling_reply(500, 5000, "Server internal error"),
+    "not_found": lambda fault, task_id: _kling_reply(*KLING_NOT_FOUND),
+    "bad_params": lambda fault, task_id: _kling_reply(400, 1201, "Invalid request parameters"),
+}
+
+
+def _check_kling_submit(content_type: str, raw: bytes) -> dict[str, Any]:
+    """Validate a submit the way Kling's API does (code 1201 for any bad parameter); the decoded body."""
+
+    def bad(message: str) -> _Rejected:
+        return _Rejected(_kling_reply(400, 1201, message))
+
+    if not content_type.startswith("application/json"):
+        raise bad("Content-Type must be application/json")
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise bad("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise bad("request body must be a JSON object")
+    model = body.get("model_name", "kling-v1")  # Kling's own default
+    if model not in KLING_MODELS:
+        raise bad(f"model_name is invalid: {model}")
+    prompt = body.get("prompt")
+    if not body.get("image") and (not isinstance(prompt, str) or not prompt.strip()):
+        raise bad("prompt is required")
+    if body.get("duration", "5") not in ("5", "10"):
+        raise bad("duration must be 5 or 10")
+    if body.get("mode", "std") not in ("std", "pro"):
+        raise bad("mode must be std or pro")
+    if not isinstance(body.get("external_task_id", ""), str):
+        raise bad("external_task_id must be a string")
+    return body
 
 
 # --- submit validation ----------------------------------------------------------------------------------
@@ -706,6 +777,15 @@ class GatewaySimulator:
     url_lifetime
         Seconds a video link stays valid from its task's creation, or for `clip_url` from `start` (Kling:
         30 days); negative makes links that have already expired. A `Scenario` may set its own.
+    flavor
+        ``"ezmodel"``: the gateway's protocol (above). ``"kling"``: Kling's own API (docs/kling-api.md,
+        "The simulator's kling flavor"): routes without ``/kling``, a JWT signed with `secret_key` whose
+        ``iss`` is `access_key` (checked: signature, ``iss``, ``exp``, ``nbf``; an expired token gets 401
+        code 1004), Kling's envelopes, lookups by ``external_task_id``, the task list
+        (``?pageNum=&pageSize=``), ``final_unit_deduction`` on success and the parallel limit as 429 code
+        1303. The control API still takes `api_key`.
+    access_key, secret_key
+        Kling's key pair for the kling flavor; random when None.
 
     ``scenario``, ``max_parallel`` and ``url_lifetime`` are attributes that may be changed at any time (a
     new ``url_lifetime`` applies to links made from then on).
@@ -723,12 +803,21 @@ class GatewaySimulator:
         scenario: Scenario | None = None,
         max_parallel: int | None = None,
         url_lifetime: float = URL_LIFETIME,
+        flavor: Flavor = "ezmodel",
+        access_key: str | None = None,
+        secret_key: str | None = None,
     ) -> None:
+        if flavor not in get_args(Flavor):
+            raise ValueError(f"flavor must be one of {get_args(Flavor)}, not {flavor!r}")
         if speed <= 0:
             raise ValueError("speed must be > 0")
         if max_parallel is not None and max_parallel < 1:
             raise ValueError("max_parallel must be >= 1 (or None for no limit)")
         self.api_key = api_key or f"sk-sim-{secrets.token_hex(16)}"
+        self.flavor = flavor
+        self.access_key = access_key or f"ak-sim-{secrets.token_hex(16)}"
+        self.secret_key = secret_key or f"sk-sim-{secrets.token_hex(24)}"
+        self._token_expiries: set[int] = set()
         self.speed = speed
         self.scenario = scenario or Scenario()
         self.max_parallel = max_parallel
@@ -755,7 +844,8 @@ class GatewaySimulator:
 
     def __repr__(self) -> str:
         where = self.url if self._server else "not started"
-        return f"GatewaySimulator({where}, speed={self.speed:g})"
+        flavor = "" if self.flavor == "ezmodel" else f", flavor={self.flavor!r}"
+        return f"GatewaySimulator({where}, speed={self.speed:g}{flavor})"
 
     # lifecycle ------------------------------------------------------------------------------------------
 
@@ -860,6 +950,25 @@ class GatewaySimulator:
         with self._lock:
             self._drops.extend([HANG if hang else NO_ANSWER] * count)
 
+    def environment(self) -> dict[str, str]:
+        """The environment variables that point a `KlingClient` (or the CLI, or a kernel) at this simulator.
+
+        ``EZMODEL_BASE_URL`` and ``EZMODEL_API_KEY`` for the ezmodel flavor; ``KLING_BASE_URL``,
+        ``KLING_ACCESS_KEY`` and ``KLING_SECRET_KEY`` for the kling flavor (only once started).
+        """
+        if self.flavor == "kling":
+            return {
+                "KLING_BASE_URL": self.url,
+                "KLING_ACCESS_KEY": self.access_key,
+                "KLING_SECRET_KEY": self.secret_key,
+            }
+        return {"EZMODEL_BASE_URL": self.url, "EZMODEL_API_KEY": self.api_key}
+
+    def token_expiries(self) -> list[int]:
+        """The distinct ``exp`` claims of the JWTs accepted so far (kling flavor), oldest first."""
+        with self._lock:
+            return sorted(self._token_expiries)
+
     def unfinished(self) -> int:
         """How many tasks are queued or running now: what ``max_parallel`` counts."""
         with self._lock:
@@ -920,9 +1029,38 @@ class GatewaySimulator:
             return _json_reply(401, _shape_b("无效的令牌", request_id))
         return None
 
-    def _submit(self, route: str, content_type: str, raw: bytes, request_id: str) -> tuple[Reply, str | None]:
+    def _authenticate_jwt(self, header: str | None) -> Reply | None:
+        """Kling's check of its API token (kling flavor): None when good, else its 401 and service code."""
+        token = header[len("Bearer ") :] if header and header.startswith("Bearer ") else ""
+        if not token.strip():
+            return _kling_reply(401, 1001, "Authorization is empty")
         try:
-            body = _check_submit(route, content_type, raw, request_id)
+            claims = jwt.decode(
+                token,
+                self.secret_key,
+                algorithms=["HS256"],
+                issuer=self.access_key,
+                options={"require": ["iss", "exp", "nbf"]},
+            )
+        except jwt.ExpiredSignatureError:
+            return _kling_reply(401, 1004, "Authorization has expired")
+        except jwt.ImmatureSignatureError:
+            return _kling_reply(401, 1003, "Authorization is not yet valid")
+        except jwt.InvalidTokenError:
+            return _kling_reply(401, 1002, "Authorization is invalid")
+        with self._lock:
+            if self._revoked:
+                return _kling_reply(401, 1000, "Authentication failed")
+            self._token_expiries.add(int(claims["exp"]))
+        return None
+
+    def _submit(self, route: str, content_type: str, raw: bytes, request_id: str) -> tuple[Reply, str | None]:
+        kling = self.flavor == "kling"
+        try:
+            if kling:
+                body = _check_kling_submit(content_type, raw)
+            else:
+                body = _check_submit(route, content_type, raw, request_id)
             self._check_references(route, body)
         except _Rejected as rejected:
             return rejected.reply, None
@@ -932,13 +1070,19 @@ class GatewaySimulator:
             action = "generate" if body.get("image") or body.get("image_tail") else "textGenerate"
         else:
             action = ACTIONS[route]
+        external_id = body.get("external_task_id") if kling else None
         with self._lock:  # counting and creating at once: parallel submits cannot both take the last slot
+            if external_id and any(t.external_task_id == external_id for t in self._tasks.values()):
+                return _kling_reply(400, 1201, "external_task_id already exists"), None
             if self.max_parallel is not None and self.unfinished() >= self.max_parallel:
-                return _saturated(), None
+                return (_kling_reply(*KLING_PARALLEL_LIMIT) if kling else _saturated()), None
             task = self._create_task(self.scenario, action, None)
+            task.external_task_id = external_id
             dropped = self._drops.pop(0) if self._drops else None
         if dropped is not None:
             return dropped, task.task_id
+        if kling:
+            return _kling_ok(task._create_response()["data"]), task.task_id
         model = body.get("model_name") or body.get("model")
         video = {"id": task.task_id, "task_id": task.task_id, "object": "video", "model": model,
                  "status": "", "progress": 0, "created_at": task.created_ms // 1000}  # fmt: skip
@@ -966,23 +1110,49 @@ class GatewaySimulator:
 
     def _fetch(self, task_id: str, request_id: str) -> Reply:
         """A status GET: a fault, or the task's state."""
+        kling = self.flavor == "kling"
         with self._lock:
             task = self._tasks.get(task_id)
             if task is None:
+                if kling:
+                    return _kling_reply(*KLING_NOT_FOUND)
                 return _json_reply(400, _shape_a("task_not_exist", "task_not_exist"))
             task.gets += 1
             fault = task.scenario.fault_at(task.gets)
             if fault is not None and fault.kind == "revoke_key":
                 self._revoked = True
+                if kling:
+                    return _kling_reply(401, 1000, "Authentication failed")
                 return _json_reply(401, _shape_b("无效的令牌", request_id))
             if fault is not None and fault.kind != "slow":
-                return FAULT_REPLIES[fault.kind](fault, task_id)
+                return (KLING_FAULT_REPLIES if kling else FAULT_REPLIES)[fault.kind](fault, task_id)
         if fault is not None:  # slow: wait outside the lock, then answer with the state at that moment
             self._stopping.wait(fault.delay)
         with self._lock:
             task.answered += 1
+            if kling:
+                return _kling_ok(task.kling_data(self.speed))
             dto = task.observe(self.speed)
         return _json_reply(200, {"code": "success", "message": "", "data": dto})
+
+    def _kling_query(self, endpoint: str, query: str, request_id: str) -> tuple[Reply, str | None]:
+        """``GET /v1/videos/{endpoint}?…``: one task by ``external_task_id``, else a page of the task list."""
+        params = {key: values[0] for key, values in parse_qs(query).items()}
+        action = ACTIONS[endpoint]
+        with self._lock:
+            tasks = [t for t in self._tasks.values() if t.action == action]
+        if "external_task_id" in params:
+            found = [t for t in tasks if t.external_task_id == params["external_task_id"]]
+            if not found:
+                return _kling_reply(*KLING_NOT_FOUND), None
+            return self._fetch(found[0].task_id, request_id), found[0].task_id
+        page, size = params.get("pageNum", "1"), params.get("pageSize", "30")
+        if not (page.isdigit() and size.isdigit() and 1 <= int(page) <= 1000 and 1 <= int(size) <= 500):
+            return _kling_reply(400, 1201, "pageNum must be 1-1000 and pageSize 1-500"), None
+        newest = sorted(tasks, key=lambda t: t.created_ms, reverse=True)
+        start = (int(page) - 1) * int(size)
+        with self._lock:
+            return _kling_ok([t.kling_data(self.speed) for t in newest[start : start + int(size)]]), None
 
     def _control_add_task(self, raw: bytes) -> Reply:
         try:
@@ -1066,6 +1236,8 @@ _TASK_PATH = re.compile(
     r"|motion-control|multi-elements|avatar/image2video)/([^/]+)"
 )
 _SUBMIT_ROUTES = {f"/kling/v1/videos/{route}": route for route in (*ACTIONS, "identify-face")}
+# Kling's own routes: submit and list on the endpoint, query below it (flavor "kling").
+_KLING_PATH = re.compile(rf"/v1/videos/({'|'.join(map(re.escape, ACTIONS))})(?:/([^/]+))?")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -1120,6 +1292,8 @@ class _Handler(BaseHTTPRequestHandler):
         task_id = unquote(task_match.group(1)) if task_match else None
         if path.startswith("/_simulator/"):
             return self._control(sim, method, path, query, raw, request_id), None
+        if sim.flavor == "kling":
+            return self._route_kling(sim, method, path, query, raw, request_id)
         route = _SUBMIT_ROUTES.get(path) if method == "POST" else None
         if not ((method == "GET" and task_id) or route):
             message = f"Invalid URL ({method} {path})"  # gin's NoRoute: no request id suffix
@@ -1132,6 +1306,22 @@ class _Handler(BaseHTTPRequestHandler):
             return sim._fetch(task_id, request_id), task_id
         assert route is not None  # a POST that is not a submit was answered 404 above
         return sim._submit(route, self.headers.get("Content-Type", ""), raw, request_id)
+
+    def _route_kling(
+        self, sim: GatewaySimulator, method: str, path: str, query: str, raw: bytes, request_id: str
+    ) -> tuple[Reply, str | None]:
+        match = _KLING_PATH.fullmatch(path)
+        if match is None or method not in ("GET", "POST") or (method == "POST" and match.group(2)):
+            return _kling_reply(404, 1202, f"Invalid URL ({method} {path})"), None
+        endpoint, task_id = match.group(1), unquote(match.group(2)) if match.group(2) else None
+        rejected = sim._authenticate_jwt(self.headers.get("Authorization"))
+        if rejected is not None:
+            return rejected, task_id
+        if method == "POST":
+            return sim._submit(endpoint, self.headers.get("Content-Type", ""), raw, request_id)
+        if task_id is not None:
+            return sim._fetch(task_id, request_id), task_id
+        return sim._kling_query(endpoint, query, request_id)
 
     def _control(
         self, sim: GatewaySimulator, method: str, path: str, query: str, raw: bytes, request_id: str
@@ -1171,7 +1361,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(reply.status)
             self.send_header("Content-Type", reply.content_type)
             self.send_header("Content-Length", str(len(reply.body)))
-            self.send_header("X-Oneapi-Request-Id", request_id)
+            if self.server.simulator.flavor == "ezmodel":  # Kling puts its request id in the body
+                self.send_header("X-Oneapi-Request-Id", request_id)
             for name, value in reply.headers:
                 self.send_header(name, value)
             self.end_headers()
