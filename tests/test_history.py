@@ -90,6 +90,10 @@ def test_lists_the_ledger_newest_first(client: KlingClient, history_of: Callable
     assert positions == sorted(positions, reverse=True)
     assert "3 tasks" in repr(h)
     assert [value for _label, value in h._row.options] == [e.local_id for e in h.entries]
+    assert h._row.value == h.entries[0].local_id  # the newest is picked
+    h.play(ids[0])
+    assert h._row.value == h.entries[-1].local_id  # acting on a row picks it
+    assert "Nothing to play: SUBMITTED" in h._message.value
 
 
 def test_filters_by_status_and_by_prompt_or_task_id(

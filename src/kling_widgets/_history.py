@@ -37,7 +37,15 @@ from ._models import Task, TaskStatus
 from ._text import clean_text, strip_credentials
 from ._widget import TaskStatusWidget
 
-__all__ = ["FILTERS", "MAX_INLINE_BYTES", "TaskHistory", "history", "resume"]
+__all__ = [
+    "FILTERS",
+    "MAX_INLINE_BYTES",
+    "TaskHistory",
+    "history",
+    "resume",
+    "table_html",
+    "unanswered_error",
+]
 
 #: A kept file up to this size plays inline (its bytes go through the widget's comm, and into a saved
 #: notebook while shown); a larger one is named by its path.
@@ -60,7 +68,10 @@ _VIDEO_WIDTH = "480px"
 _UNANSWERED_STATES = (SUBMITTING, UNANSWERED)
 _LINK_STYLE = "color:var(--jp-content-link-color,#1976d2)"
 _TABLE_STYLE = "border-collapse:collapse;font-size:var(--jp-content-font-size1,13px)"
-_CELL_STYLE = "padding:2px 8px;text-align:left;border-bottom:1px solid var(--jp-border-color2,#e0e0e0)"
+_CELL_STYLE = (
+    "padding:2px 8px;text-align:left;white-space:nowrap;"
+    "border-bottom:1px solid var(--jp-border-color2,#e0e0e0)"
+)
 _ROW = {"display": "flex", "flex_flow": "row wrap", "align_items": "center", "grid_gap": "4px 8px"}
 _COLUMN = {"display": "flex", "flex_flow": "column", "grid_gap": "4px"}
 
@@ -163,8 +174,8 @@ def unanswered_error(entry: LedgerEntry) -> KlingError:
     prompt = _prompt(entry)
     about = f" of “{clean_text(prompt, _PROMPT_CHARS)}”" if prompt else ""
     return KlingError(
-        f"unknown: the {entry.endpoint} POST{about} sent {_when(entry.created_at)} got no answer. It may "
-        "have created a task and may have been charged — check the provider's console; it is never "
+        f"state unknown — the {entry.endpoint} POST{about} sent {_when(entry.created_at)} got no answer. "
+        "It may have created a task and may have been charged — check the provider's console; it is never "
         "resubmitted automatically.",
         code="unanswered",
     )
@@ -379,22 +390,23 @@ class TaskHistory(KlingWidget):
             self._more.disabled = len(shown) >= total
             previous = self._row.value
             options = [(_row_label(entry), entry.local_id) for entry in shown]
-            with self._row.hold_trait_notifications():
-                self._row.options = options
-                if any(value == previous for _label, value in options):
-                    self._row.value = previous
+            self._row.options = options
+            values = [value for _label, value in options]
+            self._row.value = previous if previous in values else (values[0] if values else None)
 
     # -- actions (main thread, or a kernel subshell) ----------------------------------------------------
 
     def _entry(self, task: str | int | None) -> LedgerEntry | None:
-        """The row picked: by task id or local id, else the picker's."""
+        """The entry to act on: by task id or local id (picked in the table when shown), else the picker's."""
         key = self._row.value if task is None else task
         with self._lock:
-            for entry in self._shown + self._entries:
-                if key in (entry.task_id, entry.local_id):
-                    return entry
-        ledger = self._client.ledger
-        return ledger.get(key) if isinstance(key, str) and ledger is not None else None
+            found = next((e for e in self._shown + self._entries if key in (e.task_id, e.local_id)), None)
+        if found is None:
+            ledger = self._client.ledger
+            return ledger.get(key) if isinstance(key, str) and ledger is not None else None
+        if found.local_id in [value for _label, value in self._row.options]:
+            self._row.value = found.local_id  # the picker names the row the detail area is about
+        return found
 
     def select(self, task: str | int) -> None:
         """Pick a row of the table by task id or local id."""
