@@ -7,6 +7,7 @@ bounded by WAIT and judge states, texts and the simulator's request log.
 from __future__ import annotations
 
 import html
+import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -390,3 +391,31 @@ def test_resume_reads_the_ledger_of_the_client(
         g = resume(kling, **FAST)
         made.append(g)
         assert [t.task_id for t in g.wait(WAIT)] == [task.task_id]
+
+
+def test_the_key_is_nowhere_in_the_history_or_resume_widgets(
+    sim: GatewaySimulator, client: KlingClient, comms: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    task = finished(client, "a corgi surfing")
+    unanswered(sim, client, "a dog in the rain")
+    h = TaskHistory(client=client)
+    h.play(task.task_id)
+    card = h.watch_again(task.task_id)
+    assert card is not None
+    card.wait(WAIT)
+    thread = h.keep(task.task_id)
+    assert thread is not None
+    thread.join(WAIT)
+    g = resume(client, **FAST)
+    g.wait(WAIT)
+    seen = [repr(h), repr(g), *h._repr_mimebundle_().values(), *g.static_bundle().values(), caplog.text]
+    for made in comms:  # everything that would reach the front end
+        seen.append(json.dumps(made.open_data, default=lambda b: bytes(b).hex()))
+        seen.extend(json.dumps(message, default=lambda b: bytes(b).hex()) for message in made.sent)
+    seen.extend(str(error) for error in g.failed)
+    h.close()
+    g.close()
+    everything = "\n".join(map(str, seen))
+    assert sim.api_key not in everything
+    assert sim.api_key.removeprefix("sk-") not in everything
