@@ -30,6 +30,7 @@ from ._version import __version__ as __version__
 
 if TYPE_CHECKING:
     from ._gallery import TaskGallery, generate_many
+    from ._history import TaskHistory, history, resume
     from ._keep import keep
     from ._ledger import Ledger, LedgerEntry
     from ._widget import TaskStatusWidget, generate
@@ -49,6 +50,7 @@ __all__ = [
     "Task",
     "TaskFailedError",
     "TaskGallery",
+    "TaskHistory",
     "TaskNotFoundError",
     "TaskStatus",
     "TaskStatusWidget",
@@ -57,7 +59,9 @@ __all__ = [
     "Video",
     "generate",
     "generate_many",
+    "history",
     "keep",
+    "resume",
 ]
 
 # Public names imported on first use (the widgets need ipywidgets), and the module that defines each.
@@ -67,9 +71,12 @@ _LAZY = {
     "LedgerEntry": "._ledger",
     "keep": "._keep",
     "TaskGallery": "._gallery",
+    "TaskHistory": "._history",
     "TaskStatusWidget": "._widget",
     "generate": "._widget",
     "generate_many": "._gallery",
+    "history": "._history",
+    "resume": "._history",
 }
 
 
