@@ -419,3 +419,27 @@ def test_the_key_is_nowhere_in_the_history_or_resume_widgets(
     everything = "\n".join(map(str, seen))
     assert sim.api_key not in everything
     assert sim.api_key.removeprefix("sk-") not in everything
+
+
+# -- the server's own list (Kling's API) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flavor", ["kling"])
+def test_sync_brings_in_the_tasks_this_ledger_never_saw(
+    sim: GatewaySimulator, client: KlingClient, tmp_path: Path, made: list[Any]
+) -> None:
+    tasks = [finished(client, f"made elsewhere {i}") for i in range(3)]  # recorded in another ledger
+    keys = {"access_key": sim.access_key, "secret_key": sim.secret_key}
+    other = KlingClient(base_url=sim.url, ledger=tmp_path / "new.sqlite3", **keys)
+    made.append(before := history(other))
+    assert before.entries == []
+    made.append(widget := history(other, sync=True))
+    assert {entry.task_id for entry in widget.entries} == {task.task_id for task in tasks}
+    assert {entry.state for entry in widget.entries} == {"SUCCESS"}
+    other.close()
+
+
+def test_sync_on_the_gateway_says_it_has_no_task_list(client: KlingClient) -> None:
+    with pytest.raises(KlingError, match="no task list") as info:
+        history(client, sync=True)
+    assert info.value.code == "not_supported"

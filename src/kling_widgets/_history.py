@@ -27,7 +27,9 @@ from urllib.parse import urlsplit
 
 import ipywidgets
 
+from ._backend import MAX_PAGE, MAX_PAGE_SIZE
 from ._base import KlingWidget, close_model, resolve_client, shared_layout, shared_style
+from ._catalogue import ROUTES
 from ._client import KlingClient
 from ._errors import KlingError
 from ._gallery import TaskGallery
@@ -191,17 +193,62 @@ def history(
     base_url: str | None = None,
     status: str = "All",
     text: str = "",
+    sync: bool = False,
 ) -> TaskHistory:
     """The ledger of this key and gateway as a widget: filter it, open, watch again or keep a task.
 
-    Parameters are those of `TaskHistory`.
+    Parameters
+    ----------
+    client, api_key, base_url, status, text
+        As for `TaskHistory`.
+    sync : bool
+        First bring in the account's tasks that this ledger never saw, as the server lists them
+        (`sync_from_server`; Kling's own API only: the EZmodel gateway has no task list).
 
     Returns
     -------
     TaskHistory
         Display it (last expression of a cell).
     """
-    return TaskHistory(client=client, api_key=api_key, base_url=base_url, status=status, text=text)
+    kling, owned = resolve_client(client, api_key, base_url)
+    try:
+        if sync:
+            sync_from_server(kling)
+        return TaskHistory(client=kling, owns_client=owned, status=status, text=text)
+    except BaseException:
+        if owned:
+            kling.close()
+        raise
+
+
+def sync_from_server(client: KlingClient) -> int:
+    """Merge the account's task list into the client's ledger, every route, every page.
+
+    Tasks the ledger never saw get an entry; a submission whose POST went unanswered becomes its task when
+    its ``external_task_id`` matches; known tasks are brought up to date.
+
+    Returns
+    -------
+    int
+        How many entries were added or filled in.
+
+    Raises
+    ------
+    KlingError
+        Code ``"not_supported"`` on the EZmodel gateway (it lists no tasks), or the list request failed.
+    """
+    ledger = client.ledger
+    if ledger is None:
+        raise KlingError("This client records no ledger (ledger=False): there is nothing to sync into.")
+    merged = 0
+    for endpoint in ROUTES:
+        for page in range(1, MAX_PAGE + 1):
+            tasks = client.list_tasks(endpoint, page=page, page_size=MAX_PAGE_SIZE)
+            gateway, key_id = client.base_url, client.key_id
+            merged += ledger.merge_remote(tasks, endpoint=endpoint, gateway=gateway, key_id=key_id)
+            if len(tasks) < MAX_PAGE_SIZE:
+                break
+    return merged
 
 
 class TaskHistory(KlingWidget):
