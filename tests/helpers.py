@@ -56,7 +56,10 @@ class FakeShell:
 
 
 class RecordingComm:
-    """A comm that records what would be sent to the front end (jupyter-widgets.md §6.1)."""
+    """A comm that records what would be sent to the front end.
+
+    See docs/testing.md, "Widget tests without a kernel".
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         self.comm_id = uuid.uuid4().hex

@@ -1,8 +1,9 @@
 """TaskStatusWidget against the real simulator over HTTP, with ipywidgets' comm-less set-up.
 
 Outside a kernel ipywidgets uses a ``DummyComm``; the ``comms`` fixture swaps in a recording comm where a
-test needs to see which models were opened and closed (jupyter-widgets.md §6.1). No timing asserts: tests
-wait for final states with generous bounds and check texts, styles, orderings and request counts.
+test needs to see which models were opened and closed (docs/testing.md, "Widget tests without a kernel").
+No timing asserts: tests wait for final states with generous bounds and check texts, styles, orderings and
+request counts.
 """
 
 from __future__ import annotations

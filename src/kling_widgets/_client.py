@@ -72,7 +72,8 @@ __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_BASE_URL", "ENDPOINTS", "Klin
 
 logger = logging.getLogger("kling_widgets")
 
-#: Kling task endpoints under ``/kling/v1/videos/`` that answer ``GET …/{task_id}`` (gateway-api.md §2.1).
+#: Kling task endpoints under ``/kling/v1/videos/`` that answer ``GET …/{task_id}``
+#: (docs/gateway.md, "Routes").
 ENDPOINTS = frozenset(
     {
         "text2video",
@@ -1278,7 +1279,10 @@ def _failure_after_answer(endpoint: str, payload: Mapping[str, Any], exc: BaseEx
 
 
 def _answered_task_id(payload: Mapping[str, Any]) -> str | None:
-    """The task id a submission answer shows, looked for leniently (gateway-api.md §4.3 order), or None."""
+    """The task id a submission answer shows, looked for leniently, or None.
+
+    In the order of docs/gateway.md, "Submit answer".
+    """
     data = payload.get("data")
     nested = data.get("task_id") if isinstance(data, Mapping) else None
     for value in (payload.get("task_id"), payload.get("id"), nested):

@@ -1,9 +1,10 @@
 """A loopback stand-in for the EZmodel gateway's Kling routes, for tests, demos and benchmarks.
 
 `GatewaySimulator` is a real HTTP server (``http.server.ThreadingHTTPServer`` on 127.0.0.1) that answers
-byte for byte like EZmodel does (see ``gateway-api.md`` §3–§8): the OpenAI-video submit object, the 9-key
-``TaskDto`` envelope with the raw Kling JSON inside, both error shapes with their Chinese texts, the
-``X-Oneapi-Request-Id`` header and the ``fail_reason`` quirks. Each task follows a scripted `Scenario`
+byte for byte like EZmodel does (see docs/gateway.md, from "Submit request" to "Error catalogue"): the
+OpenAI-video submit object, the 9-key ``TaskDto`` envelope with the raw Kling JSON inside, both error
+shapes with their Chinese texts, the ``X-Oneapi-Request-Id`` header and the ``fail_reason`` quirks. Each
+task follows a scripted `Scenario`
 (driven by time or by poll count) with optional `Fault` injection, and "generated" videos are a bundled
 clip served from a Kling-like signed path with HTTP Range support; a link answers 403, like a signed CDN,
 once its ``Expires`` has passed (``url_lifetime``, which may be negative, sets how long links live).
@@ -90,7 +91,8 @@ ACTIONS = {
     "advanced-lip-sync": "advancedLipSync",
 }
 VIDEO_PATH_PREFIX = "/bs2/upload-ylab-stunt-sgp/muse/"
-URL_LIFETIME = 30 * 24 * 3600  # Kling deletes generated videos after 30 days (gateway-api.md §10.3)
+# Kling deletes generated videos after 30 days (docs/gateway.md, "Signed video URLs and their expiry").
+URL_LIFETIME = 30 * 24 * 3600
 CLIP_DURATION = "5.0"  # seconds, as Kling writes it: a decimal string
 MAX_BODY = 20 * 1024 * 1024  # image2video bodies may carry base64 images
 
@@ -231,7 +233,10 @@ def _go_json(value: object) -> bytes:
 
 
 def _sorted(value: object) -> object:
-    """Go re-serialises the stored Kling JSON through a map, which sorts keys (gateway-api.md §6.7)."""
+    """Go re-serialises the stored Kling JSON through a map, which sorts keys.
+
+    See docs/gateway.md, "Kling's JSON inside the TaskDto".
+    """
     if isinstance(value, dict):
         return {key: _sorted(value[key]) for key in sorted(value)}
     if isinstance(value, list):
@@ -351,7 +356,7 @@ class _Task:
         }[phase]
         if phase != "done":
             fail_reason = ""
-        elif success:  # legacy quirk: the first video's URL (gateway-api.md §6.5)
+        elif success:  # legacy quirk: the first video's URL (docs/gateway.md, "The fail_reason quirks")
             fail_reason = self.video_urls[0] if self.video_urls else ""
         else:  # EZmodel copies Kling's top-level message, which is "SUCCEED" for a successful query
             fail_reason = "SUCCEED"

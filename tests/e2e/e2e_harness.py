@@ -1,7 +1,7 @@
 """Plumbing for the browser tests: isolated Jupyter/Voila servers, process clean-up, page JS.
 
-Nothing here is a fixture; ``conftest.py`` wires these pieces together. The recipe behind the flags,
-selectors and pitfalls is ``reference/browser-e2e.md`` (proven on Debian chromium + Playwright for Python).
+Nothing here is a fixture; ``conftest.py`` wires these pieces together. The flags, selectors and pitfalls
+are explained in docs/testing.md, "Browser tests in Chromium" (Debian chromium + Playwright for Python).
 """
 
 from __future__ import annotations
