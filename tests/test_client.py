@@ -334,9 +334,11 @@ def test_empty_image_is_refused_before_sending(sim: GatewaySimulator, client: Kl
 def test_a_post_is_never_retried(
     sim: GatewaySimulator, client: KlingClient, retries: list[RetryCall]
 ) -> None:
-    # 503 "no channel for this model" is a retryable ServerError, but resending a submit could bill twice.
-    with pytest.raises(ServerError) as info:
-        client.text2video("a corgi", model_name="kling-v9")
+    # A 429 (here: the parallel-task limit) is retryable for a GET, but resending a submit could bill twice.
+    sim.max_parallel = 1
+    sim.add_task()  # an unfinished task takes the only slot
+    with pytest.raises(RateLimitError) as info:
+        client.text2video("a corgi")
     assert info.value.retryable
     assert [r.method for r in sim.requests()] == ["POST"]
     assert retries == []

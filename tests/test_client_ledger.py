@@ -51,13 +51,15 @@ def test_a_submission_is_recorded_before_its_post_then_settled(
     assert entry.params["aspect_ratio"] == "9:16"
 
 
-def test_a_refused_submission_is_recorded_refused(client: KlingClient) -> None:
+def test_a_refused_submission_is_recorded_refused(sim: GatewaySimulator, client: KlingClient) -> None:
+    sim.max_parallel = 1
+    sim.add_task(Scenario(polls=(5, 5)))  # unfinished until polled: the POST meets the parallel limit
     with pytest.raises(APIError):
-        client.text2video("a corgi", model_name="kling-v9")  # no channel: 503 model_not_found
+        client.text2video("a corgi")
     assert client.ledger is not None
     [entry] = client.ledger.entries()
     assert (entry.task_id, entry.state) == (None, "refused")
-    assert "kling-v9" in (entry.fail_reason or "")
+    assert "429" in (entry.fail_reason or "")
 
 
 def test_a_post_without_an_answer_is_submitting_then_unknown(sim: GatewaySimulator) -> None:
@@ -114,8 +116,10 @@ def test_ledger_false_writes_nothing(sim: GatewaySimulator, private_home: Path) 
         assert client.ledger is None
         task = client.text2video("a corgi")
         client.wait(task.task_id, poll_interval=0.01, max_poll_interval=0.02)
+        sim.max_parallel = 1
+        sim.add_task(Scenario(polls=(5, 5)))
         with pytest.raises(APIError):
-            client.text2video("a corgi", model_name="kling-v9")
+            client.text2video("a corgi")  # refused by the gateway: the parallel limit
     assert list(private_home.iterdir()) == []
 
 

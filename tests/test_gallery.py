@@ -72,8 +72,9 @@ def test_a_refused_submission_becomes_an_error_card_and_the_batch_goes_on(
     real = client.text2video
 
     def text2video(prompt: str, **params: Any) -> Any:
-        if prompt == "refused":  # a model the gateway has no channel for: a real 503 from the simulator
-            params["model_name"] = "kling-v0"
+        # A model the gateway has no channel for, sent past the client's own checks: a real 503.
+        if prompt == "refused":
+            return client._submit("text2video", {"model_name": "kling-v0", "prompt": prompt, "duration": "5"})
         return real(prompt, **params)
 
     monkeypatch.setattr(client, "text2video", text2video)

@@ -216,6 +216,7 @@ UPSTREAM_SWEPT = upstream("FAILURE", fail_reason="任务超时（1440分钟）",
                 fail_reason="Image pixel is invalid",
                 submit_time=utc(1784160000),
                 finish_time=utc(1784160002),
+                endpoint="image2video",  # its action is "generate"
             ),
             id="6.12-failure-SUCCEED-quirk",
         ),

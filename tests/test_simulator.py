@@ -272,7 +272,7 @@ def test_given_api_key_is_used() -> None:
     ("method", "path"),
     [
         ("GET", "/kling/v1/videos/text2video"),
-        ("GET", "/kling/v1/videos/omni-video/123"),
+        ("GET", "/kling/v1/videos/effects/123"),  # a Kling route EZmodel does not forward
         ("POST", "/kling/v1/videos/text2video/123"),
         ("PUT", "/kling/v1/videos/text2video"),
         ("DELETE", "/kling/v1/videos/text2video/123"),

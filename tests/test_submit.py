@@ -65,10 +65,10 @@ def sent_body(gateway: Loopback) -> dict[str, Any]:
 def test_every_text2video_option_is_sent_as_kling_wants_it(wire: KlingClient, gateway: Loopback) -> None:
     wire.text2video(
         "a corgi surfing",
-        model_name="kling-v2-1-master",
+        model_name="kling-v1-6",  # a model that takes cfg_scale (kling-v1.x only)
         duration=10,
         aspect_ratio="1:1",
-        mode="master",
+        mode="pro",
         negative_prompt="blur",
         cfg_scale=0.3,
         sound="off",
@@ -77,9 +77,9 @@ def test_every_text2video_option_is_sent_as_kling_wants_it(wire: KlingClient, ga
         external_task_id="run-7",
     )
     assert sent_body(gateway) == {
-        "model_name": "kling-v2-1-master",
+        "model_name": "kling-v1-6",
         "prompt": "a corgi surfing",
-        "mode": "master",
+        "mode": "pro",
         "duration": "10",
         "aspect_ratio": "1:1",
         "negative_prompt": "blur",

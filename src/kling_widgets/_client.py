@@ -43,6 +43,18 @@ from ._http import CONNECT_TIMEOUT, Answer, GatewayHTTP
 from ._ledger import Ledger, shared_ledger
 from ._models import Task, TaskStatus, parse_submission, parse_task
 from ._params import dynamic_masks_field, image_field, refuse_unknown, video_body
+from ._routes import (
+    Face,
+    FaceSession,
+    ImageInput,
+    VideoSource,
+    extend_body,
+    identify_face_body,
+    lip_sync_body,
+    multi_image_body,
+    omni_body,
+    parse_faces,
+)
 from ._schedule import MAX_RETRY_AFTER, PollPolicy, retry_delay
 from ._text import clean_text, strip_credentials
 
@@ -198,7 +210,7 @@ class KlingClient:
         model_name: str = "kling-v2-6",
         duration: str | int = "5",
         aspect_ratio: str = "16:9",
-        mode: str = "std",
+        mode: str | None = None,
         negative_prompt: str | None = None,
         cfg_scale: float | None = None,
         sound: str | None = None,
@@ -215,20 +227,25 @@ class KlingClient:
         prompt : str
             What to generate (non-blank; at most 2500 characters).
         model_name : str
-            A Kling model, e.g. ``"kling-v2-6"``, ``"kling-v2-5-turbo"``, ``"kling-v2-1-master"``.
+            A Kling model this route takes (``kling_widgets.models_for("text2video")``), e.g.
+            ``"kling-v2-6"``, ``"kling-v3"``, ``"kling-v2-5-turbo"``, ``"kling-v2-1-master"``. Every option
+            is checked against the model catalogue (docs/models.md).
         duration : str or int
-            Seconds, ``"5"`` or ``"10"`` (the gateway prices no other). Always sent as a string: the
-            gateway rejects a JSON number.
+            Seconds, ``"5"`` or ``"10"`` (the gateway prices no other here; `omni_video` takes 3-15 s).
+            Always sent as a string: the gateway rejects a JSON number.
         aspect_ratio : str
             ``"16:9"``, ``"9:16"`` or ``"1:1"``. Always sent: the gateway's own default is 1:1.
-        mode : str
-            ``"std"`` (720p) or ``"pro"`` (1080p); ``"master"`` for ``*-master`` models only.
+        mode : str, optional
+            ``"std"`` (720p) or ``"pro"`` (1080p); ``"master"`` for ``*-master`` models, which take only
+            that. By default the model's first mode (``"std"``, or ``"master"``).
         negative_prompt : str, optional
             What to avoid (at most 2500 characters).
         cfg_scale : float, optional
-            How closely to follow the prompt, 0 to 1 (the gateway sends 0.5; v2.x models ignore it).
+            How closely to follow the prompt, 0 to 1 (the gateway sends 0.5). kling-v1.x models only:
+            Kling ignores it on later ones, so it is refused there.
         sound : str, optional
-            ``"on"`` or ``"off"``: generate audio (v2.6 and later; it raises the price).
+            ``"on"`` or ``"off"``: generate audio (``"on"`` only for kling-v2-6 and kling-v3; it raises the
+            price).
         camera_control : mapping, optional
             ``{"type": "simple", "config": {"zoom": 5}}``: exactly one of ``horizontal``, ``vertical``,
             ``pan``, ``tilt``, ``roll``, ``zoom`` non-zero, in [-10, 10]; or a preset type without config:
@@ -258,6 +275,7 @@ class KlingClient:
         """
         refuse_unknown(self.text2video, unknown)
         body = video_body(
+            "text2video",
             prompt,
             model_name=model_name,
             duration=duration,
@@ -280,7 +298,7 @@ class KlingClient:
         model_name: str = "kling-v2-6",
         duration: str | int = "5",
         aspect_ratio: str = "16:9",
-        mode: str = "std",
+        mode: str | None = None,
         negative_prompt: str | None = None,
         image_tail: str | os.PathLike[str] | None = None,
         static_mask: str | os.PathLike[str] | None = None,
@@ -307,7 +325,7 @@ class KlingClient:
         model_name, duration, aspect_ratio, mode, negative_prompt
             As for `text2video`.
         image_tail : str or path-like, optional
-            The last frame, in any form ``image`` takes.
+            The last frame, in any form ``image`` takes (not for the ``*-master`` models).
         static_mask : str or path-like, optional
             Motion brush: the area that stays still, an image in any form ``image`` takes.
         dynamic_masks : sequence of mappings, optional
@@ -334,6 +352,7 @@ class KlingClient:
         body: dict[str, Any] = {"image": image_field("image", image)}
         body.update(
             video_body(
+                "image2video",
                 prompt,
                 model_name=model_name,
                 duration=duration,
@@ -345,6 +364,7 @@ class KlingClient:
                 camera_control=camera_control,
                 callback_url=callback_url,
                 external_task_id=external_task_id,
+                end_frame=image_tail is not None,
             )
         )
         if image_tail is not None:
@@ -354,6 +374,296 @@ class KlingClient:
         if dynamic_masks is not None:
             body["dynamic_masks"] = dynamic_masks_field(dynamic_masks)
         return self._submit("image2video", body, source)
+
+    def omni_video(
+        self,
+        prompt: str | None = None,
+        *,
+        model_name: str = "kling-v3-omni",
+        duration: str | int | None = None,
+        aspect_ratio: str = "16:9",
+        mode: str | None = None,
+        negative_prompt: str | None = None,
+        sound: str | None = None,
+        start_frame: ImageInput | None = None,
+        end_frame: ImageInput | None = None,
+        reference_images: Sequence[ImageInput] = (),
+        reference_video: str | None = None,
+        refer_type: str = "feature",
+        keep_original_sound: str | None = None,
+        element_ids: Sequence[int] = (),
+        shots: Sequence[Mapping[str, Any]] | None = None,
+        callback_url: str | None = None,
+        external_task_id: str | None = None,
+        **unknown: NoReturn,
+    ) -> Task:
+        """Submit an omni-video task: 3-15 s, multi-shot, native audio, frames, reference images and videos.
+
+        Every option is checked against the model catalogue first (docs/models.md); the POST is sent
+        once, never retried.
+
+        Parameters
+        ----------
+        prompt : str, optional
+            What to generate (at most 2500 characters); required unless ``shots`` is given. Refer to
+            reference images as ``<<<image_1>>>``, ... in the order sent (frames first).
+        model_name : str
+            ``"kling-v3-omni"`` (3-15 s, multi-shot, sound, video editing), ``"kling-v3"`` (the same
+            options) or ``"kling-video-o1"`` (3-10 s; 5 or 10 without frames or a reference video).
+        duration : str or int, optional
+            Seconds; ``"5"`` when left out. Not with ``shots`` (each shot has its own) nor when editing a
+            video (the result keeps its length).
+        aspect_ratio, mode, negative_prompt
+            As for `text2video` (the aspect ratio is not sent when editing a video).
+        sound : str, optional
+            ``"on"``: native audio (not kling-video-o1; it raises the price).
+        start_frame, end_frame : str or path-like, optional
+            The first and last frame, in any form `image2video` takes for ``image``.
+        reference_images : sequence
+            More images to refer to; at most 7 images in all, frames included.
+        reference_video : str, optional
+            An http(s) URL of a video (Kling needs a URL: upload a local file first).
+        refer_type : str
+            ``"feature"`` (take its style and motion) or ``"base"`` (edit that video; kling-v3 models).
+        keep_original_sound : str, optional
+            ``"yes"`` or ``"no"``, with a ``reference_video``.
+        element_ids : sequence of int
+            Elements (subjects) from the account's element library.
+        shots : sequence of mappings, optional
+            Multi-shot (kling-v3 models): 2 to 6 ``{"prompt": str, "duration": seconds}``, each at least
+            3 s, together 3 to 15 s.
+        callback_url, external_task_id
+            As for `text2video`.
+
+        Returns
+        -------
+        Task
+            The new task; its ``endpoint`` is ``"omni-video"``, so `get_task`, `wait` and the widget poll
+            the right route.
+
+        Raises
+        ------
+        TypeError, ValueError
+            An option is wrong, or the model does not take it (nothing is sent).
+        KlingError
+            As for `text2video`.
+
+        Examples
+        --------
+        >>> client.omni_video(shots=[{"prompt": "a door opens", "duration": 4},           # doctest: +SKIP
+        ...                          {"prompt": "a cat walks in", "duration": 5}], sound="on")
+        """
+        refuse_unknown(self.omni_video, unknown)
+        body = omni_body(
+            prompt,
+            model_name=model_name,
+            duration=duration,
+            aspect_ratio=aspect_ratio,
+            mode=mode,
+            negative_prompt=negative_prompt,
+            sound=sound,
+            start_frame=start_frame,
+            end_frame=end_frame,
+            reference_images=reference_images,
+            reference_video=reference_video,
+            refer_type=refer_type,
+            keep_original_sound=keep_original_sound,
+            element_ids=element_ids,
+            shots=shots,
+            callback_url=callback_url,
+            external_task_id=external_task_id,
+        )
+        return self._submit("omni-video", body)
+
+    def multi_image2video(
+        self,
+        images: Sequence[ImageInput],
+        prompt: str,
+        *,
+        model_name: str = "kling-v1-6",
+        duration: str | int = "5",
+        aspect_ratio: str = "16:9",
+        mode: str | None = None,
+        negative_prompt: str | None = None,
+        callback_url: str | None = None,
+        external_task_id: str | None = None,
+        **unknown: NoReturn,
+    ) -> Task:
+        """Submit a multi-image-to-video task: up to 4 images (subjects, scenes) brought together.
+
+        Parameters
+        ----------
+        images : sequence
+            1 to 4 images, each in any form `image2video` takes for ``image``.
+        prompt : str
+            What should happen (non-blank).
+        model_name : str
+            ``"kling-v1-6"``, the only model this route takes.
+        duration, aspect_ratio, mode, negative_prompt, callback_url, external_task_id
+            As for `text2video`.
+
+        Returns
+        -------
+        Task
+            The new task (``endpoint`` ``"multi-image2video"``).
+
+        Raises
+        ------
+        TypeError, ValueError, FileNotFoundError, KlingError
+            As for `image2video`.
+        """
+        refuse_unknown(self.multi_image2video, unknown)
+        body = multi_image_body(
+            images,
+            prompt,
+            model_name=model_name,
+            duration=duration,
+            aspect_ratio=aspect_ratio,
+            mode=mode,
+            negative_prompt=negative_prompt,
+            callback_url=callback_url,
+            external_task_id=external_task_id,
+        )
+        return self._submit("multi-image2video", body)
+
+    def extend_video(
+        self,
+        video: VideoSource,
+        *,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
+        cfg_scale: float | None = None,
+        callback_url: str | None = None,
+        **unknown: NoReturn,
+    ) -> Task:
+        """Submit a video-extend task: 4-5 s more of a video Kling generated, with its model and mode.
+
+        Parameters
+        ----------
+        video : Task, Video or str
+            A finished task (its first video), one of its videos, or a Kling video id. Kling keeps videos
+            30 days; the extended video may be extended again, up to 3 minutes in all.
+        prompt, negative_prompt : str, optional
+            Where the extension should go, and what to avoid (at most 2500 characters each).
+        cfg_scale : float, optional
+            How closely to follow the prompt, 0 to 1 (Kling's default 0.5).
+        callback_url : str, optional
+            As for `text2video`.
+
+        Returns
+        -------
+        Task
+            The new task (``endpoint`` ``"video-extend"``).
+
+        Raises
+        ------
+        TypeError, ValueError
+            An option is wrong, or the task has no finished video (nothing is sent).
+        KlingError
+            As for `text2video`.
+        """
+        refuse_unknown(self.extend_video, unknown)
+        body = extend_body(
+            video,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            cfg_scale=cfg_scale,
+            callback_url=callback_url,
+        )
+        return self._submit("video-extend", body)
+
+    def identify_face(self, video: VideoSource) -> FaceSession:
+        """Find the faces lip-sync can animate in a video (synchronous; Kling bills it as one call).
+
+        Parameters
+        ----------
+        video : Task, Video or str
+            A finished task (its first video), one of its videos, a Kling video id, or an http(s) video URL.
+
+        Returns
+        -------
+        FaceSession
+            ``session_id`` (valid 24 hours) and the faces, each with the window (ms) it can speak in.
+        """
+        body = identify_face_body(video)
+        return parse_faces(self._request("POST", "/kling/v1/videos/identify-face", body=body, retry=False))
+
+    def lip_sync(
+        self,
+        video: VideoSource | FaceSession,
+        *,
+        sound_end_time: int,
+        audio: str | os.PathLike[str] | None = None,
+        audio_id: str | None = None,
+        face: int | str = 0,
+        sound_start_time: int = 0,
+        sound_insert_time: int | None = None,
+        sound_volume: float | None = None,
+        original_audio_volume: float | None = None,
+        callback_url: str | None = None,
+        external_task_id: str | None = None,
+        **unknown: NoReturn,
+    ) -> Task:
+        """Make a face in a video speak an audio: identify-face (unless given its session), then the task.
+
+        Everything that can be checked is checked before the first POST; where the audio may go is known
+        only after identify-face, and is checked before the second.
+
+        Parameters
+        ----------
+        video : Task, Video, str or FaceSession
+            What `identify_face` takes, or the `FaceSession` it returned (then it is not called again).
+        sound_end_time : int
+            Where the audio clip ends, in milliseconds of the audio.
+        audio : str or path-like, optional
+            An http(s) URL, or a local .mp3/.wav/.m4a/.aac file of at most 5 MB (sent as base64).
+        audio_id : str, optional
+            Instead of ``audio``: an audio Kling generated (its id).
+        face : int or str
+            Which face: an index into the session's faces, or a face id.
+        sound_start_time : int
+            Where the audio clip starts, in milliseconds of the audio.
+        sound_insert_time : int, optional
+            Where the clip goes in the video, in milliseconds; by default where the face's window starts.
+        sound_volume, original_audio_volume : float, optional
+            0 to 2 (Kling's default 1): the clip's and the video's own sound.
+        callback_url, external_task_id
+            As for `text2video`.
+
+        Returns
+        -------
+        Task
+            The new task (``endpoint`` ``"advanced-lip-sync"``).
+
+        Raises
+        ------
+        TypeError, ValueError
+            An option is wrong, or the face or the insert time does not fit the video (no task is sent).
+        KlingError
+            As for `text2video`; also from identify-face.
+        """
+        refuse_unknown(self.lip_sync, unknown)
+        options: dict[str, Any] = {
+            "face": face,
+            "audio": audio,
+            "audio_id": audio_id,
+            "sound_start_time": sound_start_time,
+            "sound_end_time": sound_end_time,
+            "sound_insert_time": sound_insert_time,
+            "sound_volume": sound_volume,
+            "original_audio_volume": original_audio_volume,
+            "callback_url": callback_url,
+            "external_task_id": external_task_id,
+        }
+        if isinstance(video, FaceSession):
+            session = video
+        else:
+            # Check every option on a stand-in session first: identify-face is billed too.
+            stand_in = FaceSession("-", (Face("-", None, 0, sys.maxsize),))
+            lip_sync_body(stand_in, **{**options, "face": 0})
+            identify_face_body(video)
+            session = self.identify_face(video)
+        return self._submit("advanced-lip-sync", lip_sync_body(session, **options))
 
     def _submit(self, endpoint: str, body: Mapping[str, Any], source: str | None = None) -> Task:
         # The ledger row is written before the POST, so a task paid for is never lost (docs/durable.md,
@@ -374,7 +684,7 @@ class KlingClient:
             raise
         # From here on a task exists and may be billed: whatever fails must not lose its id.
         try:
-            task = parse_submission(payload)
+            task = parse_submission(payload, endpoint)
             logger.info("Submitted Kling %s task %s", endpoint, task.task_id)
         except BaseException as exc:
             error = _failure_after_answer(endpoint, payload, exc)
@@ -420,7 +730,9 @@ class KlingClient:
         segment = _task_id_segment(task_id)
         if endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {', '.join(sorted(ENDPOINTS))}")
-        task = parse_task(self._request("GET", f"/kling/v1/videos/{endpoint}/{segment}", retry=retry))
+        task = parse_task(
+            self._request("GET", f"/kling/v1/videos/{endpoint}/{segment}", retry=retry), endpoint
+        )
         asked = task_id.strip()
         if task.task_id != asked:
             # A mixed-up answer (a caching proxy, a shared connection) must not pass for this task's state.

@@ -37,6 +37,19 @@ _STATUS_ALIASES = {
     "FAILED": "FAILURE",
 }
 
+# The gateway's task action (TaskDto "action") -> its route (docs/models.md, "Routes and actions").
+_ACTION_ENDPOINTS = {
+    "textGenerate": "text2video",
+    "generate": "image2video",
+    "omniVideo": "omni-video",
+    "multiImage2Video": "multi-image2video",
+    "motionControl": "motion-control",
+    "advancedLipSync": "advanced-lip-sync",
+    "videoExtend": "video-extend",
+    "avatarImage2Video": "avatar/image2video",
+    "multiElementsCreate": "multi-elements",
+}
+
 # A "seconds" value this large (year 5138) can only be Kling's milliseconds.
 _MILLISECONDS_THRESHOLD = 1e11
 
@@ -123,6 +136,8 @@ class Task:
         Kling's reason for a FAILURE; None otherwise. Never ``"SUCCEED"`` and never the video URL.
     submit_time, start_time, finish_time : datetime or None
         UTC; None when the gateway has not set them.
+    endpoint : str
+        The route the task was submitted to, and is polled on: ``"text2video"``, ``"omni-video"``, ...
     raw : Mapping
         The whole decoded response, read-only. Left out of ``==`` and ``repr``.
     """
@@ -135,6 +150,7 @@ class Task:
     submit_time: datetime | None = None
     start_time: datetime | None = None
     finish_time: datetime | None = None
+    endpoint: str = "text2video"
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
 
     # A read-only view of the raw answer cannot be pickled; its dict can (multiprocessing, TaskFailedError).
@@ -155,8 +171,11 @@ class Task:
         return self.status.is_terminal
 
 
-def parse_task(payload: object) -> Task:
-    """Parse a fetch response (``GET …/text2video/{task_id}``) into a `Task`.
+def parse_task(payload: object, endpoint: str = "text2video") -> Task:
+    """Parse a fetch response (``GET …/{endpoint}/{task_id}``) into a `Task`.
+
+    The task's ``endpoint`` is the one its gateway ``action`` names, else ``endpoint``: every route's GET
+    answers for any task, so an id polled on the wrong route still learns its own.
 
     Raises
     ------
@@ -169,7 +188,7 @@ def parse_task(payload: object) -> Task:
     if not isinstance(dto, Mapping):
         raise _not_a_task(payload, "missing data")
     if "task_status" in dto and "status" not in dto:
-        return _parse_kling(payload, dto)
+        return _parse_kling(payload, dto, endpoint)
 
     task_id = _text(dto.get("task_id")) or _text(dto.get("id"))
     if task_id is None:
@@ -190,12 +209,13 @@ def parse_task(payload: object) -> Task:
         submit_time=_timestamp(dto.get("submit_time")),
         start_time=_timestamp(dto.get("start_time")),
         finish_time=_timestamp(dto.get("finish_time")),
+        endpoint=_ACTION_ENDPOINTS.get(str(dto.get("action")), endpoint),
         raw=MappingProxyType(dict(payload)),
     )
 
 
-def parse_submission(payload: object) -> Task:
-    """Parse a submit response (``POST …/text2video``) into a `Task`.
+def parse_submission(payload: object, endpoint: str = "text2video") -> Task:
+    """Parse a submit response (``POST …/{endpoint}``) into a `Task` of that ``endpoint``.
 
     The id is the first of ``task_id``, ``id``, ``data.task_id`` (gateway-api.md §4.3). An empty or unknown
     status (EZmodel sends ``""``) reads as SUBMITTED.
@@ -219,11 +239,12 @@ def parse_submission(payload: object) -> Task:
         status=status,
         progress=_progress(payload.get("progress"), status),
         submit_time=_timestamp(payload.get("created_at", kling.get("created_at"))),
+        endpoint=endpoint,
         raw=MappingProxyType(dict(payload)),
     )
 
 
-def _parse_kling(payload: Mapping[Any, Any], kling: Mapping[Any, Any]) -> Task:
+def _parse_kling(payload: Mapping[Any, Any], kling: Mapping[Any, Any], endpoint: str) -> Task:
     """Raw Kling query JSON: lowercase ``task_status``, millisecond timestamps, no progress."""
     task_id = _text(kling.get("task_id"))
     if task_id is None:
@@ -237,6 +258,7 @@ def _parse_kling(payload: Mapping[Any, Any], kling: Mapping[Any, Any]) -> Task:
         fail_reason=_fail_reason(status, kling.get("task_status_msg"), None),
         submit_time=_timestamp(kling.get("created_at")),
         finish_time=_timestamp(kling.get("updated_at")) if status.is_terminal else None,
+        endpoint=endpoint,
         raw=MappingProxyType(dict(payload)),
     )
 

@@ -17,25 +17,27 @@ import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ._catalogue import ModelSpec, model_spec
+
 __all__ = [
-    "ASPECT_RATIOS",
     "CAMERA_TYPES",
-    "DURATIONS",
     "MAX_IMAGE_BYTES",
     "MAX_PROMPT_CHARS",
-    "MODES",
+    "choice_field",
+    "duration_field",
     "dynamic_masks_field",
+    "http_url_field",
     "image_field",
+    "number_field",
+    "prompt_field",
     "refuse_unknown",
+    "sound_field",
+    "text_field",
     "video_body",
 ]
 
 MAX_PROMPT_CHARS = 2500
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
-#: The only durations the gateway's price check lets through on text2video and image2video.
-DURATIONS = ("5", "10")
-ASPECT_RATIOS = ("16:9", "9:16", "1:1")
-MODES = ("std", "pro", "master")
 CAMERA_TYPES = ("simple", "down_back", "forward_up", "right_turn_forward", "left_turn_forward")
 _CAMERA_AXES = ("horizontal", "vertical", "pan", "tilt", "roll", "zoom")
 _MAX_DYNAMIC_MASKS = 6
@@ -46,46 +48,61 @@ _IMAGE_FORMS = "an http(s) URL, a path to a .jpg/.png file, or base64 image data
 
 
 def video_body(
+    route: str,
     prompt: str,
     *,
     model_name: str,
     duration: str | int,
     aspect_ratio: str,
-    mode: str,
+    mode: str | None,
     negative_prompt: str | None,
     cfg_scale: float | None,
     sound: str | None,
     camera_control: Mapping[str, Any] | None,
     callback_url: str | None,
     external_task_id: str | None,
+    end_frame: bool = False,
 ) -> dict[str, Any]:
-    """The checked fields shared by text2video and image2video.
+    """The checked fields shared by text2video and image2video (``route``), against the model catalogue.
 
     Optional fields left at None are not sent (the gateway's own defaults apply), except ``duration`` and
     ``aspect_ratio``, which are always sent: the gateway's default aspect ratio is 1:1, not Kling's 16:9.
+    ``mode`` None is the model's default mode. ``end_frame`` says an ``image_tail`` goes with the body.
     """
+    spec = model_spec(model_name, route)
     body: dict[str, Any] = {
-        "model_name": _text("model_name", model_name),
-        "prompt": _prompt("prompt", prompt),
-        "mode": _choice("mode", mode, MODES),
-        "duration": _duration(duration),
-        "aspect_ratio": _choice("aspect_ratio", aspect_ratio, ASPECT_RATIOS),
+        "model_name": spec.model,
+        "prompt": prompt_field("prompt", prompt),
+        "mode": spec.modes[0] if mode is None else spec.check("mode", choice_field("mode", mode), "modes"),
+        "duration": spec.check("duration", duration_field(duration), "durations"),
+        "aspect_ratio": spec.check(
+            "aspect_ratio", choice_field("aspect_ratio", aspect_ratio), "aspect_ratios"
+        ),
     }
-    if body["mode"] == "master" and not body["model_name"].endswith("-master"):
-        raise ValueError(f'mode "master" needs a *-master model, got model_name={model_name!r}')
+    if end_frame:
+        spec.require("end_frame", "image_tail")
     if negative_prompt is not None:
-        body["negative_prompt"] = _prompt("negative_prompt", negative_prompt, blank_ok=True)
+        body["negative_prompt"] = prompt_field("negative_prompt", negative_prompt, blank_ok=True)
     if cfg_scale is not None:
-        body["cfg_scale"] = _cfg_scale(cfg_scale)
+        body["cfg_scale"] = number_field("cfg_scale", cfg_scale, 0, 1)
+        spec.require("cfg_scale")
     if sound is not None:
-        body["sound"] = _choice("sound", sound, ("on", "off"))
+        body["sound"] = sound_field(spec, sound)
     if camera_control is not None:
         body["camera_control"] = _camera_control(camera_control)
     if callback_url is not None:
-        body["callback_url"] = _http_url("callback_url", callback_url)
+        body["callback_url"] = http_url_field("callback_url", callback_url)
     if external_task_id is not None:
-        body["external_task_id"] = _text("external_task_id", external_task_id)
+        body["external_task_id"] = text_field("external_task_id", external_task_id)
     return body
+
+
+def sound_field(spec: ModelSpec, value: object) -> str:
+    """``"on"`` for models with native audio; ``"off"`` anywhere (it is what the gateway sends anyway)."""
+    sound = choice_field("sound", value, ("on", "off"))
+    if sound == "on":
+        spec.require("sound", 'sound="on"')
+    return sound
 
 
 def image_field(name: str, value: str | os.PathLike[str]) -> str:
@@ -146,7 +163,7 @@ def refuse_unknown(method: Callable[..., object], unknown: Mapping[str, object])
 # -- one option each ------------------------------------------------------------------------------
 
 
-def _text(name: str, value: object) -> str:
+def text_field(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string, got {type(value).__name__}")
     if not value.strip():
@@ -154,7 +171,7 @@ def _text(name: str, value: object) -> str:
     return value.strip()
 
 
-def _prompt(name: str, value: object, *, blank_ok: bool = False) -> str:
+def prompt_field(name: str, value: object, *, blank_ok: bool = False) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string, got {type(value).__name__}")
     if not blank_ok and not value.strip():
@@ -164,24 +181,30 @@ def _prompt(name: str, value: object, *, blank_ok: bool = False) -> str:
     return value
 
 
-def _choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
+def choice_field(name: str, value: object, allowed: tuple[str, ...] = ()) -> str:
+    """``value`` if it is a string in ``allowed`` (any string when ``allowed`` is empty: the catalogue
+    checks it)."""
     if not isinstance(value, str):
-        raise TypeError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {type(value).__name__}")
-    if value not in allowed:
+        expected = f"one of {', '.join(map(repr, allowed))}" if allowed else "a string"
+        raise TypeError(f"{name} must be {expected}; got {type(value).__name__}")
+    if allowed and value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value[:40]!r}")
     return value
 
 
-def _duration(value: object) -> str:
-    # Always sent as a string: a JSON number fails in the gateway (build_request_failed).
+def duration_field(value: object, name: str = "duration") -> str:
+    """Seconds as the string the gateway wants (a JSON number fails there: build_request_failed); the
+    catalogue checks the value."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise TypeError(f'duration must be "5" or "10" (a string or an int), got {type(value).__name__}')
-    return _choice("duration", value.strip(), DURATIONS)
+        raise TypeError(
+            f'{name} must be a number of seconds as a string or an int (e.g. "5"), got {type(value).__name__}'
+        )
+    return value.strip()
 
 
-def _number(name: str, value: object, low: float, high: float) -> float:
+def number_field(name: str, value: object, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     if not (math.isfinite(value) and low <= value <= high):
@@ -189,12 +212,8 @@ def _number(name: str, value: object, low: float, high: float) -> float:
     return value
 
 
-def _cfg_scale(value: object) -> float:
-    return _number("cfg_scale", value, 0, 1)
-
-
-def _http_url(name: str, value: object) -> str:
-    url = _text(name, value)
+def http_url_field(name: str, value: object) -> str:
+    url = text_field(name, value)
     if not url.lower().startswith(("http://", "https://")):
         raise ValueError(f"{name} must be an http(s) URL, got {url[:40]!r}")
     return url
@@ -207,7 +226,7 @@ def _camera_control(value: object) -> dict[str, Any]:
     extra = set(value) - {"type", "config"}
     if extra:
         raise ValueError(f"camera_control takes only 'type' and 'config', got {sorted(map(str, extra))}")
-    kind = _choice("camera_control['type']", value.get("type"), CAMERA_TYPES)
+    kind = choice_field("camera_control['type']", value.get("type"), CAMERA_TYPES)
     config = value.get("config")
     if kind != "simple":
         if config is not None:
@@ -220,7 +239,8 @@ def _camera_control(value: object) -> dict[str, Any]:
         got = sorted(map(str, unknown))
         raise ValueError(f"camera_control config axes are {', '.join(_CAMERA_AXES)}; got {got}")
     axes = {
-        axis: _number(f"camera_control config {axis}", config.get(axis, 0), -10, 10) for axis in _CAMERA_AXES
+        axis: number_field(f"camera_control config {axis}", config.get(axis, 0), -10, 10)
+        for axis in _CAMERA_AXES
     }
     if sum(1 for amount in axes.values() if amount != 0) != 1:
         raise ValueError("camera_control config must move exactly one axis (one non-zero value)")

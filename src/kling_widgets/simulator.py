@@ -8,6 +8,12 @@ byte for byte like EZmodel does (see ``gateway-api.md`` §3–§8): the OpenAI-v
 clip served from a Kling-like signed path with HTTP Range support; a link answers 403, like a signed CDN,
 once its ``Expires`` has passed (``url_lifetime``, which may be negative, sets how long links live).
 
+Every Kling task route EZmodel forwards that the client submits to answers like the gateway (docs/models.md):
+text2video and image2video, omni-video, multi-image2video, video-extend and advanced-lip-sync (POST creates
+a task following the simulator's `Scenario`, GET on any of them reads any task), and the synchronous
+identify-face, which answers Kling's own JSON with one face and opens a session for lip-sync. Each route
+refuses what the gateway refuses, with its error shape and words.
+
 Account-wide behaviour: ``max_parallel`` caps the tasks unfinished at once, as Kling's parallel-task limit
 does; a POST over it answers the gateway's 429 and creates nothing. `GatewaySimulator.drop_next_submits`
 makes the next POSTs create their task and then send no answer (the connection is closed, or held until the
@@ -19,7 +25,8 @@ client gives up), as when a gateway's answer is lost: the client cannot know the
 ...     ...  # point a KlingClient at sim.url with sim.api_key
 
 Control API for other processes (bearer-authenticated with the simulator's key):
-``POST {url}/_simulator/tasks`` with a `Scenario` as JSON (plus an optional ``"task_id"``) returns
+``POST {url}/_simulator/tasks`` with a `Scenario` as JSON (plus an optional ``"task_id"`` and
+``"endpoint"``) returns
 ``{"task_id": ...}``; ``GET {url}/_simulator/requests?task_id=...`` returns the request log as JSON;
 ``POST {url}/_simulator/drop_submits`` with ``{"count": n, "hang": false}`` drops the next ``n`` submits.
 Control requests are not logged themselves, and keep working after the key is revoked.
@@ -64,6 +71,21 @@ KLING_MODELS = frozenset({
     "kling-v1", "kling-v1-5", "kling-v1-6", "kling-v2-master", "kling-v2-1", "kling-v2-1-master",
     "kling-v2-5-turbo", "kling-v2-6", "kling-v3",
 })  # fmt: skip
+#: Every model the gateway has a channel for: the video models, omni's, and the names it routes (and bills)
+#: the model-less routes by.
+CHANNEL_MODELS = KLING_MODELS | {
+    "kling-v3-omni", "kling-video-o1", "kling-video-extend", "kling-lip-sync", "kling-identify-face",
+}  # fmt: skip
+#: The task routes a POST creates a task on, with the gateway's action for each (docs/models.md, "Routes and
+#: actions").
+ACTIONS = {
+    "text2video": "textGenerate",
+    "image2video": "generate",
+    "omni-video": "omniVideo",
+    "multi-image2video": "multiImage2Video",
+    "video-extend": "videoExtend",
+    "advanced-lip-sync": "advancedLipSync",
+}
 VIDEO_PATH_PREFIX = "/bs2/upload-ylab-stunt-sgp/muse/"
 URL_LIFETIME = 30 * 24 * 3600  # Kling deletes generated videos after 30 days (gateway-api.md §10.3)
 CLIP_DURATION = "5.0"  # seconds, as Kling writes it: a decimal string
@@ -181,7 +203,8 @@ class RequestRecord:
 
     ``path`` excludes the query string; ``task_id`` is the task the request was about (status GETs,
     successful submits and downloads of its videos), else None; ``time`` is ``time.monotonic()`` at arrival.
-    ``status`` is 0 for a submit that was never answered (`GatewaySimulator.drop_next_submits`).
+    ``status`` is 0 for a submit that was never answered (`GatewaySimulator.drop_next_submits`). ``body``
+    is what a POST sent, as text (undecodable bytes replaced); empty for other methods.
     """
 
     method: str
@@ -189,6 +212,7 @@ class RequestRecord:
     task_id: str | None
     status: int
     time: float
+    body: str = ""
 
 
 # --- wire formats -------------------------------------------------------------------------------------
@@ -399,8 +423,9 @@ def _saturated() -> Reply:
     return _json_reply(429, _shape_a("fail_to_fetch_task", "当前分组上游负载已饱和，请稍后再试"))
 
 
-def _bad_params(task_id: str) -> Reply:
-    kling = {"code": 1201, "message": "Invalid request parameters", "request_id": str(uuid.uuid4())}
+def _kling_refusal(message: str = "Invalid request parameters") -> Reply:
+    """Kling's 400 with its code 1201, which the gateway passes on as a string in a TaskError."""
+    kling = {"code": 1201, "message": message, "request_id": str(uuid.uuid4())}
     return _json_reply(400, _shape_a("fail_to_fetch_task", json.dumps(kling, separators=(",", ":"))))
 
 
@@ -415,7 +440,7 @@ FAULT_REPLIES: dict[str, Callable[[Fault, str], Reply]] = {
     "empty": lambda fault, task_id: Reply(200),
     "malformed": lambda fault, task_id: _malformed(task_id),
     "not_found": lambda fault, task_id: _json_reply(400, _shape_a("task_not_exist", "task_not_exist")),
-    "bad_params": lambda fault, task_id: _bad_params(task_id),
+    "bad_params": lambda fault, task_id: _kling_refusal(),
 }
 
 
@@ -430,41 +455,131 @@ class _Rejected(Exception):
         self.reply = reply
 
 
+def _invalid(message: str) -> _Rejected:
+    return _Rejected(_json_reply(400, _shape_a("invalid_request", message)))
+
+
+def _price_check(message: str) -> _Rejected:
+    """The gateway's pricing pre-check refusing the parameters: a 500, though nothing is wrong with it."""
+    return _Rejected(_json_reply(500, _shape_a("get_price_scale_failed", message)))
+
+
+def _build_failed(message: str) -> _Rejected:
+    return _Rejected(_json_reply(500, _shape_a("build_request_failed", message)))
+
+
 def _check_duration(value: object) -> None:
-    """EZmodel's three duration checks, in its order (gateway-api.md §3.2, §8.1)."""
+    """The duration check every route gets (the gateway's ``ValidateBasicTaskRequest``)."""
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _Rejected(_json_reply(400, _shape_a("invalid_request", "metadata.duration must be numeric")))
+        raise _invalid("metadata.duration must be numeric")
     try:
         seconds = float(value)
     except ValueError:
-        raise _Rejected(
-            _json_reply(400, _shape_a("invalid_request", "metadata.duration must be numeric"))
-        ) from None
+        raise _invalid("metadata.duration must be numeric") from None
     for bad, rule in ((seconds < 0, ">= 0"), (seconds > 600, "<= 600")):
         if bad:
-            raise _Rejected(
-                _json_reply(400, _shape_a("invalid_request", f"metadata.duration must be {rule}"))
-            )
-    if str(value) not in {"5", "10"}:
-        message = f"legacy endpoint only supports duration 5 or 10, got: {value}"
-        raise _Rejected(_json_reply(500, _shape_a("get_price_scale_failed", message)))
-    if not isinstance(value, str):
-        message = (
-            "unmarshal metadata failed: json: cannot unmarshal number into Go struct field "
-            "requestPayload.duration of type string"
-        )
-        raise _Rejected(_json_reply(500, _shape_a("build_request_failed", message)))
+            raise _invalid(f"metadata.duration must be {rule}")
+
+
+def _check_legacy_duration(value: object) -> None:
+    if value is not None and str(value) not in {"5", "10"}:
+        raise _price_check(f"legacy endpoint only supports duration 5 or 10, got: {value}")
 
 
 def _check_mode(model: str, mode: object) -> None:
+    if mode == "pro" and model.endswith("-master"):  # the master models are priced in master mode only
+        raise _price_check(f"unsupported model for pro mode: {model}")
     if mode in (None, "", "std", "pro") or (mode == "master" and model.endswith("-master")):
         return
-    message = (
+    raise _price_check(
         f"model {model} does not support master mode" if mode == "master" else f"unsupported mode: {mode}"
     )
-    raise _Rejected(_json_reply(500, _shape_a("get_price_scale_failed", message)))
+
+
+def _whole_seconds(value: object) -> int:
+    """Go's ``validateIntegerDuration``."""
+    text = str(value)
+    if not re.fullmatch(r"-?\d+", text):
+        raise _price_check(f"invalid duration format: {text}")
+    return int(text)
+
+
+def _check_omni_duration(model: str, body: dict[str, Any]) -> None:
+    """``calculateOmniVideoDuration``: which durations omni-video prices, by model and inputs."""
+    v3 = model in ("kling-v3-omni", "kling-v3")
+    shots = body.get("multi_prompt") or []
+    if v3 and shots:
+        total = 0
+        for index, shot in enumerate(shots):
+            shot = shot if isinstance(shot, dict) else {}
+            if not shot.get("prompt"):
+                raise _price_check(f"multi_prompt[{index}].prompt is required")
+            seconds = _whole_seconds(shot.get("duration", ""))
+            if seconds < 3:
+                raise _price_check(f"multi_prompt[{index}].duration must be >= 3, got: {seconds}")
+            total += seconds
+        if not 3 <= total <= 15:
+            raise _price_check(f"multi-shot total duration must be between 3-15, got: {total}")
+        return
+    videos = [video for video in body.get("video_list") or [] if isinstance(video, dict)]
+    images = [image for image in body.get("image_list") or [] if isinstance(image, dict)]
+    if any(video.get("refer_type") == "base" for video in videos):
+        if not v3:
+            raise _price_check("video editing mode (refer_type=base) is only supported by kling-v3")
+        return
+    duration = str(body.get("duration", "5"))
+    if v3:
+        seconds = _whole_seconds(duration)
+        if not 3 <= seconds <= 15:
+            raise _price_check(f"kling-v3 supports duration 3-15, got: {seconds}")
+        return
+    framed = any(image.get("type") in ("first_frame", "end_frame") for image in images)
+    if not videos and not framed:
+        kind = "image2video" if images else "text2video"
+        if duration not in ("5", "10"):
+            raise _price_check(f"{kind} only supports duration 5 or 10, got: {duration}")
+        return
+    seconds = _whole_seconds(duration)
+    if not 3 <= seconds <= 10:
+        rule = (
+            "first/end frame mode supports duration" if framed and not videos else "duration must be between"
+        )
+        raise _price_check(f"{rule} 3-10, got: {seconds}")
+
+
+def _check_multi_image(body: dict[str, Any]) -> None:
+    images = body.get("image_list") or []
+    if not images:
+        raise _build_failed("image_list is required for multi-image2video")
+    if len(images) > 4:
+        raise _build_failed(f"image_list supports up to 4 images, got: {len(images)}")
+
+
+def _check_lip_sync(body: dict[str, Any]) -> None:
+    if not body.get("session_id"):
+        raise _build_failed("session_id is required for advanced-lip-sync")
+    faces = body.get("face_choose") or []
+    if not faces:
+        raise _build_failed("face_choose is required for advanced-lip-sync")
+    for index, face in enumerate(faces):
+        face = face if isinstance(face, dict) else {}
+        if not face.get("face_id"):
+            raise _build_failed(f"face_choose[{index}].face_id is required")
+        if bool(face.get("audio_id")) == bool(face.get("sound_file")):
+            which = "either audio_id or sound_file is required" if not face.get("audio_id") else (
+                "audio_id and sound_file cannot be both provided"
+            )  # fmt: skip
+            raise _build_failed(f"face_choose[{index}]: {which}")
+
+
+def _check_identify_face(body: dict[str, Any]) -> None:
+    if bool(body.get("video_id")) == bool(body.get("video_url")):
+        which = "either video_id or video_url is required" if not body.get("video_id") else (
+            "video_id and video_url cannot be both provided"
+        )  # fmt: skip
+        raise _build_failed(f"{which} for identify-face")
 
 
 def _go_syntax_error(raw: bytes, exc: ValueError) -> str:
@@ -475,8 +590,12 @@ def _go_syntax_error(raw: bytes, exc: ValueError) -> str:
     return f"invalid character {chr(raw[position])!r} looking for beginning of value"
 
 
-def _check_submit(content_type: str, raw: bytes, request_id: str) -> dict[str, Any]:
-    """Validate a submit the way EZmodel's middleware and relay do; return the decoded body."""
+# Routes exempt from the prompt requirement (``ValidateRequestAndSetAction``).
+_NO_PROMPT_NEEDED = frozenset({"omni-video", "video-extend", "advanced-lip-sync", "identify-face"})
+
+
+def _check_submit(route: str, content_type: str, raw: bytes, request_id: str) -> dict[str, Any]:
+    """Validate a submit to ``route`` the way EZmodel's middleware and relay do; return the decoded body."""
     no_model = _json_reply(400, _shape_b("未指定模型名称，模型名称不能为空", request_id))
     if not content_type.startswith("application/json"):
         raise _Rejected(no_model)  # the body is not parsed at all, so the model reads as empty
@@ -491,14 +610,33 @@ def _check_submit(content_type: str, raw: bytes, request_id: str) -> dict[str, A
     model = body.get("model_name") or body.get("model") or ""
     if not isinstance(model, str) or not model:
         raise _Rejected(no_model)
-    if model not in KLING_MODELS:
+    if model not in CHANNEL_MODELS:
         message = f"获取分组 default 下模型 {model} 的可用渠道失败（distributor）: no available channel"
         raise _Rejected(_json_reply(503, _shape_b(message, request_id, code="model_not_found")))
     prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise _Rejected(_json_reply(400, _shape_a("invalid_request", "prompt is required")))
+    if route not in _NO_PROMPT_NEEDED and (not isinstance(prompt, str) or not prompt.strip()):
+        raise _invalid("prompt is required")
     _check_duration(body.get("duration"))
-    _check_mode(model, body.get("mode"))
+    if route in ("text2video", "image2video"):
+        _check_legacy_duration(body.get("duration"))
+        _check_mode(model, body.get("mode"))
+    elif route == "omni-video":
+        _check_mode(model, body.get("mode"))
+        _check_omni_duration(model, body)
+    elif route == "multi-image2video":
+        _check_mode(model, body.get("mode"))
+        _check_multi_image(body)
+    elif route == "video-extend" and not body.get("video_id"):
+        raise _build_failed("video_id is required for video-extend")
+    elif route == "advanced-lip-sync":
+        _check_lip_sync(body)
+    elif route == "identify-face":
+        _check_identify_face(body)
+    if not isinstance(body.get("duration", ""), str):  # building Kling's body comes after pricing
+        raise _build_failed(
+            "unmarshal metadata failed: json: cannot unmarshal number into Go struct field "
+            "requestPayload.duration of type string"
+        )
     return body
 
 
@@ -603,6 +741,7 @@ class GatewaySimulator:
         self._video_owner: dict[str, str | None] = {}  # video path -> task id (None for clip_url)
         self._log: list[RequestRecord] = []
         self._revoked = False
+        self._sessions: set[str] = set()  # identify-face sessions lip-sync may use
         self._stopping = threading.Event()
         self._signing_key = secrets.token_bytes(16)
         self._muse_id = _numeric_id()
@@ -682,9 +821,14 @@ class GatewaySimulator:
 
     # scripting --------------------------------------------------------------------------------------------
 
-    def add_task(self, scenario: Scenario | None = None, *, task_id: str | None = None) -> str:
-        """Create a text2video task following ``scenario`` (default: the simulator's); return its id."""
-        return self._create_task(scenario or self.scenario, "textGenerate", task_id).task_id
+    def add_task(
+        self, scenario: Scenario | None = None, *, task_id: str | None = None, endpoint: str = "text2video"
+    ) -> str:
+        """Create a task of ``endpoint`` (a key of `ACTIONS`) following ``scenario`` (default: the
+        simulator's); return its id."""
+        if endpoint not in ACTIONS:
+            raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {', '.join(ACTIONS)}")
+        return self._create_task(scenario or self.scenario, ACTIONS[endpoint], task_id).task_id
 
     def requests(self, task_id: str | None = None) -> list[RequestRecord]:
         """The request log, oldest first; only requests about ``task_id`` when given."""
@@ -776,12 +920,18 @@ class GatewaySimulator:
             return _json_reply(401, _shape_b("无效的令牌", request_id))
         return None
 
-    def _submit(self, content_type: str, raw: bytes, request_id: str) -> tuple[Reply, str | None]:
+    def _submit(self, route: str, content_type: str, raw: bytes, request_id: str) -> tuple[Reply, str | None]:
         try:
-            body = _check_submit(content_type, raw, request_id)
+            body = _check_submit(route, content_type, raw, request_id)
+            self._check_references(route, body)
         except _Rejected as rejected:
             return rejected.reply, None
-        action = "generate" if body.get("image") or body.get("image_tail") else "textGenerate"
+        if route == "identify-face":
+            return self._identify_face(), None
+        if route in ("text2video", "image2video"):  # the body, not the path, picks Kling's route
+            action = "generate" if body.get("image") or body.get("image_tail") else "textGenerate"
+        else:
+            action = ACTIONS[route]
         with self._lock:  # counting and creating at once: parallel submits cannot both take the last slot
             if self.max_parallel is not None and self.unfinished() >= self.max_parallel:
                 return _saturated(), None
@@ -793,6 +943,26 @@ class GatewaySimulator:
         video = {"id": task.task_id, "task_id": task.task_id, "object": "video", "model": model,
                  "status": "", "progress": 0, "created_at": task.created_ms // 1000}  # fmt: skip
         return _json_reply(200, video), task.task_id
+
+    def _check_references(self, route: str, body: dict[str, Any]) -> None:
+        """Kling refuses a video id or a lip-sync session it does not know (400, its code 1201)."""
+        with self._lock:
+            videos = {video_id for task in self._tasks.values() for video_id in task.video_ids}
+            if route in ("video-extend", "identify-face") and body.get("video_id") not in (None, *videos):
+                raise _Rejected(_kling_refusal("video_id is invalid"))
+            if route == "advanced-lip-sync" and body.get("session_id") not in self._sessions:
+                raise _Rejected(_kling_refusal("session_id is invalid"))
+
+    def _identify_face(self) -> Reply:
+        """Kling's own answer, passed through: one face, speaking from 0 to 5 s, in a new session."""
+        session_id = str(uuid.uuid4())
+        face = {"face_id": "0", "face_image": self.clip_url, "start_time": 0, "end_time": 5000}
+        with self._lock:
+            self._sessions.add(session_id)
+        data = {"session_id": session_id, "face_data": [face]}
+        return _json_reply(
+            200, {"code": 0, "message": "SUCCEED", "request_id": str(uuid.uuid4()), "data": data}
+        )
 
     def _fetch(self, task_id: str, request_id: str) -> Reply:
         """A status GET: a fault, or the task's state."""
@@ -820,8 +990,9 @@ class GatewaySimulator:
             if not isinstance(data, dict):
                 raise TypeError("expected a JSON object")
             task_id = data.pop("task_id", None)
+            endpoint = data.pop("endpoint", "text2video")
             scenario = Scenario.from_dict(data) if data else self.scenario
-            return _json_reply(200, {"task_id": self.add_task(scenario, task_id=task_id)})
+            return _json_reply(200, {"task_id": self.add_task(scenario, task_id=task_id, endpoint=endpoint)})
         except (ValueError, TypeError) as exc:
             return _json_reply(400, {"error": f"not a Scenario: {exc}"})
 
@@ -890,8 +1061,11 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return (start, end) if start <= end and start < size else None
 
 
-_TASK_PATH = re.compile(r"/kling/v1/videos/(?:text2video|image2video)/([^/]+)")
-_SUBMIT_PATHS = frozenset({"/kling/v1/videos/text2video", "/kling/v1/videos/image2video"})
+_TASK_PATH = re.compile(
+    r"/kling/v1/videos/(?:text2video|image2video|omni-video|multi-image2video|video-extend|advanced-lip-sync"
+    r"|motion-control|multi-elements|avatar/image2video)/([^/]+)"
+)
+_SUBMIT_ROUTES = {f"/kling/v1/videos/{route}": route for route in (*ACTIONS, "identify-face")}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -933,7 +1107,8 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self._read_body()
         reply, task_id = self._route(sim, method, path, split.query, raw, request_id)
         if not path.startswith("/_simulator/"):  # the log is about the gateway, not about its test harness
-            sim._record(RequestRecord(method, path, task_id, reply.status, arrived))
+            body = raw.decode("utf-8", "replace") if method == "POST" else ""
+            sim._record(RequestRecord(method, path, task_id, reply.status, arrived, body))
         self._send(reply, request_id, head=method == "HEAD")
 
     def _route(
@@ -945,7 +1120,8 @@ class _Handler(BaseHTTPRequestHandler):
         task_id = unquote(task_match.group(1)) if task_match else None
         if path.startswith("/_simulator/"):
             return self._control(sim, method, path, query, raw, request_id), None
-        if not ((method == "GET" and task_id) or (method == "POST" and path in _SUBMIT_PATHS)):
+        route = _SUBMIT_ROUTES.get(path) if method == "POST" else None
+        if not ((method == "GET" and task_id) or route):
             message = f"Invalid URL ({method} {path})"  # gin's NoRoute: no request id suffix
             error = {"message": message, "type": "invalid_request_error", "param": "", "code": ""}
             return _json_reply(404, {"error": error}), None
@@ -954,7 +1130,8 @@ class _Handler(BaseHTTPRequestHandler):
             return rejected, task_id
         if task_id is not None:
             return sim._fetch(task_id, request_id), task_id
-        return sim._submit(self.headers.get("Content-Type", ""), raw, request_id)
+        assert route is not None  # a POST that is not a submit was answered 404 above
+        return sim._submit(route, self.headers.get("Content-Type", ""), raw, request_id)
 
     def _control(
         self, sim: GatewaySimulator, method: str, path: str, query: str, raw: bytes, request_id: str
