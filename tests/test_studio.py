@@ -8,7 +8,6 @@ import html
 import json
 import struct
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from helpers import FOREVER, WAIT
+from helpers import FOREVER, WAIT, png
 from kling_widgets import KlingClient, Studio, TaskStatusWidget, studio
 from kling_widgets._catalogue import model_spec, models_for
 from kling_widgets._studio import REARM_SECONDS, Image, image_dimensions, image_problem
@@ -24,22 +23,6 @@ from kling_widgets.simulator import GatewaySimulator
 
 T = TypeVar("T")
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.05}
-
-
-def png(width: int, height: int) -> bytes:
-    """A real (decodable) grey PNG, built without Pillow."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
 
 
 def jpeg_header(width: int, height: int) -> bytes:
@@ -153,6 +136,14 @@ def test_the_choices_are_the_catalogues(make: Callable[..., Studio]) -> None:
         assert (one._end.row.layout.display != "none") is model_spec(model, "image2video").end_frame
 
 
+def test_the_form_starts_on_the_catalogues_defaults(make: Callable[..., Studio]) -> None:
+    one = make()
+    spec = model_spec(models_for("text2video")[0], "text2video")
+    assert (one._model.value, one._duration.value, one._aspect.value, one._mode.value) == (
+        spec.model, spec.durations[0], spec.aspect_ratios[0], spec.modes[0]
+    )  # fmt: skip
+
+
 def test_changing_the_model_keeps_what_still_fits(make: Callable[..., Studio]) -> None:
     one = make()
     one._model.value = "kling-v2-6"
@@ -164,7 +155,12 @@ def test_changing_the_model_keeps_what_still_fits(make: Callable[..., Studio]) -
     one._model.value = "kling-v2-6"
     assert (one._duration.value, one._aspect.value, one._mode.value) == ("10", "9:16", "std")
     assert one.submission().sound == "on"  # kept while hidden
-    upload(one._start, png(400, 300))
+    one._model.value = "kling-v2-5-turbo"
+    one._mode.value = "pro"
+    upload(one._start, png(400, 300))  # image-to-video takes this model too: everything stays
+    assert (one._model.value, one._duration.value, one._aspect.value, one._mode.value) == (
+        "kling-v2-5-turbo", "10", "9:16", "pro"
+    )  # fmt: skip
     one._model.value = "kling-v1-5"  # image-to-video only
     one._start.remove.click()
     assert one._model.value == models_for("text2video")[0]

@@ -182,6 +182,16 @@ def _choices(model: str, route: str) -> ModelSpec:
     return model_spec(model if model in models else models[0], route)
 
 
+def _offer(dropdown: Any, values: tuple[str, ...]) -> None:
+    """Offer ``values``, keeping the current choice when it is one of them, else the first (ipywidgets itself
+    would select the first whenever the options change)."""
+    keep = dropdown.value if dropdown.value in values else (values[0] if values else None)
+    if tuple(dropdown.options) != values:
+        dropdown.options = values
+    if dropdown.value != keep:
+        dropdown.value = keep
+
+
 def _field_of(exc: BaseException) -> str:
     """The form field a refusal concerns, by the option its message names first."""
     message = str(exc)
@@ -318,6 +328,7 @@ class Studio(KlingWidget):
         super().__init__(client, api_key, base_url, False, layout=shared_layout(**_COLUMN))
         self._frontend = detect()  # on the cell's thread: the running cell tells VS Code apart
         self._sending = False
+        self._refreshing = False
         self._cards: list[TaskStatusWidget] = []
         self._again: list[ipywidgets.Button] = []
         host = clean_text(urllib.parse.urlsplit(strip_credentials(self._client.base_url)).netloc, 80)
@@ -397,15 +408,17 @@ class Studio(KlingWidget):
 
     def _refresh(self) -> None:
         """Offer what the chosen model takes on the current route, keeping every value that still fits."""
-        models = models_for(self.route)
-        if tuple(self._model.options) != models:
-            self._model.options = models  # keeps the model if the route takes it, else the first
-        spec = self._spec()
-        for dropdown, values in (
-            (self._duration, spec.durations), (self._aspect, spec.aspect_ratios), (self._mode, spec.modes),
-        ):  # fmt: skip
-            if tuple(dropdown.options) != values:
-                dropdown.options = values
+        if self._refreshing:  # the model's own observer, while this sets the model
+            return
+        self._refreshing = True
+        try:
+            _offer(self._model, models_for(self.route))
+            spec = self._spec()
+            _offer(self._duration, spec.durations)
+            _offer(self._aspect, spec.aspect_ratios)
+            _offer(self._mode, spec.modes)
+        finally:
+            self._refreshing = False
         self._sound.layout = shared_layout(**(_AUTO if spec.sound else _HIDDEN))
         self._cfg.layout = shared_layout(**(_PICK if spec.cfg_scale else _HIDDEN))
         self._end.row.layout = shared_layout(**(_ROW if spec.end_frame else _HIDDEN))
