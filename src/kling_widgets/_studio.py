@@ -324,13 +324,13 @@ class Studio(KlingWidget):
         max_poll_interval: float = 5.0,
         timeout: float | None = 900.0,
     ) -> None:
+        self._cards: list[TaskStatusWidget] = []  # before anything can fail: close() reads it
+        self._again: list[ipywidgets.Button] = []
+        self._sending = False
+        self._refreshing = False
         self._options = WatchOptions("text2video", poll_interval, max_poll_interval, timeout)
         super().__init__(client, api_key, base_url, False, layout=shared_layout(**_COLUMN))
         self._frontend = detect()  # on the cell's thread: the running cell tells VS Code apart
-        self._sending = False
-        self._refreshing = False
-        self._cards: list[TaskStatusWidget] = []
-        self._again: list[ipywidgets.Button] = []
         host = clean_text(urllib.parse.urlsplit(strip_credentials(self._client.base_url)).netloc, 80)
         self._title = ipywidgets.HTML(f"<b>Kling studio</b> · {html.escape(host)}")
         self._prompt = ipywidgets.Textarea(

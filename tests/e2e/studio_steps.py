@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 
 from e2e_harness import VIDEO_LOADED_JS, VIDEO_PLAY_JS, log, wait_until
 from playwright.sync_api import Locator, Page, expect
@@ -39,8 +40,11 @@ def _pick(area: Locator, label: str, value: str) -> None:
     area.locator(".widget-dropdown", has_text=label).locator("select").select_option(value)
 
 
-def drive_studio(page: Page, area: Locator, gateway: GatewaySimulator, label: str) -> Locator:
-    """Every check of the module docstring, in order, on the studio shown in ``area``; returns the studio."""
+def drive_studio(
+    page: Page, area: Locator, gateway: GatewaySimulator, label: str, before_refusal: Callable[[], None]
+) -> None:
+    """Every check of the module docstring, in order, on the studio shown in ``area``; ``before_refusal``
+    runs between the fourth and the fifth (a screenshot of the studio with two cards)."""
     generate = area.get_by_role("button", name="Generate")
     expect(generate).to_be_visible(timeout=DONE)
     expect(area).to_contain_text("Balance:", timeout=30_000)  # the simulator answers the billing endpoints
@@ -65,6 +69,7 @@ def drive_studio(page: Page, area: Locator, gateway: GatewaySimulator, label: st
     body = json.loads(post.body)
     assert post.path == "/kling/v1/videos/text2video"
     assert (body["prompt"], body["model_name"], body["aspect_ratio"]) == (PROMPT, MODEL, ASPECT), body
+    assert (body["duration"], body["mode"]) == ("5", "std"), body  # the model's defaults, as shown
 
     # 3. The card plays the video.
     video = area.locator("video")
@@ -87,10 +92,13 @@ def drive_studio(page: Page, area: Locator, gateway: GatewaySimulator, label: st
     generate.click()
     expect(cards).to_have_count(2, timeout=30_000)
     [_, post] = _new_posts(gateway, before, 2)
+    body = json.loads(post.body)
     assert post.path == "/kling/v1/videos/image2video"
-    assert json.loads(post.body)["image"] == base64.b64encode(IMAGE).decode()
+    assert body["image"] == base64.b64encode(IMAGE).decode()
+    assert (body["model_name"], body["aspect_ratio"]) == (MODEL, ASPECT), body  # kept: they still fit
     expect(video).to_have_count(2, timeout=60_000)
     log(f"[{label}] the upload made an image2video task")
+    before_refusal()
 
     # 5. The parallel limit: the 429 inline, no card.
     gateway.max_parallel = gateway.unfinished()  # every slot taken: the next POST is refused
@@ -104,4 +112,3 @@ def drive_studio(page: Page, area: Locator, gateway: GatewaySimulator, label: st
         gateway.max_parallel = None
     expect(cards).to_have_count(2)
     log(f"[{label}] the 429 shows inline and adds no card")
-    return area

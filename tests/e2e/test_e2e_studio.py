@@ -19,7 +19,7 @@ from e2e_harness import (
     TOKEN,
     NotebookRun,
     copy_to_docs,
-    save_content_screenshot,
+    save_screenshot,
     write_notebook,
 )
 from playwright.sync_api import Page
@@ -50,10 +50,17 @@ def test_studio_in_jupyter(nb_run: NotebookRun, e2e_workdir: Path) -> None:
         path = "lab/tree" if app == "lab" else "notebooks"
         _open(page, f"{origin}/{path}/{name}?token={TOKEN}")
         area = page.locator(".jp-Notebook .jp-CodeCell").first.locator(".jp-Cell-outputArea")
-        drive_studio(page, area, gateway, app)
-        if app == "lab":
+
+        def screenshot() -> None:
+            if app != "lab":
+                return
+            page.set_viewport_size({"width": 1280, "height": 1800})  # the form and both cards in view
             page.evaluate("() => document.querySelectorAll('video').forEach(v => { v.currentTime = 1.5; })")
+            area.scroll_into_view_if_needed()
             time.sleep(0.5)  # let the seek paint a frame
-            copy_to_docs(save_content_screenshot(area, "lab-studio"), "studio.png")
+            copy_to_docs(save_screenshot(area, "lab-studio"), "studio.png")
+            page.set_viewport_size({"width": 1280, "height": 900})
+
+        drive_studio(page, area, gateway, app, screenshot)
     finally:
         page.close()

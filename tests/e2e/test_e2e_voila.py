@@ -71,7 +71,7 @@ def test_voila_renders_the_studio_app(voila_run: VoilaRun, e2e_workdir: Path) ->
         origin = re.match(r"https?://[^/]+", voila_run.page.url)
         assert origin is not None
         page.goto(f"{origin.group(0)}/voila/render/studio.ipynb?token={TOKEN}", timeout=90_000)
-        drive_studio(page, page.locator("body"), voila_run.gateway, "voila")
+        drive_studio(page, page.locator("body"), voila_run.gateway, "voila", lambda: None)
         expect(page.locator("body")).not_to_contain_text("import os")  # the studio alone, not the code
     finally:
         page.close()
