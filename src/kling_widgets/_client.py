@@ -39,6 +39,7 @@ from ._backend import (
     Backend,
     choose_backend,
 )
+from ._billing import SUBSCRIPTION_PATH, USAGE_PATH, Balance, parse_balance
 from ._errors import (
     APIError,
     KlingError,
@@ -1120,6 +1121,38 @@ class KlingClient:
         raise KlingError(
             f"Downloading the video failed: more than {_MAX_REDIRECTS} redirects.", code="download_failed"
         )
+
+    # -- the account ------------------------------------------------------------------------------
+
+    def balance(self) -> Balance | None:
+        """What the API key has left, from the gateway's OpenAI-compatible billing endpoints.
+
+        Two GETs (``/v1/dashboard/billing/subscription`` and ``…/usage``), each sent once: a balance is
+        worth showing only when it is fresh, and the caller can simply ask again.
+
+        Returns
+        -------
+        Balance or None
+            None when the gateway does not answer these endpoints (no such route, an error object in a
+            200 answer, or another shape), so a caller can hide the balance rather than fail.
+
+        Raises
+        ------
+        AuthenticationError
+            The key was rejected (401).
+        KlingError
+            The gateway could not be asked now: network trouble, a rate limit (429) or a server error.
+        """
+        answers = []
+        for path in (SUBSCRIPTION_PATH, USAGE_PATH):
+            try:
+                answers.append(self._request("GET", path, retry=False))
+            except KlingError as exc:
+                status = exc.status_code
+                if status is None or status in (401, 408, 429) or status >= 500:
+                    raise
+                return None  # 404 and the like: this gateway has no billing endpoints
+        return parse_balance(*answers)
 
     # -- HTTP -------------------------------------------------------------------------------------
 

@@ -211,12 +211,12 @@ def voila_run(browser: Browser, gateway: GatewaySimulator, e2e_workdir: Path) ->
         ("code", QUICKSTART),
     ])  # fmt: skip
     env = {"EZMODEL_API_KEY": gateway.api_key, "EZMODEL_BASE_URL": gateway.url}
-    server = start_voila(notebook, e2e_workdir, env)
+    server = start_voila(root, e2e_workdir, env)
     context = None
     try:
         context, page = new_page(browser, "voila")
         submits_before = len([r for r in gateway.requests() if r.method == "POST"])
-        page.goto(f"{server.url}/?token={TOKEN}", timeout=90_000)
+        page.goto(f"{server.url}/voila/render/{notebook.name}?token={TOKEN}", timeout=90_000)
         yield VoilaRun(page, gateway, submits_before)
     finally:
         if context is not None:

@@ -1,0 +1,625 @@
+"""`Studio`: a form to try Kling prompts, models and images in a cell (or as a Voila app), its tasks below.
+
+The form's choices come from the model catalogue (`kling_widgets._catalogue`), the very table the client
+checks every submission against, so the form cannot offer what the client would refuse. Generate sends one
+POST per click: the button is disabled until the answer is in, and the POST runs on a daemon thread so the
+kernel stays free; what the answer changes on screen (a card, an inline refusal, the balance line) is
+written through `kling_widgets._frontend.deliver`, the one path widget updates from other threads take
+(docs/architecture.md, "Threading rules"). Each card is a `TaskStatusWidget` on the same client and the
+one shared engine, with "Again" and "Show code" (docs/studio.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import threading
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import ipywidgets
+
+from ._base import KlingWidget, WatchOptions, shared_layout, shared_style
+from ._billing import Balance
+from ._catalogue import ModelSpec, model_spec, models_for
+from ._client import KlingClient
+from ._errors import KlingError, PermissionDeniedError, RateLimitError
+from ._frontend import deliver, detect
+from ._models import Task
+from ._params import MAX_IMAGE_BYTES, MAX_PROMPT_CHARS
+from ._text import clean_text, strip_credentials
+from ._widget import TaskStatusWidget
+
+__all__ = ["MAX_IMAGE_RATIO", "MIN_IMAGE_PIXELS", "Image", "Studio", "Submission", "image_problem", "studio"]
+
+_log = logging.getLogger(__name__)
+
+#: Kling's limits on an input image besides its 10 MB (docs/studio.md, "Images").
+MIN_IMAGE_PIXELS = 300
+MAX_IMAGE_RATIO = 2.5
+_PNG = b"\x89PNG\r\n\x1a\n"
+_JPEG = b"\xff\xd8\xff"
+_THUMB = {"width": "96px", "max_height": "96px", "object_fit": "contain"}
+_HIDDEN = {"display": "none"}
+_FULL = {"width": "100%"}
+_ROW = {"display": "flex", "flex_flow": "row wrap", "align_items": "center", "grid_gap": "4px 12px"}
+_COLUMN = {"display": "flex", "flex_flow": "column", "grid_gap": "6px"}
+_PICK = {"width": "auto", "min_width": "150px"}
+_AUTO = {"width": "auto"}
+_ERROR_STYLE = "color: var(--jp-error-color1, #d32f2f)"
+#: After a task is created, Generate stays disabled this long: a double click's second click, arriving
+#: after a fast answer, must not bill a second task.
+REARM_SECONDS = 0.6
+
+
+# -- images (pure) ----------------------------------------------------------------------------------
+
+
+def image_dimensions(data: bytes) -> tuple[int, int] | None:
+    """(width, height) read from a PNG's or a JPEG's header bytes, or None if there is none to read."""
+    if data.startswith(_PNG) and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not data.startswith(_JPEG):
+        return None
+    at = 2
+    while at + 9 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF or 0xD0 <= marker <= 0xD8 or marker == 0x01:  # fill byte or a marker without length
+            at += 1 if marker == 0xFF else 2
+            continue
+        # A start-of-frame segment (SOF0-SOF15, minus DHT, JPG and DAC) holds the size.
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(data[at + 7 : at + 9], "big"), int.from_bytes(data[at + 5 : at + 7], "big")
+        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    return None
+
+
+def image_problem(data: bytes) -> str | None:
+    """Why Kling would refuse this image (as the end of a sentence starting with its name), or None.
+
+    Checked: the type by its first bytes (JPEG or PNG), at most 10 MB, at least 300 px on each side, and an
+    aspect ratio between 1:2.5 and 2.5:1 (docs/studio.md, "Images").
+    """
+    if len(data) > MAX_IMAGE_BYTES:
+        return f"is {len(data) / 2**20:.1f} MB; Kling accepts images up to 10 MB"
+    if not data.startswith((_PNG, _JPEG)):
+        return "is not a JPEG or PNG image (Kling accepts only those)"
+    size = image_dimensions(data)
+    if size is None or 0 in size:
+        return "has no readable width and height (a damaged file?)"
+    width, height = size
+    if min(size) < MIN_IMAGE_PIXELS:
+        return f"is {width}×{height} px; Kling needs at least {MIN_IMAGE_PIXELS} px on each side"
+    if max(width / height, height / width) > MAX_IMAGE_RATIO:
+        return f"is {width}×{height} px; Kling needs an aspect ratio between 1:2.5 and 2.5:1"
+    return None
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image chosen in the form: an http(s) URL, or the bytes of an uploaded file and its name."""
+
+    url: str = ""
+    data: bytes = b""
+    name: str = ""
+
+    def field(self) -> str:
+        """What the client sends: the URL, or the upload as base64 (never shown, never in code)."""
+        return self.url or base64.b64encode(self.data).decode("ascii")
+
+    def code(self) -> str:
+        """How `Show code` names it: the URL, or a path named like the uploaded file (a placeholder)."""
+        if self.url:
+            return self.url
+        suffix = ".png" if self.data.startswith(_PNG) else ".jpg"
+        stem = self.name.replace("\\", "/").rsplit("/", 1)[-1]
+        return stem if stem.lower().endswith((".png", ".jpg", ".jpeg")) else f"image{suffix}"
+
+
+# -- one submission (pure) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Everything one Generate click sends: the route and the client call's arguments."""
+
+    prompt: str
+    model_name: str
+    duration: str
+    aspect_ratio: str
+    mode: str
+    negative_prompt: str | None = None
+    sound: str | None = None
+    cfg_scale: float | None = None
+    image: Image | None = None
+    image_tail: Image | None = None
+
+    @property
+    def route(self) -> str:
+        """An image makes it an image-to-video task."""
+        return "image2video" if self.image is not None else "text2video"
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments after the prompt, as sent (options left at None are not)."""
+        names = ("model_name", "duration", "aspect_ratio", "mode", "negative_prompt", "sound", "cfg_scale")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+    def send(self, client: KlingClient) -> Task:
+        """Submit it (one POST; the client checks every option first)."""
+        if self.image is None:
+            return client.text2video(self.prompt, **self.options())
+        tail = self.image_tail.field() if self.image_tail is not None else None
+        return client.image2video(self.image.field(), self.prompt, image_tail=tail, **self.options())
+
+    def code(self) -> str:
+        """The Python that makes the same task, to move from clicking to a script."""
+        arguments = [repr(self.prompt)]
+        if self.image is not None:
+            arguments.insert(0, repr(self.image.code()))
+        arguments += [f"{name}={value!r}" for name, value in self.options().items()]
+        if self.image_tail is not None:
+            arguments.append(f"image_tail={self.image_tail.code()!r}")
+        call = ",\n    ".join(arguments)
+        uploads = [image for image in (self.image, self.image_tail) if image is not None and not image.url]
+        note = (
+            "# Put the uploaded image(s) next to this notebook, or use an http(s) URL.\n" if uploads else ""
+        )
+        return (
+            "from kling_widgets import KlingClient, TaskStatusWidget\n\n"
+            f"{note}client = KlingClient()\n"
+            f"task = client.{self.route}(\n    {call},\n)\n"
+            f"TaskStatusWidget(task, client=client, endpoint={self.route!r})"
+        )
+
+
+def _choices(model: str, route: str) -> ModelSpec:
+    """What the form offers for ``model`` on ``route``: the catalogue's entry (the route's first model's
+    when the route does not take ``model``)."""
+    models = models_for(route)
+    return model_spec(model if model in models else models[0], route)
+
+
+def _offer(dropdown: Any, values: tuple[str, ...]) -> None:
+    """Offer ``values``, keeping the current choice when it is one of them, else the first (ipywidgets itself
+    would select the first whenever the options change)."""
+    keep = dropdown.value if dropdown.value in values else (values[0] if values else None)
+    if tuple(dropdown.options) != values:
+        dropdown.options = values
+    if dropdown.value != keep:
+        dropdown.value = keep
+
+
+def _field_of(exc: BaseException) -> str:
+    """The form field a refusal concerns, by the option its message names first."""
+    message = str(exc)
+    for field in ("negative_prompt", "prompt", "image_tail", "image"):
+        if message.startswith(field):
+            return field
+    return "generate"
+
+
+def _refusal_text(exc: BaseException) -> str:
+    """What to say inline about a refusal: the fix first for the parallel limit and an empty balance."""
+    if isinstance(exc, RateLimitError):
+        return (
+            "The account's parallel-task limit is reached, or the gateway is busy (429): wait for a running "
+            "task to finish, then Generate again. Nothing was created."
+        )
+    if isinstance(exc, PermissionDeniedError) and (exc.code == "quota_not_enough" or "quota" in str(exc)):
+        return "No quota left (403): top up the key's balance, then Generate again. Nothing was created."
+    return clean_text(str(exc))
+
+
+# -- the widget -----------------------------------------------------------------------------------------
+
+
+class _ImageSlot:
+    """One image input of the form: an upload or a URL, a thumbnail, a Remove button and an error line."""
+
+    def __init__(self, label: str, on_change: Callable[[], None]) -> None:
+        self.image: Image | None = None
+        self._on_change = on_change
+        self.upload = ipywidgets.FileUpload(
+            accept=".png,.jpg,.jpeg,image/png,image/jpeg", multiple=False, description=label,
+            layout=shared_layout(**_AUTO), style=shared_style(ipywidgets.widgets.widget_button.ButtonStyle),
+        )  # fmt: skip
+        self.url = ipywidgets.Text(
+            placeholder="or an image URL (https://…)", continuous_update=False, layout=shared_layout(**_PICK)
+        )
+        self.thumbnail = ipywidgets.Image(format="png", layout=shared_layout(**_HIDDEN))
+        self.remove = ipywidgets.Button(description="Remove", layout=shared_layout(**_HIDDEN))
+        self.error = ipywidgets.HTML("", layout=shared_layout(**_HIDDEN))
+        self.row = ipywidgets.Box(
+            [self.upload, self.url, self.thumbnail, self.remove, self.error], layout=shared_layout(**_ROW)
+        )
+        self.upload.observe(self._uploaded, "value")
+        self.url.observe(self._typed, "value")
+        self.remove.on_click(lambda _button: self._set(None))
+
+    @property
+    def models(self) -> tuple[Any, ...]:
+        return (self.upload, self.url, self.thumbnail, self.remove, self.error, self.row)
+
+    def show_error(self, message: str) -> None:
+        self.error.value = f'<span style="{_ERROR_STYLE}">{html.escape(message)}</span>' if message else ""
+        self.error.layout = shared_layout(**({} if message else _HIDDEN))
+
+    def _uploaded(self, change: dict[str, Any]) -> None:
+        if not change["new"]:
+            return
+        upload = change["new"][0]
+        data, name = bytes(upload["content"]), str(upload.get("name", ""))
+        problem = image_problem(data)
+        if problem is not None:
+            self._set(None)
+            self.show_error(f"{clean_text(name, 80) or 'The file'} {problem}.")
+            return
+        self._set(Image(data=data, name=name))
+
+    def _typed(self, change: dict[str, Any]) -> None:
+        text = change["new"].strip()
+        if not text:
+            if self.image is not None and self.image.url:
+                self._set(None)
+            return
+        if urllib.parse.urlsplit(text).scheme.lower() not in ("http", "https"):
+            self.show_error("An image URL must start with http:// or https://.")
+            return
+        self._set(Image(url=text))
+
+    def _set(self, image: Image | None) -> None:
+        self.image = image
+        self.show_error("")
+        if image is None or image.url:
+            self.upload.value = ()
+        if image is None or not image.url:
+            self.url.value = ""
+        if image is None:
+            self.thumbnail.value = b""
+        elif image.url:
+            self.thumbnail.format, self.thumbnail.value = "url", image.url.encode()
+        else:
+            self.thumbnail.format = "png" if image.data.startswith(_PNG) else "jpeg"
+            self.thumbnail.value = image.data
+        self.thumbnail.layout = shared_layout(**(_HIDDEN if image is None else _THUMB))
+        self.remove.layout = shared_layout(**(_HIDDEN if image is None else _AUTO))
+        self._on_change()
+
+
+class Studio(KlingWidget):
+    """A form to create Kling tasks, with a card per task below it (newest first) and the key's balance.
+
+    Parameters
+    ----------
+    client : KlingClient, optional
+        The client to submit and poll with. By default the studio builds one from ``api_key`` and
+        ``base_url`` (falling back to ``EZMODEL_API_KEY`` and ``EZMODEL_BASE_URL``) and closes it in `close`.
+    api_key, base_url : str, optional
+        For the studio's own client; not allowed together with ``client``.
+    poll_interval, max_poll_interval, timeout : float
+        How each card watches its task (as for `TaskStatusWidget`).
+
+    Attributes
+    ----------
+    cards : tuple of TaskStatusWidget
+        The tasks this studio created, newest first.
+
+    Notes
+    -----
+    One submission at a time: while a POST is in flight, Generate and every "Again" are disabled and a
+    click does nothing, so a double click bills once. A refusal (blank prompt, a bad image, the parallel
+    limit, no quota) shows next to the field it concerns and creates no card.
+    """
+
+    def __init__(
+        self,
+        client: KlingClient | None = None,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        poll_interval: float = 1.0,
+        max_poll_interval: float = 5.0,
+        timeout: float | None = 900.0,
+    ) -> None:
+        self._cards: list[TaskStatusWidget] = []  # before anything can fail: close() reads it
+        self._again: list[ipywidgets.Button] = []
+        self._sending = False
+        self._refreshing = False
+        self._options = WatchOptions("text2video", poll_interval, max_poll_interval, timeout)
+        super().__init__(client, api_key, base_url, False, layout=shared_layout(**_COLUMN))
+        self._frontend = detect()  # on the cell's thread: the running cell tells VS Code apart
+        host = clean_text(urllib.parse.urlsplit(strip_credentials(self._client.base_url)).netloc, 80)
+        self._title = ipywidgets.HTML(f"<b>Kling studio</b> · {html.escape(host)}")
+        self._prompt = ipywidgets.Textarea(
+            placeholder="What should the video show? (required)", rows=3, layout=shared_layout(**_FULL)
+        )
+        self._count = ipywidgets.HTML()
+        self._prompt_error = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
+        self._negative = ipywidgets.Textarea(
+            placeholder="What to avoid (optional)", rows=1, layout=shared_layout(**_FULL)
+        )
+        self._negative_error = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
+        style = shared_style(
+            ipywidgets.widgets.widget_description.DescriptionStyle, description_width="initial"
+        )
+        pick = {"layout": shared_layout(**_PICK), "style": style}
+        self._model = ipywidgets.Dropdown(description="Model", options=models_for("text2video"), **pick)
+        self._duration = ipywidgets.Dropdown(description="Seconds", **pick)
+        self._aspect = ipywidgets.Dropdown(description="Aspect ratio", **pick)
+        self._mode = ipywidgets.Dropdown(description="Mode", **pick)
+        self._sound = ipywidgets.Checkbox(description="Sound", indent=False, layout=shared_layout(**_HIDDEN))
+        self._cfg = ipywidgets.FloatSlider(
+            0.5, min=0.0, max=1.0, step=0.05, description="cfg_scale", layout=shared_layout(**_HIDDEN)
+        )
+        self._start = _ImageSlot("Start image", self._refresh)
+        self._end = _ImageSlot("End image", self._refresh)
+        self._generate = ipywidgets.Button(
+            description="Generate", button_style="primary", tooltip="Submit one task (it may be billed)"
+        )
+        self._generate_error = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
+        self._balance = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
+        self._list = ipywidgets.Box(layout=shared_layout(**_COLUMN))
+        choices = ipywidgets.Box(
+            [self._model, self._duration, self._aspect, self._mode, self._sound, self._cfg],
+            layout=shared_layout(**_ROW),
+        )
+        actions = ipywidgets.Box([self._generate, self._generate_error], layout=shared_layout(**_ROW))
+        parts = [
+            self._title, self._prompt, self._count, self._prompt_error, self._negative,
+            self._negative_error, choices, self._start.row, self._end.row, actions, self._balance, self._list,
+        ]  # fmt: skip
+        self.own(
+            *parts, self._model, self._duration, self._aspect, self._mode, self._sound, self._cfg,
+            self._generate, self._generate_error, *self._start.models, *self._end.models,
+        )  # fmt: skip
+        self.children = tuple(parts)
+        self._prompt.observe(self._counted, "value")
+        self._model.observe(lambda _change: self._refresh(), "value")
+        self._generate.on_click(lambda _button: self.generate())
+        self._counted()
+        self._refresh()
+        self.register()
+        threading.Thread(target=self._show_balance, name="kling-studio-balance", daemon=True).start()
+
+    # -- reading the form (the cell's thread) -------------------------------------------------------
+
+    @property
+    def cards(self) -> tuple[TaskStatusWidget, ...]:
+        """The tasks this studio created, newest first."""
+        return tuple(self._cards)
+
+    @property
+    def route(self) -> str:
+        """``"image2video"`` once a start image is chosen, else ``"text2video"``."""
+        return "image2video" if self._start.image is not None else "text2video"
+
+    def _spec(self) -> ModelSpec:
+        return _choices(self._model.value or "", self.route)
+
+    def _counted(self, _change: object = None) -> None:
+        count = len(self._prompt.value)
+        style = f' style="{_ERROR_STYLE}"' if count > MAX_PROMPT_CHARS else ""
+        self._count.value = f"<small{style}>{count:,} / {MAX_PROMPT_CHARS:,} characters</small>"
+        if self._prompt.value.strip():
+            self._show(self._prompt_error, "")
+
+    def _refresh(self) -> None:
+        """Offer what the chosen model takes on the current route, keeping every value that still fits."""
+        if self._refreshing:  # the model's own observer, while this sets the model
+            return
+        self._refreshing = True
+        try:
+            _offer(self._model, models_for(self.route))
+            spec = self._spec()
+            _offer(self._duration, spec.durations)
+            _offer(self._aspect, spec.aspect_ratios)
+            _offer(self._mode, spec.modes)
+        finally:
+            self._refreshing = False
+        self._sound.layout = shared_layout(**(_AUTO if spec.sound else _HIDDEN))
+        self._cfg.layout = shared_layout(**(_PICK if spec.cfg_scale else _HIDDEN))
+        self._end.row.layout = shared_layout(**(_ROW if spec.end_frame else _HIDDEN))
+
+    def submission(self) -> Submission:
+        """What Generate would send now: the visible fields only (a hidden option is kept, not sent)."""
+        spec = self._spec()
+        return Submission(
+            prompt=self._prompt.value,
+            model_name=spec.model,
+            duration=self._duration.value,
+            aspect_ratio=self._aspect.value,
+            mode=self._mode.value,
+            negative_prompt=self._negative.value if self._negative.value.strip() else None,
+            sound=("on" if self._sound.value else "off") if spec.sound else None,
+            cfg_scale=round(self._cfg.value, 2) if spec.cfg_scale else None,
+            image=self._start.image,
+            image_tail=self._end.image if spec.end_frame and self._start.image is not None else None,
+        )
+
+    # -- submitting ---------------------------------------------------------------------------------
+
+    def generate(self) -> None:
+        """Submit the form (what the Generate button does); nothing if a submission is in flight."""
+        submission = self.submission()
+        if not submission.prompt.strip():
+            self._show(self._prompt_error, "Write a prompt first: Kling needs one. Nothing was sent.")
+            return
+        if len(submission.prompt) > MAX_PROMPT_CHARS:
+            self._show(self._prompt_error, f"Kling accepts at most {MAX_PROMPT_CHARS:,} characters.")
+            return
+        self._submit(submission)
+
+    def _submit(self, submission: Submission) -> None:
+        with self._lock:
+            if self._sending or self._closed:
+                return  # a second click while the first POST is in flight: one task, one bill
+            self._sending = True
+        self._enable(False)
+        for label in (self._prompt_error, self._negative_error, self._generate_error):
+            self._show(label, "")
+        for slot in (self._start, self._end):
+            slot.show_error("")
+        # The POST waits on the network: a daemon thread keeps the kernel free meanwhile.
+        threading.Thread(
+            target=self._post, args=(submission,), name="kling-studio-submit", daemon=True
+        ).start()
+
+    def _post(self, submission: Submission) -> None:
+        task: Task | str | None = None
+        refusal: BaseException | None = None
+        try:
+            task = submission.send(self._client)
+        except (KlingError, ValueError, TypeError, OSError) as exc:
+            refusal = exc
+            if isinstance(exc, KlingError):  # a task the gateway created is never lost: watch it anyway
+                task = exc.task_id
+        balance = self._fetch_balance()
+        deliver(lambda: self._settle(submission, task, refusal, balance), self._frontend)
+
+    def _settle(
+        self,
+        submission: Submission,
+        task: Task | str | None,
+        refusal: BaseException | None,
+        balance: Balance | None,
+    ) -> None:
+        with self._lock:
+            closed = self._closed
+        if closed:
+            if task is not None:
+                task_id = task if isinstance(task, str) else task.task_id
+                _log.warning(
+                    "The studio was closed before task %s could be shown; watch it by its id", task_id
+                )
+            return
+        if refusal is not None:
+            message = _refusal_text(refusal)
+            field = _field_of(refusal)
+            if field in ("image", "image_tail"):
+                (self._start if field == "image" else self._end).show_error(message)
+            else:
+                label = {"prompt": self._prompt_error, "negative_prompt": self._negative_error}
+                self._show(label.get(field, self._generate_error), message)
+        if task is not None:
+            self._add_card(task, submission)
+        self._show_balance_line(balance)
+        if task is None:
+            self._rearm()
+            return
+        timer = threading.Timer(REARM_SECONDS, deliver, args=(self._rearm, self._frontend))
+        timer.daemon = True
+        timer.start()
+
+    def _rearm(self) -> None:
+        with self._lock:
+            self._sending = False
+            closed = self._closed
+        if not closed:
+            self._enable(True)
+
+    def _add_card(self, task: Task | str, submission: Submission) -> None:
+        options = replace(self._options, endpoint=submission.route)
+        card = TaskStatusWidget(
+            task, client=self._client, endpoint=options.endpoint, poll_interval=options.poll_interval,
+            max_poll_interval=options.max_poll_interval, timeout=options.timeout, caption=submission.prompt,
+        )  # fmt: skip
+        again = ipywidgets.Button(description="Again", tooltip="The same parameters: a new task (billed)")
+        show = ipywidgets.Button(description="Show code", tooltip="The Python call that makes the same task")
+        code = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
+        again.on_click(lambda _button: self._submit(submission))
+        show.on_click(lambda _button: self._toggle_code(show, code, submission))
+        for button in (again, show):
+            button.layout = shared_layout(**_AUTO)
+        row = ipywidgets.Box([again, show], layout=shared_layout(**_ROW))
+        box = ipywidgets.Box([card, row, code], layout=shared_layout(**_COLUMN))
+        self.own(card, again, show, code, row, box)
+        self._cards.insert(0, card)
+        self._again.append(again)
+        again.disabled = self._sending
+        self._list.children = (box, *self._list.children)
+
+    def _toggle_code(self, button: Any, code: Any, submission: Submission) -> None:
+        showing = button.description == "Hide code"
+        code.value = "" if showing else f"<pre>{html.escape(submission.code())}</pre>"
+        code.layout = shared_layout(**(_HIDDEN if showing else {}))
+        button.description = "Show code" if showing else "Hide code"
+
+    def _enable(self, enabled: bool) -> None:
+        for button in (self._generate, *self._again):
+            button.disabled = not enabled
+
+    def _show(self, label: Any, message: str) -> None:
+        label.value = f'<span style="{_ERROR_STYLE}">{html.escape(message)}</span>' if message else ""
+        label.layout = shared_layout(**({} if message else _HIDDEN))
+
+    # -- the balance line ---------------------------------------------------------------------------
+
+    def _fetch_balance(self) -> Balance | None:
+        try:
+            return self._client.balance()
+        except KlingError as exc:  # no balance to show: the line hides, nothing else depends on it
+            _log.debug("no balance: %s", exc)
+            return None
+
+    def _show_balance(self) -> None:
+        balance = self._fetch_balance()
+        deliver(lambda: self._show_balance_line(balance), self._frontend)
+
+    def _show_balance_line(self, balance: Balance | None) -> None:
+        if self._closed:
+            return
+        self._balance.value = f"<small>{html.escape(balance.describe())}</small>" if balance else ""
+        self._balance.layout = shared_layout(**({} if balance else _HIDDEN))
+
+    # -- display ------------------------------------------------------------------------------------
+
+    def static_bundle(self) -> dict[str, str]:
+        """The cards' final or current state, without the form (readable without widgets)."""
+        bundles = [card.static_bundle() for card in self._cards]
+        count = f"Kling studio: {len(bundles)} task{'' if len(bundles) == 1 else 's'}"
+        return {
+            "text/plain": "\n".join([count, *(bundle["text/plain"] for bundle in bundles)]),
+            "text/html": "".join([f"<p>{count}</p>", *(bundle["text/html"] for bundle in bundles)]),
+        }
+
+    def __repr__(self) -> str:
+        return f"Studio(base_url={self._client.base_url!r}, cards={len(self._cards)})"
+
+    def _release(self) -> None:
+        for card in self._cards:
+            card.stop()
+
+
+def studio(
+    client: KlingClient | None = None,
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    poll_interval: float = 1.0,
+    max_poll_interval: float = 5.0,
+    timeout: float | None = 900.0,
+) -> Studio:
+    """A `Studio`: a form to create Kling tasks, their cards below (newest first), the key's balance.
+
+    Display it (the last expression of a cell), or render its notebook with Voila as an app.
+
+    Parameters
+    ----------
+    client, api_key, base_url, poll_interval, max_poll_interval, timeout
+        As for `Studio`.
+
+    Returns
+    -------
+    Studio
+    """
+    return Studio(
+        client,
+        api_key=api_key,
+        base_url=base_url,
+        poll_interval=poll_interval,
+        max_poll_interval=max_poll_interval,
+        timeout=timeout,
+    )
