@@ -41,9 +41,9 @@ from kling_widgets import (
     TransportError,
     Video,
     _base,
+    _frontend,
     generate,
 )
-from kling_widgets import _frontend
 from kling_widgets._frontend import VSCODE_PLAYBACK_NOTE
 from kling_widgets._poller import Update, WatchState
 from kling_widgets._view import View, describe, estimate_progress
@@ -812,7 +812,9 @@ def test_a_poll_that_changes_nothing_visible_sends_nothing(comms: list[Recording
 
 
 def clip_digest() -> str:
-    return hashlib.sha256(resources.files("kling_widgets").joinpath("_data/demo.mp4").read_bytes()).hexdigest()
+    return hashlib.sha256(
+        resources.files("kling_widgets").joinpath("_data/demo.mp4").read_bytes()
+    ).hexdigest()
 
 
 def test_success_keeps_the_video_by_default_and_the_card_says_where(
@@ -928,7 +930,7 @@ def test_vscode_shows_the_note_beside_the_link_instead_of_a_player(
     for shown in (text(widget).value, widget.static_bundle()["text/html"]):
         assert "<video" not in shown
         assert ">Open in new tab</a>" in shown
-        assert f"</span> · link expires" in shown
+        assert "</span> · link expires" in shown
         assert shown.count(note) == 1
         assert html.escape(task.video_url, quote=True) in shown
 
@@ -936,7 +938,7 @@ def test_vscode_shows_the_note_beside_the_link_instead_of_a_player(
 def test_colab_hands_every_write_to_the_main_thread_and_wait_does_not_need_it(
     sim: GatewaySimulator, watch: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Outside a kernel `deliver` runs at once; here a stand-in main-thread queue shows what goes through it."""
+    """Outside a kernel `deliver` runs at once; a stand-in main-thread queue shows what goes through it."""
     monkeypatch.setenv("KLING_WIDGETS_FRONTEND", "colab")
     queued: list[Callable[[], None]] = []
     monkeypatch.setattr(_frontend, "_main_thread_queue", lambda: SimpleNamespace(put=queued.append))
