@@ -303,6 +303,13 @@ def test_generate_many_refuses_a_bad_option_before_any_post(
 ) -> None:
     with pytest.raises(ValueError, match="poll_interval"):
         generate_many(["a", "b"], client=client, poll_interval=0)
+    # Options that only fail together: found before the submitter's thread starts (it would strand the batch).
+    with pytest.raises(ValueError, match="master"):
+        generate_many(["a", "b"], client=client, mode="master")
+    with pytest.raises(ValueError, match="concurrency"):
+        generate_many(["a", "b"], client=client, concurrency=0)
+    with pytest.raises(ValueError, match="unknown column"):
+        generate_many(["a"], client=client, duraton="5")
     assert posts(sim) == 0
 
 

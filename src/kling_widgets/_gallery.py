@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import html
+import inspect
 import logging
 import os
 import threading
@@ -38,6 +39,7 @@ from ._client import KlingClient
 from ._errors import KlingError
 from ._frontend import Frontend
 from ._models import Task
+from ._params import video_body
 from ._poller import WatchState
 from ._view import clock, error_card_html, waiting_card_html
 from ._widget import WIDGET_OPTIONS, TaskStatusWidget, keep_folder
@@ -470,11 +472,7 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
                     return
                 self._dirty = False
                 now = time.monotonic()
-                ended = (
-                    self._started_at is not None
-                    and self._running() == 0
-                    and not self._waiting
-                )
+                ended = self._started_at is not None and self._running() == 0 and not self._waiting
                 ending = ended and self._finished_at is None
                 if ending:
                     self._finished_at = now
@@ -509,6 +507,18 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
             end = self._finished_at if self._finished_at is not None else now
             parts.append(f"{clock(end - self._started_at, 5 if self._finished_at is None else 1)} elapsed")
         return " · ".join(parts)
+
+
+def _check_together(params: dict[str, Any]) -> None:
+    """Check the shared options together, as `KlingClient.text2video` will (e.g. ``mode="master"`` needs a
+    master model): an error there, on the submitter's thread, would leave every prompt waiting."""
+    fields = inspect.signature(video_body).parameters
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(KlingClient.text2video).parameters.items()
+        if name in fields and parameter.default is not inspect.Parameter.empty
+    }
+    video_body("a prompt", **{**defaults, **{k: v for k, v in params.items() if k in fields}})
 
 
 def _row_error(outcome: RowOutcome) -> KlingError:
@@ -592,6 +602,7 @@ def generate_many(
         )
     options = {name: params.pop(name) for name in WIDGET_OPTIONS if name in params}
     rows = rows_from_prompts(batch, **params)  # every prompt and option checked: the POSTs may bill
+    _check_together(params)
     kling, owned = resolve_client(client, api_key, base_url)
     try:
         return TaskGallery(rows, client=kling, owns_client=owned, concurrency=concurrency, **options)
