@@ -458,6 +458,25 @@ def test_rerunning_a_cell_closes_the_widgets_it_made(
     assert len(shell.handlers) == 1  # hooked once
 
 
+def test_a_widget_made_on_another_thread_belongs_to_no_cell(
+    sim: GatewaySimulator, watch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's card is made on the submitter's thread while a cell runs: re-running that cell keeps it."""
+    shell = FakeShell()
+    monkeypatch.setattr(_base, "get_ipython", lambda: shell)
+    monkeypatch.setattr(_base, "REGISTRY", _base.CellRegistry())
+    made: list[TaskStatusWidget] = []
+
+    def make_elsewhere() -> None:
+        worker = threading.Thread(target=lambda: made.append(watch(sim.add_task(FOREVER))))
+        worker.start()
+        worker.join()
+
+    shell.run_cell("cell-A", make_elsewhere)
+    shell.run_cell("cell-A", lambda: None)
+    assert made[0].comm is not None
+
+
 def test_observers_run_on_the_polling_thread_only_once_per_change(sim: GatewaySimulator, watch: Any) -> None:
     widget = watch(sim.add_task(), autostart=False)
     threads: set[str] = set()
