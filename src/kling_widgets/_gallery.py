@@ -423,12 +423,7 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         assert submitter is not None  # it calls this
         with self._lock:
             index = self._waiting.popleft()
-            closed = self._closed
         task_id = outcome.task_id
-        if closed:
-            if task_id is not None:  # it runs and may bill; the ledger has it too
-                _log.warning("Task %s was submitted as the gallery closed; it is not watched.", task_id)
-            return
         caption = self._captions[index]
         waiting = self._views[index]
         card: TaskStatusWidget | KlingError
@@ -444,11 +439,19 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
             self.deliver(lambda: setattr(waiting, "value", body))
             view = waiting
         with self._lock:
-            self._cards[index] = card
-            self._views[index] = view
-            if isinstance(card, KlingError):
-                self._counts[_UNKNOWN if card.code == _UNKNOWN else "failed"] += 1
+            closed = self._closed  # close() sets it under this lock, then closes the cards it finds
+            if not closed:
+                self._cards[index] = card
+                self._views[index] = view
+                if isinstance(card, KlingError):
+                    self._counts[_UNKNOWN if card.code == _UNKNOWN else "failed"] += 1
             children = tuple(self._views)
+        if closed:  # close() ran and did not find this card
+            if isinstance(card, TaskStatusWidget):
+                card.close()
+                # It runs and may bill; the ledger has it too.
+                _log.warning("Task %s was submitted as the gallery closed; it is not watched.", task_id)
+            return
         if isinstance(card, TaskStatusWidget):
             self._follow(card, on_end=lambda _watch: submitter.finished(card.task_id))
         self.deliver(lambda: setattr(self._grid, "children", children))
