@@ -806,6 +806,8 @@ def test_a_failure_after_the_post_carries_the_task_id_and_is_logged(
     assert isinstance(caught.value.__cause__, RuntimeError)
     warnings = [r for r in caplog.records if r.levelname == "WARNING" and post.task_id in r.getMessage()]
     assert warnings
+    live = ipywidgets.widgets.widget._instances.values()
+    assert not [w for w in live if isinstance(w, TaskStatusWidget) and w.task_id == post.task_id]
 
 
 # -- updates only when something visible changed (issue 9, item 11) -----------------------------------

@@ -217,7 +217,11 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
         self.progress = self._view.progress
         self.register(task_id)
         if autostart:
-            self.start()
+            try:
+                self.start()
+            except BaseException:
+                self.close()  # else it stays open (ipywidgets holds every open widget) and is saved
+                raise
 
     # -- control (any thread) ---------------------------------------------------------------------------
 
