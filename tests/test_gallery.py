@@ -331,6 +331,9 @@ def test_ten_prompts_at_concurrency_3_over_a_limit_of_3_all_succeed() -> None:
             assert [r.status for r in sim.requests() if r.method == "POST"] == [200] * 10
             assert g.summary().startswith("10 tasks · 10 done · ")
             assert all(isinstance(card, TaskStatusWidget) for card in g.cards)
+            # wait() also waited for every card's kept file, and the static fallback says where each went
+            assert all(len(card.kept) == 1 for card in g.cards)  # type: ignore[union-attr]
+            assert g.static_bundle()["text/html"].count("Kept as ") == 10
         finally:
             g.close()
 
