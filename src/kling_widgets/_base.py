@@ -12,7 +12,10 @@
   bundle (`static_bundle`: ``text/plain`` and ``text/html``, no widget view), so nbconvert, GitHub and an
   untrusted reopen show the final state without the widgets JavaScript;
 - closes what a notebook cell made when that cell runs again (`REGISTRY`);
-- owns its `KlingClient` when it built it, or when handed one with ``owns_client=True``.
+- owns its `KlingClient` when it built it, or when handed one with ``owns_client=True``;
+- knows its front-end (`kling_widgets._frontend.detect`, once, on the cell's thread) and sends every widget
+  write of the polling side through `KlingWidget.deliver`, which in Colab runs it on the kernel's main thread
+  (docs/frontends.md, "Colab and background updates").
 
 No lock is held while trait observers, display calls that could reach user code, or callbacks run.
 """
@@ -24,7 +27,7 @@ import math
 import threading
 import weakref
 from abc import abstractmethod
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -33,6 +36,7 @@ from IPython import get_ipython
 from IPython.display import display
 
 from ._client import ENDPOINTS, KlingClient
+from ._frontend import Frontend, deliver, detect
 
 __all__ = [
     "REGISTRY",
@@ -164,6 +168,10 @@ class CellRegistry:
                 del self._by_key[key]
 
     def _track_cell(self, widget: KlingWidget) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            # Cells run on the main thread; a widget made elsewhere (a batch's card, made when its POST
+            # answers) belongs to no cell, whatever cell happens to be running meanwhile.
+            return
         shell = get_ipython()
         if shell is not None and shell is not self._shell:
             self._shell = shell
@@ -201,6 +209,9 @@ class KlingWidget(ipywidgets.Box):  # type: ignore[misc]  # ipywidgets is untype
         object: never a widget trait, never in HTML, a repr or a log line.
     owns_client : bool
         Close ``client`` when the widget closes (`generate` hands over the client it built this way).
+    frontend : Frontend, optional
+        The front-end to draw for; by default `detect` tells, which works only on the thread that runs
+        the cell (a widget made on another thread gets it from whoever made that thread's work).
     """
 
     _closed = True  # until __init__ runs: Widget.__del__ calls close() even on a half-built widget
@@ -211,6 +222,7 @@ class KlingWidget(ipywidgets.Box):  # type: ignore[misc]  # ipywidgets is untype
         api_key: str | None,
         base_url: str | None,
         owns_client: bool,
+        frontend: Frontend | None = None,
         **kwargs: Any,
     ) -> None:
         # Set first: close() (also run by Widget.__del__) must work on a half-built widget.
@@ -223,6 +235,7 @@ class KlingWidget(ipywidgets.Box):  # type: ignore[misc]  # ipywidgets is untype
         self._client, built = resolve_client(client, api_key, base_url)
         if built or owns_client:
             self._client_to_close = self._client
+        self.frontend = frontend if frontend is not None else detect()
         super().__init__(**kwargs)
 
     # -- lifecycle --------------------------------------------------------------------------------------
@@ -256,6 +269,15 @@ class KlingWidget(ipywidgets.Box):  # type: ignore[misc]  # ipywidgets is untype
     def _release(self) -> None:
         """Hook: stop what the widget runs (called once, by `close`, before any model is closed)."""
 
+    def deliver(self, update: Callable[[], None]) -> None:
+        """Make widget writes from a background thread where this widget's front-end shows them.
+
+        At once on the calling thread, except in Colab: there on the kernel's main thread, later
+        (`kling_widgets._frontend.deliver`). So ``update`` must not be what a blocked ``wait`` needs:
+        release waiters on the calling thread too.
+        """
+        deliver(update, self.frontend)
+
     # -- display and the static fallback ----------------------------------------------------------------
 
     @abstractmethod
@@ -279,16 +301,15 @@ class KlingWidget(ipywidgets.Box):  # type: ignore[misc]  # ipywidgets is untype
         # Under the lock, so the end cannot land between showing this bundle and recording its handle.
         with self._lock:
             handle = display(self._bundle(), raw=True, display_id=True)  # type: ignore[no-untyped-call]
-            if handle is not None and not (self._ended or self._closed):
+            if handle is not None and not self._closed:
                 self._handles.append(handle)
 
     def _end_display(self) -> None:
-        """Replace every display of this widget by its static bundle (once, when its work has ended)."""
+        """Replace every display of this widget by its static bundle: when its work has ended, and again
+        when what it shows after that changes (a kept video's path)."""
         with self._lock:
-            if self._ended:
-                return
             self._ended = True
-            handles, self._handles = self._handles, []
+            handles = list(self._handles)
         if handles:
             bundle = self.static_bundle()
             for handle in handles:
