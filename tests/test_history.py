@@ -311,7 +311,7 @@ def test_close_releases_every_model(sim: GatewaySimulator, client: KlingClient, 
     live = list(ipywidgets.widgets.widget._instances.values())
     shared = {m.comm for m in live if _base.is_shared(m)}
     assert all(c.closed for c in comms if c not in shared)
-    assert not any(isinstance(w, (TaskHistory, TaskStatusWidget)) for w in live)
+    assert not [w for w in live if isinstance(w, (TaskHistory, TaskStatusWidget))]
 
 
 # -- resume ----------------------------------------------------------------------------------------------

@@ -521,7 +521,7 @@ def _check_together(params: dict[str, Any]) -> None:
         for name, parameter in inspect.signature(KlingClient.text2video).parameters.items()
         if name in fields and parameter.default is not inspect.Parameter.empty
     }
-    video_body("a prompt", **{**defaults, **{k: v for k, v in params.items() if k in fields}})
+    video_body("text2video", "a prompt", **{**defaults, **{k: v for k, v in params.items() if k in fields}})
 
 
 def _row_error(outcome: RowOutcome) -> KlingError:
