@@ -99,6 +99,14 @@ def test_a_camera_preset_is_sent_without_config(wire: KlingClient, gateway: Loop
     assert sent_body(gateway)["camera_control"] == {"type": "forward_up"}
 
 
+def test_an_option_given_as_none_takes_its_default(wire: KlingClient, gateway: Loopback) -> None:
+    # The shared options' types allow None wherever leaving the option out has a default.
+    wire.text2video("a corgi", duration=None, mode=None, negative_prompt=None, sound=None)
+    body = sent_body(gateway)
+    assert (body["duration"], body["mode"]) == ("5", "std")
+    assert not {"negative_prompt", "sound"} & set(body)
+
+
 def test_image2video_sends_local_files_as_raw_base64(
     wire: KlingClient, gateway: Loopback, tmp_path: Path
 ) -> None:
@@ -140,7 +148,7 @@ def test_an_unknown_option_is_refused_naming_the_accepted_ones(
     with pytest.raises(TypeError, match=r"'sond'.*did you mean sound.*cfg_scale, sound, camera_control"):
         client.text2video("a corgi", **options)
     with pytest.raises(TypeError, match=r"image2video\(\).*'watermark'.*image_tail"):
-        client.image2video("https://example.com/cat.png", "it blinks", watermark=True)  # type: ignore[arg-type]
+        client.image2video("https://example.com/cat.png", "it blinks", watermark=True)  # type: ignore[call-arg]
     assert sim.requests() == []
 
 
