@@ -700,6 +700,7 @@ class KlingClient:
         Returns
         -------
         Task
+            Its current state, as `get_task` returns it.
 
         Raises
         ------
