@@ -7,6 +7,7 @@ server that records them.
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import logging
 from collections.abc import Iterator
@@ -150,6 +151,18 @@ def test_an_unknown_option_is_refused_naming_the_accepted_ones(
     with pytest.raises(TypeError, match=r"image2video\(\).*'watermark'.*image_tail"):
         client.image2video("https://example.com/cat.png", "it blinks", watermark=True)  # type: ignore[call-arg]
     assert sim.requests() == []
+
+
+def test_the_signature_names_every_shared_option_with_its_default() -> None:
+    # Jupyter's Shift-Tab and IPython's keyword completion read inspect.signature, not the Unpack type.
+    text = inspect.signature(KlingClient.text2video).parameters
+    assert list(text)[:4] == ["self", "prompt", "model_name", "duration"]
+    assert (text["model_name"].default, text["aspect_ratio"].default) == ("kling-v2-6", "16:9")
+    assert list(text)[-1] == "source"
+    assert inspect.signature(KlingClient.omni_video).parameters["model_name"].default == "kling-v3-omni"
+    multi = inspect.signature(KlingClient.multi_image2video).parameters
+    assert "mode" in multi
+    assert "sound" not in multi
 
 
 BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [

@@ -52,7 +52,15 @@ from ._files import SNIFF_BYTES, file_name, not_a_video, publish, video_kind
 from ._http import CONNECT_TIMEOUT, Answer, GatewayHTTP
 from ._ledger import Ledger, shared_ledger
 from ._models import Task, TaskStatus, parse_submission, parse_task
-from ._params import KlingOptions, VideoOptions, dynamic_masks_field, image_field, refuse_unknown, video_body
+from ._params import (
+    KlingOptions,
+    VideoOptions,
+    dynamic_masks_field,
+    image_field,
+    refuse_unknown,
+    shows_options,
+    video_body,
+)
 from ._routes import (
     Face,
     FaceSession,
@@ -280,6 +288,7 @@ class KlingClient:
 
     # -- submitting -------------------------------------------------------------------------------
 
+    @shows_options(VideoOptions, "text2video")
     def text2video(self, prompt: str, *, source: str | None = None, **options: Unpack[VideoOptions]) -> Task:
         """Submit a text-to-video task. Every option is checked first; the POST is sent once, never retried.
 
@@ -310,9 +319,10 @@ class KlingClient:
             The gateway refused the task, or could not be reached. If the gateway answered with a task id
             but something failed afterwards, the error's ``task_id`` holds it.
         """
-        refuse_unknown(self.text2video, options, VideoOptions)
+        refuse_unknown(self.text2video, options)
         return self._submit("text2video", video_body("text2video", prompt, options), source)
 
+    @shows_options(VideoOptions, "image2video")
     def image2video(
         self,
         image: str | os.PathLike[str],
@@ -359,7 +369,7 @@ class KlingClient:
         KlingError
             The gateway refused the task, or could not be reached; ``task_id`` as for `text2video`.
         """
-        refuse_unknown(self.image2video, options, VideoOptions)
+        refuse_unknown(self.image2video, options)
         body: dict[str, Any] = {"image": image_field("image", image)}
         body.update(video_body("image2video", prompt, options, end_frame=image_tail is not None))
         if image_tail is not None:
@@ -370,6 +380,7 @@ class KlingClient:
             body["dynamic_masks"] = dynamic_masks_field(dynamic_masks)
         return self._submit("image2video", body, source)
 
+    @shows_options(OmniOptions, "omni-video")
     def omni_video(
         self,
         prompt: str | None = None,
@@ -432,7 +443,7 @@ class KlingClient:
         >>> client.omni_video(shots=[{"prompt": "a door opens", "duration": 4},           # doctest: +SKIP
         ...                          {"prompt": "a cat walks in", "duration": 5}], sound="on")
         """
-        refuse_unknown(self.omni_video, options, OmniOptions)
+        refuse_unknown(self.omni_video, options)
         body = omni_body(
             prompt,
             options,
@@ -447,6 +458,7 @@ class KlingClient:
         )
         return self._submit("omni-video", body)
 
+    @shows_options(KlingOptions, "multi-image2video")
     def multi_image2video(
         self, images: Sequence[ImageInput], prompt: str, **options: Unpack[KlingOptions]
     ) -> Task:
@@ -473,7 +485,7 @@ class KlingClient:
         TypeError, ValueError, FileNotFoundError, KlingError
             As for `image2video`.
         """
-        refuse_unknown(self.multi_image2video, options, KlingOptions)
+        refuse_unknown(self.multi_image2video, options)
         return self._submit("multi-image2video", multi_image_body(images, prompt, options))
 
     def extend_video(

@@ -15,12 +15,13 @@ import math
 import os
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar, cast
 
 from ._catalogue import ModelSpec, model_spec, models_for
 
 __all__ = [
     "CAMERA_TYPES",
+    "DEFAULT_ASPECT_RATIO",
     "MAX_IMAGE_BYTES",
     "MAX_PROMPT_CHARS",
     "KlingOptions",
@@ -39,11 +40,13 @@ __all__ = [
     "optional_fields",
     "prompt_field",
     "refuse_unknown",
+    "shows_options",
     "text_field",
     "video_body",
 ]
 
 MAX_PROMPT_CHARS = 2500
+DEFAULT_ASPECT_RATIO = "16:9"  # always sent: the gateway's own default is 1:1
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 CAMERA_TYPES = ("simple", "down_back", "forward_up", "right_turn_forward", "left_turn_forward")
 _CAMERA_AXES = ("horizontal", "vertical", "pan", "tilt", "roll", "zoom")
@@ -53,6 +56,8 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # JPEG, PNG
 _IMAGE_KIND = "a JPEG or PNG image (Kling accepts only those)"
 _IMAGE_FORMS = "an http(s) URL, a path to a .jpg/.png file, or base64 image data"
+
+F = TypeVar("F", bound=Callable[..., object])
 
 
 class KlingOptions(TypedDict, total=False):
@@ -107,7 +112,7 @@ def format_fields(spec: ModelSpec, options: KlingOptions) -> dict[str, str]:
     return {
         "mode": mode,
         "duration": seconds,
-        "aspect_ratio": aspect_ratio_field(spec, options.get("aspect_ratio", "16:9")),
+        "aspect_ratio": aspect_ratio_field(spec, options.get("aspect_ratio", DEFAULT_ASPECT_RATIO)),
     }
 
 
@@ -173,26 +178,48 @@ def dynamic_masks_field(value: object) -> list[dict[str, Any]]:
     return [_dynamic_mask(index, mask) for index, mask in enumerate(value)]
 
 
-def refuse_unknown(
-    method: Callable[..., object],
-    given: Mapping[str, object],
-    options: type[Mapping[str, object]] | None = None,
-) -> None:
-    """Raise `TypeError` for keyword arguments ``method`` does not take, naming the ones it does.
+def shows_options(options: type[Mapping[str, object]], route: str) -> Callable[[F], F]:
+    """Name each field of ``options`` (a TypedDict) in the decorated method's signature, with its default,
+    first among its keyword-only parameters, in place of its ``**options``.
 
-    ``given`` is what ``method`` collected in its ``**`` parameter: with ``options``, the TypedDict that
-    parameter is annotated with, the keys that are not its fields are unknown; without, all are. A
-    misspelt option must not reach the gateway, which would ignore it and bill the task anyway.
+    Type checkers read the ``Unpack`` annotation itself; Jupyter's Shift-Tab, IPython's keyword completion
+    and `refuse_unknown` read `inspect.signature`, which would otherwise show only ``**options``.
     """
-    fields = list(options.__annotations__) if options is not None else []
-    unknown = [name for name in given if name not in fields]
-    if not unknown:
-        return
-    accepted = fields + [
+    defaults = {"model_name": models_for(route)[0], "aspect_ratio": DEFAULT_ASPECT_RATIO}
+    named = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=defaults.get(name),
+            annotation=getattr(kind, "__forward_arg__", kind),  # "str | None", not ForwardRef(...)
+        )
+        for name, kind in options.__annotations__.items()
+    ]
+
+    def show(method: F) -> F:
+        signature = inspect.signature(method)
+        kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        first = next((i for i, p in enumerate(kept) if p.kind is inspect.Parameter.KEYWORD_ONLY), len(kept))
+        cast(Any, method).__signature__ = signature.replace(parameters=[*kept[:first], *named, *kept[first:]])
+        return method
+
+    return show
+
+
+def refuse_unknown(method: Callable[..., object], given: Mapping[str, object]) -> None:
+    """Raise `TypeError` for the keyword arguments ``method`` collected in its ``**`` parameter that its
+    signature does not name, naming the ones it does (see `shows_options`).
+
+    A misspelt option must not reach the gateway, which would ignore it and bill the task anyway.
+    """
+    accepted = [
         parameter.name
         for parameter in inspect.signature(method).parameters.values()
         if parameter.kind is inspect.Parameter.KEYWORD_ONLY
     ]
+    unknown = [name for name in given if name not in accepted]
+    if not unknown:
+        return
     guesses = [match for name in unknown for match in difflib.get_close_matches(name, accepted, n=1)]
     hint = f" (did you mean {', '.join(guesses)}?)" if guesses else ""
     raise TypeError(

@@ -19,6 +19,7 @@ from ._catalogue import MIN_SHOT_SECONDS, MIN_SHOTS, ModelSpec, model_spec
 from ._errors import TransportError
 from ._models import Task, Video
 from ._params import (
+    DEFAULT_ASPECT_RATIO,
     KlingOptions,
     aspect_ratio_field,
     choice_field,
@@ -128,7 +129,7 @@ def omni_body(
             "duration", duration_field("5" if duration is None else duration), within
         )
     if not editing:  # an edited video keeps its own frame
-        body["aspect_ratio"] = aspect_ratio_field(spec, options.get("aspect_ratio", "16:9"))
+        body["aspect_ratio"] = aspect_ratio_field(spec, options.get("aspect_ratio", DEFAULT_ASPECT_RATIO))
     if images:
         body["image_list"] = images
     if reference_video is not None:
