@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import functools
 import html
-import inspect
 import logging
 import os
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import ipywidgets
 
@@ -39,7 +38,7 @@ from ._client import KlingClient
 from ._errors import KlingError
 from ._frontend import Frontend
 from ._models import Task
-from ._params import video_body
+from ._params import VideoOptions, video_body
 from ._poller import WatchState
 from ._view import clock, error_card_html, waiting_card_html
 from ._widget import WIDGET_OPTIONS, TaskStatusWidget, keep_folder
@@ -515,13 +514,8 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
 def _check_together(params: dict[str, Any]) -> None:
     """Check the shared options together, as `KlingClient.text2video` will (e.g. ``mode="master"`` needs a
     master model): an error there, on the submitter's thread, would leave every prompt waiting."""
-    fields = inspect.signature(video_body).parameters
-    defaults = {
-        name: parameter.default
-        for name, parameter in inspect.signature(KlingClient.text2video).parameters.items()
-        if name in fields and parameter.default is not inspect.Parameter.empty
-    }
-    video_body("text2video", "a prompt", **{**defaults, **{k: v for k, v in params.items() if k in fields}})
+    options = {name: value for name, value in params.items() if name in VideoOptions.__annotations__}
+    video_body("text2video", "a prompt", cast(VideoOptions, options))
 
 
 def _row_error(outcome: RowOutcome) -> KlingError:
