@@ -229,6 +229,7 @@ class KlingWidget(ipywidgets.Box):  # type: ignore[misc]  # ipywidgets is untype
         self._lock = threading.RLock()
         self._closed = False
         self._ended = False
+        self._dirty = self._drawing = False  # see redraw
         self._owned: list[Any] = []
         self._handles: list[Any] = []
         self._client_to_close: KlingClient | None = None
@@ -239,6 +240,31 @@ class KlingWidget(ipywidgets.Box):  # type: ignore[misc]  # ipywidgets is untype
         super().__init__(**kwargs)
 
     # -- lifecycle --------------------------------------------------------------------------------------
+
+    def redraw(self) -> None:
+        """Bring what the widget shows up to date, from any thread.
+
+        Whoever finds no redraw running does it, for every request that comes in meanwhile: one writer at a
+        time. `_writes` reads the state under the lock and returns the writes, which run once it is released
+        (trait observers may be the user's, and may call back into the widget).
+        """
+        with self._lock:
+            self._dirty = True
+            if self._drawing:
+                return
+            self._drawing = True
+        while True:
+            with self._lock:
+                if not self._dirty or self._closed:
+                    self._drawing = False
+                    return
+                self._dirty = False
+                write = self._writes()
+            write()
+
+    def _writes(self) -> Callable[[], None]:
+        """For `redraw`: read what to show (the lock is held) and return the writes that show it."""
+        raise NotImplementedError(f"{type(self).__name__} does not redraw")
 
     def register(self, key: str | None = None) -> None:
         """Join the cell registry (under ``key``, e.g. a task id): call once, at the end of ``__init__``."""

@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 import ipywidgets
@@ -178,7 +178,6 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         self._finished_at: float | None = None
         self._counts: Counter[str] = Counter()
         self._halves: Counter[TaskStatusWidget] = Counter()  # see _on_card_end
-        self._dirty = self._drawing = False
         self._summary = ipywidgets.HTML(style=shared_style(ipywidgets.widgets.widget_string.HTMLStyle))
         self._stop_all = ipywidgets.Button(
             description="Stop all",
@@ -207,7 +206,7 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         self._counts["failed"] = sum(isinstance(card, KlingError) for card in self._cards)
         self._grid.children = tuple(self._views)
         self.children = (self._header, self._grid)
-        self._redraw()
+        self.redraw()
         self.register()  # re-running the cell closes the whole gallery, not only its cards
         if autostart:
             self.start()
@@ -270,7 +269,7 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
                 self._client, self._rows, concurrency=self._concurrency, on_outcome=self._on_outcome
             )
             self._submitter.start()
-        self._redraw()
+        self.redraw()
         return self
 
     def _follow(self, card: TaskStatusWidget, on_end: Any = None) -> None:
@@ -411,10 +410,10 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
                 watch = card.watch
                 assert watch is not None  # the gallery started it
                 self._counts[_CATEGORIES[watch.state]] += 1
-        self._redraw()
+        self.redraw()
 
     def _on_card_tick(self, _change: Any) -> None:
-        self._redraw()
+        self.redraw()
 
     def _on_outcome(self, outcome: RowOutcome) -> None:
         """A row's POST answered, or will not be sent (on the submitter's thread, in row order)."""
@@ -454,34 +453,23 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         if isinstance(card, TaskStatusWidget):
             self._follow(card, on_end=lambda _watch: submitter.finished(card.task_id))
         self.deliver(lambda: setattr(self._grid, "children", children))
-        self._redraw()
+        self.redraw()
 
-    def _redraw(self) -> None:
-        """Redraw the summary; once every card has ended, end the display and release `wait`.
+    def _writes(self) -> Callable[[], None]:
+        """The summary; once every card has ended, the display ends and `wait` is released."""
+        now = time.monotonic()
+        ended = self._started_at is not None and self._running() == 0 and not self._waiting
+        ending = ended and self._finished_at is None
+        if ending:
+            self._finished_at = now
+        text = self._summary_text(now)
 
-        Whoever finds no redraw running does it, for every request that comes in meanwhile: one writer at
-        a time, and no lock held while traits are written.
-        """
-        with self._lock:
-            self._dirty = True
-            if self._drawing:
-                return
-            self._drawing = True
-        while True:
-            with self._lock:
-                if not self._dirty or self._closed:
-                    self._drawing = False
-                    return
-                self._dirty = False
-                now = time.monotonic()
-                ended = self._started_at is not None and self._running() == 0 and not self._waiting
-                ending = ended and self._finished_at is None
-                if ending:
-                    self._finished_at = now
-                text = self._summary_text(now)
+        def write() -> None:
             self.deliver(functools.partial(self._show_summary, text, ended, ending))
             if ended:  # here too: in Colab the writes wait for the main thread, and wait() must not
                 self._all_ended.set()
+
+        return write
 
     def _show_summary(self, text: str, ended: bool, ending: bool) -> None:
         # The values first, the notifications after wait() is released: an observer may call wait().

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import html
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import ipywidgets
 
@@ -37,6 +36,7 @@ from ._keep import keep
 from ._ledger import REFUSED, SUBMITTING, UNANSWERED, LedgerEntry, LedgerVideo
 from ._models import Task, TaskStatus
 from ._text import clean_text, strip_credentials
+from ._view import embeddable
 from ._widget import TaskStatusWidget
 
 __all__ = [
@@ -294,7 +294,6 @@ class TaskHistory(KlingWidget):
         self._entries: list[LedgerEntry] = []  # of the chosen status, newest first
         self._shown: list[LedgerEntry] = []  # what the table shows
         self._limit = _PAGE
-        self._dirty = self._drawing = False
         button_style = shared_style(ipywidgets.widgets.widget_button.ButtonStyle)
         auto = shared_layout(width="auto")
         self._status = ipywidgets.Dropdown(
@@ -379,7 +378,7 @@ class TaskHistory(KlingWidget):
         )
         with self._lock:
             self._entries = entries
-        self._redraw()
+        self.redraw()
 
     def filter(self, status: str | None = None, text: str | None = None) -> None:
         """Set the filters, as the dropdown and the text box do (None leaves one as it is)."""
@@ -392,7 +391,7 @@ class TaskHistory(KlingWidget):
         """Show 50 more rows."""
         with self._lock:
             self._limit += _PAGE
-        self._redraw()
+        self.redraw()
 
     def _on_status(self, _change: Any) -> None:
         with self._lock:
@@ -402,7 +401,7 @@ class TaskHistory(KlingWidget):
     def _on_text(self, _change: Any) -> None:
         with self._lock:
             self._limit = _PAGE
-        self._redraw()
+        self.redraw()
 
     def _matching(self, text: str) -> list[LedgerEntry]:
         needle = text.strip().casefold()
@@ -414,25 +413,14 @@ class TaskHistory(KlingWidget):
             if needle in (entry.task_id or "").casefold() or needle in (_prompt(entry) or "").casefold()
         ]
 
-    def _redraw(self) -> None:
-        """Redraw table, count and picker. One writer at a time (keeps end on daemon threads), and no
-        lock held while traits are written (their observers may be the user's)."""
-        with self._lock:
-            self._dirty = True
-            if self._drawing:
-                return
-            self._drawing = True
-        while True:
-            with self._lock:
-                if not self._dirty or self._closed:
-                    self._drawing = False
-                    return
-                self._dirty = False
-                matching = self._matching(self._text.value)
-                self._shown = matching[: self._limit]
-                shown, total = list(self._shown), len(matching)
-            now = datetime.now(timezone.utc)
-            self._table.value = table_html(shown, now)
+    def _writes(self) -> Callable[[], None]:
+        """Table, count and picker (keeps end on daemon threads: see `redraw`)."""
+        matching = self._matching(self._text.value)
+        self._shown = matching[: self._limit]
+        shown, total = list(self._shown), len(matching)
+
+        def write() -> None:
+            self._table.value = table_html(shown, datetime.now(timezone.utc))
             self._count.value = html.escape(_count_text(len(shown), total))
             self._more.disabled = len(shown) >= total
             previous = self._row.value
@@ -440,6 +428,8 @@ class TaskHistory(KlingWidget):
             self._row.options = options
             values = [value for _label, value in options]
             self._row.value = previous if previous in values else (values[0] if values else None)
+
+        return write
 
     # -- actions (main thread, or a kernel subshell) ----------------------------------------------------
 
@@ -475,7 +465,7 @@ class TaskHistory(KlingWidget):
         if entry is None:
             self._say("Pick a task first.")
             return
-        videos = [video for video in entry.videos if _http(video.url)]
+        videos = [video for video in entry.videos if embeddable(video.url)]
         if entry.state != TaskStatus.SUCCESS.value or not entry.videos:
             self._say(f"Nothing to play: {_status_text(entry)}.")
             return
@@ -670,7 +660,7 @@ def _link_html(videos: tuple[LedgerVideo, ...], now: datetime) -> str:
         return ""
     video = videos[0]
     expiry = html.escape(_expiry_text(videos, now))
-    if video.expired or not _http(video.url):
+    if video.expired or not embeddable(video.url):
         return expiry
     href = html.escape(video.url, quote=True)
     title = html.escape(clean_text(strip_credentials(video.url), 300), quote=True)
@@ -735,17 +725,6 @@ def _existing(paths: Iterable[Path]) -> list[Path]:
         if path.name not in found and path.is_file():
             found[path.name] = path
     return list(found.values())
-
-
-def _http(url: str) -> bool:
-    """An absolute http(s) URL without whitespace or control characters (browsers strip those)."""
-    if any(ch <= " " or ch == "\x7f" for ch in url):
-        return False
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return False
-    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
 def _when(moment: datetime) -> str:

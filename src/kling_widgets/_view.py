@@ -27,6 +27,7 @@ __all__ = [
     "caption_html",
     "clock",
     "describe",
+    "embeddable",
     "error_card_html",
     "estimate_progress",
     "initial_view",
@@ -111,7 +112,7 @@ def _time_left(seconds_generating: float) -> str:
     return f"about {math.ceil(left / 60)} min left"
 
 
-def _embeddable(url: str) -> bool:
+def embeddable(url: str) -> bool:
     """True for an absolute http(s) URL with no whitespace or control characters (browsers strip those)."""
     if not url or any(ch <= " " or ch == "\x7f" for ch in url):
         return False
@@ -205,7 +206,7 @@ def _success(task: Task, took: float) -> View:
     blocked: dict[str, None] = {}
     for video in task.videos:
         url = strip_credentials(video.url)
-        if _embeddable(url):
+        if embeddable(url):
             playable.append(replace(video, url=url))
         else:
             blocked[_scheme(video.url)] = None
