@@ -593,33 +593,21 @@ class Studio(KlingWidget):
             card.stop()
 
 
-def studio(
-    client: KlingClient | None = None,
-    *,
-    api_key: str | None = None,
-    base_url: str | None = None,
-    poll_interval: float = 1.0,
-    max_poll_interval: float = 5.0,
-    timeout: float | None = 900.0,
-) -> Studio:
+def studio(client: KlingClient | None = None, **options: Any) -> Studio:
     """A `Studio`: a form to create Kling tasks, their cards below (newest first), the key's balance.
 
     Display it (the last expression of a cell), or render its notebook with Voila as an app.
 
     Parameters
     ----------
-    client, api_key, base_url, poll_interval, max_poll_interval, timeout
+    client : KlingClient, optional
         As for `Studio`.
+    **options
+        The keyword arguments of `Studio` (``api_key``, ``base_url``, ``poll_interval``,
+        ``max_poll_interval``, ``timeout``); anything else is a `TypeError`.
 
     Returns
     -------
     Studio
     """
-    return Studio(
-        client,
-        api_key=api_key,
-        base_url=base_url,
-        poll_interval=poll_interval,
-        max_poll_interval=max_poll_interval,
-        timeout=timeout,
-    )
+    return Studio(client, **options)
