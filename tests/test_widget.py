@@ -974,3 +974,44 @@ def test_colab_hands_every_write_to_the_main_thread_and_wait_does_not_need_it(
     assert (widget.status, widget.progress) == ("SUCCESS", 100)
     assert line(widget).startswith("Done in ")
     assert "<div>Kept as " in text(widget).value
+
+
+# -- routes ----------------------------------------------------------------------------------------------
+
+IMAGE_URL = "https://example.com/cat.png"
+
+
+@pytest.mark.parametrize(
+    ("submit", "route"),
+    [
+        (lambda client: client.text2video("a corgi"), "text2video"),
+        (lambda client: client.omni_video("a corgi", duration=7), "omni-video"),
+        (lambda client: client.multi_image2video([IMAGE_URL], "a corgi"), "multi-image2video"),
+    ],
+    ids=["text2video", "omni-video", "multi-image2video"],
+)
+def test_a_task_is_watched_on_its_own_route(
+    sim: GatewaySimulator, client: KlingClient, submit: Any, route: str
+) -> None:
+    task = submit(client)
+    widget = TaskStatusWidget(task, client=client, keep=False, **FAST)
+    try:
+        assert widget.wait(WAIT).status is TaskStatus.SUCCESS
+    finally:
+        widget.close()
+    paths = {r.path for r in sim.requests(task.task_id) if r.method == "GET"}
+    assert paths == {f"/kling/v1/videos/{route}/{task.task_id}"}
+
+
+def test_an_id_typed_by_hand_is_watched_on_the_route_it_is_given(
+    sim: GatewaySimulator, client: KlingClient
+) -> None:
+    task_id = client.omni_video("a corgi", duration=7).task_id
+    widget = TaskStatusWidget(task_id, client=client, endpoint="omni-video", keep=False, **FAST)
+    try:
+        assert widget.wait(WAIT).endpoint == "omni-video"
+    finally:
+        widget.close()
+    assert {r.path for r in sim.requests(task_id) if r.method == "GET"} == {
+        f"/kling/v1/videos/omni-video/{task_id}"
+    }

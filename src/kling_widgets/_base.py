@@ -37,6 +37,7 @@ from IPython.display import display
 
 from ._client import ENDPOINTS, KlingClient
 from ._frontend import Frontend, deliver, detect
+from ._models import Task
 
 __all__ = [
     "REGISTRY",
@@ -109,13 +110,19 @@ class WatchOptions:
         Naming the option and what it accepts.
     """
 
-    endpoint: str
+    endpoint: str | None  # None: each task's own route (`Task.endpoint`)
     poll_interval: float
     max_poll_interval: float
     timeout: float | None
 
+    def endpoint_of(self, task: Task | None) -> str:
+        """The route to poll ``task`` on: the one given, else the task's own, else text-to-video."""
+        if self.endpoint is not None:
+            return self.endpoint
+        return task.endpoint if task is not None else "text2video"
+
     def __post_init__(self) -> None:
-        if self.endpoint not in ENDPOINTS:
+        if self.endpoint is not None and self.endpoint not in ENDPOINTS:
             raise ValueError(
                 f"Unknown endpoint {self.endpoint!r}; expected one of {', '.join(sorted(ENDPOINTS))}."
             )

@@ -100,8 +100,9 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         For the gallery's own client; not allowed together with ``client``.
     owns_client : bool
         Close ``client`` when the gallery closes.
-    endpoint : str
-        The route the tasks were created on (``"text2video"``, ``"image2video"``, …).
+    endpoint : str, optional
+        The route to poll every task on; by default each task's own (`Task.endpoint`; ``"text2video"`` for
+        a bare id).
     poll_interval, max_poll_interval : float
         Bounds of each task's polling interval. The schedule polls sparsely while a task is queued or
         young and densely around the time Kling usually finishes; a batch cares more about the load it
@@ -135,7 +136,7 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         api_key: str | None = None,
         base_url: str | None = None,
         owns_client: bool = False,
-        endpoint: str = "text2video",
+        endpoint: str | None = None,
         poll_interval: float = 1.0,
         max_poll_interval: float = _MAX_POLL_INTERVAL,
         timeout: float | None = _TIMEOUT,
@@ -217,7 +218,7 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         return TaskStatusWidget(
             entry,
             client=self._client,
-            endpoint=options.endpoint,
+            endpoint=options.endpoint_of(entry if isinstance(entry, Task) else None),
             poll_interval=options.poll_interval,
             max_poll_interval=options.max_poll_interval,
             timeout=options.timeout,

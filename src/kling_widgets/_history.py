@@ -104,7 +104,7 @@ def resume(
         For that client; not allowed together with ``client``.
     **options
         `TaskGallery` options: ``poll_interval``, ``max_poll_interval``, ``timeout``, ``autostart`` and
-        ``endpoint`` (by default the route the entries were recorded with, when they share one).
+        ``endpoint`` (by default each task is polled on the route it was recorded with).
 
     Returns
     -------
@@ -126,7 +126,6 @@ def resume(
                 "(see KlingClient(ledger=...) and KLING_WIDGETS_HOME)."
             )
         entries = _one_per_task(ledger.unfinished(kling.base_url, kling.key_id))
-        options.setdefault("endpoint", _common_endpoint(entries))
         return TaskGallery(
             [_resumable(entry) for entry in entries],
             labels=[_prompt(entry) or f"{entry.endpoint} task" for entry in entries],
@@ -152,13 +151,6 @@ def _one_per_task(entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
     return kept
 
 
-def _common_endpoint(entries: list[LedgerEntry]) -> str:
-    """The route shared by the entries with a task id; else text2video, which EZmodel polls any task on
-    (docs/gateway.md, "Routes")."""
-    routes = {entry.endpoint for entry in entries if entry.task_id is not None}
-    return routes.pop() if len(routes) == 1 else "text2video"
-
-
 def _resumable(entry: LedgerEntry) -> Task | KlingError:
     """A card's entry: the task as last recorded (its clock runs from the submission), or the error card
     of a POST that got no answer."""
@@ -168,6 +160,7 @@ def _resumable(entry: LedgerEntry) -> Task | KlingError:
         task_id=entry.task_id,
         status=TaskStatus.parse(entry.state),
         submit_time=entry.created_at,
+        endpoint=entry.endpoint,
     )
 
 

@@ -328,7 +328,7 @@ class Studio(KlingWidget):
         self._again: list[ipywidgets.Button] = []
         self._sending = False
         self._refreshing = False
-        self._options = WatchOptions("text2video", poll_interval, max_poll_interval, timeout)
+        self._options = WatchOptions(None, poll_interval, max_poll_interval, timeout)  # a card: its route
         super().__init__(client, api_key, base_url, False, layout=shared_layout(**_COLUMN))
         self._frontend = detect()  # on the cell's thread: the running cell tells VS Code apart
         host = clean_text(urllib.parse.urlsplit(strip_credentials(self._client.base_url)).netloc, 80)

@@ -86,8 +86,10 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
         object: it is never a widget trait, never in HTML, a repr or a log line.
     owns_client : bool
         Close ``client`` when the widget closes.
-    endpoint : str
-        The route the task was created on (``"text2video"``, ``"image2video"``, …; `ENDPOINTS`).
+    endpoint : str, optional
+        The route to poll (``"text2video"``, ``"omni-video"``, …; `ENDPOINTS`). By default the task's own
+        (`Task.endpoint`), and ``"text2video"`` for an id typed by hand:
+        ``TaskStatusWidget("8422…", endpoint="omni-video")``.
     poll_interval, max_poll_interval : float
         The shortest and the longest gap between polls. In between, the gap follows the chance that the
         task finishes soon: sparse while it is queued or young, about every 2.6 s around the time Kling
@@ -144,7 +146,7 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
         api_key: str | None = None,
         base_url: str | None = None,
         owns_client: bool = False,
-        endpoint: str = "text2video",
+        endpoint: str | None = None,
         poll_interval: float = _POLL_INTERVAL,
         max_poll_interval: float = _MAX_POLL_INTERVAL,
         timeout: float | None = _TIMEOUT,
@@ -169,6 +171,7 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
         if not isinstance(task_id, str) or not task_id.strip():
             raise ValueError(f"Expected a Task or a non-empty task id string, got {task_or_id!r}.")
         self._options = WatchOptions(endpoint, poll_interval, max_poll_interval, timeout)
+        self._endpoint = self._options.endpoint_of(task)
         self._keep_to = keep_folder(keep)
         row = layout if layout is not None else shared_layout(**_ROW)
         super().__init__(client, api_key, base_url, owns_client, frontend, layout=row)
@@ -243,9 +246,9 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
             if self._closed:
                 raise RuntimeError("This widget is closed; create a new one to watch the task again.")
             if self._watch is None:
-                client, task_id, options = self._client, self.task_id, self._options
+                client, task_id, options, endpoint = self._client, self.task_id, self._options, self._endpoint
                 self._watch = default_engine().watch(
-                    lambda: client.get_task(task_id, options.endpoint, retry=False),
+                    lambda: client.get_task(task_id, endpoint, retry=False),
                     task_id=task_id,
                     on_update=self._on_update,
                     poll_interval=options.poll_interval,
