@@ -3,8 +3,8 @@
 `KlingWidget` is the one base of `TaskStatusWidget`, `TaskGallery` and the widgets to come. It
 
 - closes once (idempotent, any thread): the subclass's `_release` hook first (stop watching), then every
-  child model it made *and* their layout and style models (`Widget.close` closes neither;
-  jupyter-widgets.md §4), then itself, then the client it owns;
+  child model it made *and* their layout and style models (`Widget.close` closes neither; see
+  docs/architecture.md, "Closing, cell re-runs and kernel shutdown"), then itself, then the client it owns;
 - shares layout and style models: `shared_layout` and `shared_style` hand out one model per set of
   properties for every card in the process (never closed per card), because nbclient and "save widget
   state" keep every model a card ever made (docs/architecture.md, "Saved notebooks");
@@ -147,8 +147,9 @@ class CellRegistry:
     """Live widgets by key (a task id) and by the notebook cell that made them.
 
     A new widget for the same key closes the previous one, and re-running a cell closes the widgets that
-    cell made before (IPython's ``pre_run_cell`` carries JupyterLab's and VS Code's cell id;
-    jupyter-widgets.md §4), so stale watchers do not pile up or get saved with the notebook.
+    cell made before (IPython's ``pre_run_cell`` carries JupyterLab's and VS Code's cell id; see
+    docs/architecture.md, "Closing, cell re-runs and kernel shutdown"), so stale watchers do not pile up
+    or get saved with the notebook.
     """
 
     def __init__(self) -> None:

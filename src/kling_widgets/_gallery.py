@@ -401,7 +401,8 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
             return [card for card in self._cards if isinstance(card, TaskStatusWidget)]
 
     def _on_stop_all_click(self, _button: Any) -> None:
-        # May run on the main thread or a kernel subshell thread (jupyter-widgets.md §1.3): only stop.
+        # May run on the main thread or a kernel subshell thread: only stop (docs/architecture.md,
+        # "Threading rules").
         self.stop()
 
     def _on_card_end(self, card: TaskStatusWidget) -> None:

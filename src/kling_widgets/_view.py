@@ -1,11 +1,11 @@
 """What a task's card shows, as pure values and HTML: no widgets, no threads, no clock of its own.
 
-`describe` turns one engine `Update` into a `View` (the status line, the bar, the playable videos: the
-table in DESIGN.md, "What a user sees"); the builders turn a `View` into the HTML of the live card and the
-static ``text/html`` / ``text/plain`` fallback. Every server string is capped and cleaned with
-`clean_text` and ``html.escape``d where it becomes HTML; every shown URL loses its credentials
-(`strip_credentials`: browsers refuse such links for players anyway) and is embedded only when it is
-http(s). The widgets (`_widget.py`, `_gallery.py`) only apply what these functions return.
+`describe` turns one engine `Update` into a `View` (the status line, the bar, the playable videos: see
+docs/architecture.md, "What a watch shows, state by state"); the builders turn a `View` into the HTML of
+the live card and the static ``text/html`` / ``text/plain`` fallback. Every server string is capped and
+cleaned with `clean_text` and ``html.escape``d where it becomes HTML; every shown URL loses its
+credentials (`strip_credentials`: browsers refuse such links for players anyway) and is embedded only
+when it is http(s). The widgets (`_widget.py`, `_gallery.py`) only apply what these functions return.
 """
 
 from __future__ import annotations
@@ -225,7 +225,10 @@ def _success(task: Task, took: float) -> View:
 def describe(
     update: Update, task: Task | None, *, previous: View, generating_for: float, now: datetime
 ) -> View:
-    """Turn one engine update into what the card should show (the table in DESIGN.md)."""
+    """Turn one engine update into what the card should show.
+
+    See docs/architecture.md, "What a watch shows, state by state".
+    """
     state = update.state
     if state is WatchState.RETRYING:  # transient: the bar stays as it was
         return replace(previous, line=_retry_line(update.error, update.retry_in))

@@ -8,8 +8,8 @@ where they went or why they did not. A card is three or four models: the bar (it
 label), one HTML block, the Stop button and the row, all on shared layout and style models, so a finished
 task adds little to a saved notebook (docs/architecture.md, "Saved notebooks"). What to show comes from
 `_view` (pure); this module only applies it. Only the engine's ``on_update`` callback writes widget
-values (jupyter-widgets.md §0, §1.3), and after the final update the keeping thread, once; both through
-`KlingWidget.deliver`. The Stop button only calls ``Watch.stop()``.
+values (docs/architecture.md, "Only the polling side writes widget values"), and after the final update
+the keeping thread, once; both through `KlingWidget.deliver`. The Stop button only calls ``Watch.stop()``.
 """
 
 from __future__ import annotations
@@ -357,7 +357,8 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
     # -- the polling side: the only writer of widget values ---------------------------------------------
 
     def _on_stop_click(self, _button: Any) -> None:
-        # May run on the main thread or a kernel subshell thread (jupyter-widgets.md §1.3): only stop.
+        # May run on the main thread or a kernel subshell thread: only stop (docs/architecture.md,
+        # "Threading rules").
         self.stop()
 
     def _on_update(self, update: Update) -> None:
