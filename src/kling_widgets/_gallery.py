@@ -428,7 +428,14 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         waiting = self._views[index]
         card: TaskStatusWidget | KlingError
         if task_id is not None and outcome.state in _WATCHED:
-            card = self._card(task_id, caption, text_block=waiting)
+            try:
+                card = self._card(task_id, caption, text_block=waiting)
+            except Exception:
+                if not self._closed:
+                    raise
+                # close() closed the waiting card under it meanwhile. It runs and may bill; the ledger has it.
+                _log.warning("Task %s was submitted as the gallery closed; it is not watched.", task_id)
+                return
             view: Any = card
         else:  # the waiting card's model shows the error: no model more
             card = _row_error(outcome)

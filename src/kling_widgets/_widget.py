@@ -175,6 +175,24 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
         self._keep_to = keep_folder(keep)
         row = layout if layout is not None else shared_layout(**_ROW)
         super().__init__(client, api_key, base_url, owns_client, frontend, layout=row)
+        try:
+            self._build(task, task_id, caption, stop_button, text_block)
+            self.register(task_id)
+            if autostart:
+                self.start()
+        except BaseException:
+            self.close()  # else it stays open (ipywidgets holds every open widget) and is saved
+            raise
+
+    def _build(
+        self,
+        task: Task | None,
+        task_id: str,
+        caption: str | None,
+        stop_button: bool,
+        text_block: ipywidgets.HTML | None,
+    ) -> None:
+        """Make the card's parts (the comm is open by now: `__init__` closes the widget if this fails)."""
         self._playback_note = playback_note(self.frontend)
         self._caption = caption
         self._generating_since: float | None = None  # watch-elapsed seconds when IN_PROGRESS was first seen
@@ -218,13 +236,6 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
         self.task_id = task_id
         self.status = task.status.value if task is not None else ""
         self.progress = self._view.progress
-        self.register(task_id)
-        if autostart:
-            try:
-                self.start()
-            except BaseException:
-                self.close()  # else it stays open (ipywidgets holds every open widget) and is saved
-                raise
 
     # -- control (any thread) ---------------------------------------------------------------------------
 
