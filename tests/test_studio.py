@@ -19,7 +19,7 @@ from helpers import FOREVER, WAIT, png
 from kling_widgets import KlingClient, Studio, TaskStatusWidget, studio
 from kling_widgets._catalogue import model_spec, models_for
 from kling_widgets._studio import REARM_SECONDS, Image, image_dimensions, image_problem
-from kling_widgets.simulator import GatewaySimulator
+from kling_widgets.simulator import GatewaySimulator, Scenario
 
 T = TypeVar("T")
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.05}
@@ -414,3 +414,60 @@ def test_the_static_bundle_shows_the_cards(sim: GatewaySimulator, make: Callable
     assert bundle["text/plain"].startswith("Kling studio: 1 task\n")
     assert "<video" in bundle["text/html"]
     assert sim.api_key not in repr(one) + str(bundle)
+
+
+# -- Extend ----------------------------------------------------------------------------------------
+
+
+def extend_button(one: Studio, index: int = 0) -> Any:
+    button = one._list.children[index].children[1].children[2]
+    assert button.description == "Extend"
+    return button
+
+
+def test_extend_on_a_finished_card_submits_one_video_extend_task(
+    sim: GatewaySimulator, make: Callable[..., Studio], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = make()
+    one._prompt.value = "a corgi"
+    one._generate.click()
+    [first] = wait_for(lambda: one.cards)
+    finished = first.wait(WAIT)
+    extend = extend_button(one)
+    wait_for(lambda: not extend.disabled)  # written after the card is done, through deliver
+    one._prompt.value = "the corgi dives"
+    extend.click()
+    assert (extend.disabled, one._generate.disabled) == (True, True)  # one POST at a time
+    extend.click()
+    wait_for(lambda: len(one.cards) == 2)
+    [_, (path, body)] = posts(sim)
+    assert path == "/kling/v1/videos/video-extend"
+    assert body == {"model_name": "kling-video-extend", "video_id": finished.videos[0].id,
+                    "prompt": "the corgi dives"}  # fmt: skip
+    card = one.cards[0]  # the new one on top
+    assert card.wait(WAIT).status.value == "SUCCESS"
+    polls = {r.path for r in sim.requests() if r.method == "GET" and r.path.startswith("/kling/")}
+    assert f"/kling/v1/videos/video-extend/{card.task_id}" in polls
+    wait_for(lambda: settled(one))
+    assert len(posts(sim)) == 2
+    code = run_shown_code(one, sim, monkeypatch)  # the extension's card: the same POST again
+    assert f"client.extend_video(\n    {finished.videos[0].id!r},\n    prompt='the corgi dives'," in code
+    assert posts(sim)[2] == posts(sim)[1]
+
+
+@pytest.mark.parametrize("sim", [FOREVER, Scenario(outcome="failure", polls=(0, 0))], indirect=True)
+def test_extend_stays_disabled_until_a_task_succeeded(
+    sim: GatewaySimulator, make: Callable[..., Studio]
+) -> None:
+    one = make()
+    one._prompt.value = "a corgi"
+    one._generate.click()
+    [card] = wait_for(lambda: one.cards)
+    if sim.scenario.outcome == "failure":
+        wait_for(card.done)
+    wait_for(lambda: settled(one))
+    extend = extend_button(one)
+    assert extend.disabled
+    extend.click()
+    one.extend(card)
+    assert len(posts(sim)) == 1

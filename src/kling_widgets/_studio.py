@@ -18,7 +18,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import ipywidgets
 
@@ -28,12 +28,22 @@ from ._catalogue import ModelSpec, model_spec, models_for
 from ._client import KlingClient
 from ._errors import KlingError, PermissionDeniedError, RateLimitError
 from ._frontend import deliver, detect
-from ._models import Task
+from ._models import Task, TaskStatus
 from ._params import MAX_IMAGE_BYTES, MAX_PROMPT_CHARS
 from ._text import clean_text, strip_credentials
 from ._widget import TaskStatusWidget
 
-__all__ = ["MAX_IMAGE_RATIO", "MIN_IMAGE_PIXELS", "Image", "Studio", "Submission", "image_problem", "studio"]
+__all__ = [
+    "MAX_IMAGE_RATIO",
+    "MIN_IMAGE_PIXELS",
+    "Extension",
+    "Image",
+    "Studio",
+    "Submission",
+    "extendable",
+    "image_problem",
+    "studio",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -162,17 +172,63 @@ class Submission:
         arguments += [f"{name}={value!r}" for name, value in self.options().items()]
         if self.image_tail is not None:
             arguments.append(f"image_tail={self.image_tail.code()!r}")
-        call = ",\n    ".join(arguments)
         uploads = [image for image in (self.image, self.image_tail) if image is not None and not image.url]
         note = (
             "# Put the uploaded image(s) next to this notebook, or use an http(s) URL.\n" if uploads else ""
         )
-        return (
-            "from kling_widgets import KlingClient, TaskStatusWidget\n\n"
-            f"{note}client = KlingClient()\n"
-            f"task = client.{self.route}(\n    {call},\n)\n"
-            f"TaskStatusWidget(task, client=client, endpoint={self.route!r})"
+        return _code(note, self.route, self.route, arguments)
+
+    @property
+    def caption(self) -> str:
+        """The card's heading: the prompt."""
+        return self.prompt
+
+
+@dataclass(frozen=True)
+class Extension:
+    """What "Extend" on a finished card sends: a video-extend task for the first video of ``source``."""
+
+    source: Task
+    prompt: str | None = None
+    route: ClassVar[str] = "video-extend"
+
+    def send(self, client: KlingClient) -> Task:
+        """Submit it (one POST; the client checks the task has a video and the prompt first)."""
+        return client.extend_video(self.source, prompt=self.prompt)
+
+    def code(self) -> str:
+        """The same call with the video's id, so the code does not need the task object."""
+        video = self.source.videos[0].id if self.source.videos else None
+        arguments = [repr(video)] + ([] if self.prompt is None else [f"prompt={self.prompt!r}"])
+        return _code(
+            f"# The first video of task {self.source.task_id}.\n", "extend_video", self.route, arguments
         )
+
+    @property
+    def caption(self) -> str:
+        """The card's heading: what it extends, and the prompt if any."""
+        extends = f"Extends {self.source.task_id}"
+        return extends if self.prompt is None else f"{extends}: {self.prompt}"
+
+
+def _code(note: str, method: str, route: str, arguments: list[str]) -> str:
+    """A script that makes the same task with ``client.<method>(*arguments)`` and watches it."""
+    call = ",\n    ".join(arguments)
+    return (
+        "from kling_widgets import KlingClient, TaskStatusWidget\n\n"
+        f"{note}client = KlingClient()\n"
+        f"task = client.{method}(\n    {call},\n)\n"
+        f"TaskStatusWidget(task, client=client, endpoint={route!r})"
+    )
+
+
+def extendable(card: TaskStatusWidget) -> bool:
+    """Whether Extend may be offered for ``card``: its task succeeded with a Kling video id."""
+    task = card.task
+    return (
+        card.done() and task is not None and task.status is TaskStatus.SUCCESS
+        and bool(task.videos) and task.videos[0].id is not None
+    )  # fmt: skip
 
 
 def _choices(model: str, route: str) -> ModelSpec:
@@ -326,6 +382,7 @@ class Studio(KlingWidget):
     ) -> None:
         self._cards: list[TaskStatusWidget] = []  # before anything can fail: close() reads it
         self._again: list[ipywidgets.Button] = []
+        self._extend: list[tuple[ipywidgets.Button, TaskStatusWidget]] = []
         self._sending = False
         self._refreshing = False
         self._options = WatchOptions(None, poll_interval, max_poll_interval, timeout)  # a card: its route
@@ -452,7 +509,15 @@ class Studio(KlingWidget):
             return
         self._submit(submission)
 
-    def _submit(self, submission: Submission) -> None:
+    def extend(self, card: TaskStatusWidget) -> None:
+        """Extend ``card``'s video with the form's prompt, if any (what its Extend button does); nothing if
+        its task has not succeeded or a submission is in flight."""
+        if card.task is None or not extendable(card):
+            return
+        prompt = self._prompt.value if self._prompt.value.strip() else None
+        self._submit(Extension(card.task, prompt))
+
+    def _submit(self, submission: Submission | Extension) -> None:
         with self._lock:
             if self._sending or self._closed:
                 return  # a second click while the first POST is in flight: one task, one bill
@@ -467,7 +532,7 @@ class Studio(KlingWidget):
             target=self._post, args=(submission,), name="kling-studio-submit", daemon=True
         ).start()
 
-    def _post(self, submission: Submission) -> None:
+    def _post(self, submission: Submission | Extension) -> None:
         task: Task | str | None = None
         refusal: BaseException | None = None
         try:
@@ -481,7 +546,7 @@ class Studio(KlingWidget):
 
     def _settle(
         self,
-        submission: Submission,
+        submission: Submission | Extension,
         task: Task | str | None,
         refusal: BaseException | None,
         balance: Balance | None,
@@ -520,28 +585,42 @@ class Studio(KlingWidget):
         if not closed:
             self._enable(True)
 
-    def _add_card(self, task: Task | str, submission: Submission) -> None:
+    def _add_card(self, task: Task | str, submission: Submission | Extension) -> None:
         options = replace(self._options, endpoint=submission.route)
         card = TaskStatusWidget(
             task, client=self._client, endpoint=options.endpoint, poll_interval=options.poll_interval,
-            max_poll_interval=options.max_poll_interval, timeout=options.timeout, caption=submission.prompt,
+            max_poll_interval=options.max_poll_interval, timeout=options.timeout, caption=submission.caption,
         )  # fmt: skip
         again = ipywidgets.Button(description="Again", tooltip="The same parameters: a new task (billed)")
         show = ipywidgets.Button(description="Show code", tooltip="The Python call that makes the same task")
         code = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
+        extend = ipywidgets.Button(
+            description="Extend", disabled=True,
+            tooltip="4-5 s more of this video, with the form's prompt if any: a new task (billed)",
+        )  # fmt: skip
         again.on_click(lambda _button: self._submit(submission))
         show.on_click(lambda _button: self._toggle_code(show, code, submission))
-        for button in (again, show):
+        extend.on_click(lambda _button: self.extend(card))
+        for button in (again, show, extend):
             button.layout = shared_layout(**_AUTO)
-        row = ipywidgets.Box([again, show], layout=shared_layout(**_ROW))
+        row = ipywidgets.Box([again, show, extend], layout=shared_layout(**_ROW))
         box = ipywidgets.Box([card, row, code], layout=shared_layout(**_COLUMN))
-        self.own(card, again, show, code, row, box)
+        self.own(card, again, show, extend, code, row, box)
         self._cards.insert(0, card)
         self._again.append(again)
+        self._extend.append((extend, card))
         again.disabled = self._sending
         self._list.children = (box, *self._list.children)
+        # On the engine's or the keeping thread: the button's write goes the one cross-thread path.
+        card.add_done_callback(lambda _card: deliver(self._offer_extend, self._frontend))
 
-    def _toggle_code(self, button: Any, code: Any, submission: Submission) -> None:
+    def _offer_extend(self) -> None:
+        with self._lock:
+            sending, closed = self._sending, self._closed
+        if not closed:
+            self._enable(not sending)
+
+    def _toggle_code(self, button: Any, code: Any, submission: Submission | Extension) -> None:
         showing = button.description == "Hide code"
         code.value = "" if showing else f"<pre>{html.escape(submission.code())}</pre>"
         code.layout = shared_layout(**(_HIDDEN if showing else {}))
@@ -550,6 +629,8 @@ class Studio(KlingWidget):
     def _enable(self, enabled: bool) -> None:
         for button in (self._generate, *self._again):
             button.disabled = not enabled
+        for extend, card in self._extend:
+            extend.disabled = not (enabled and extendable(card))
 
     def _show(self, label: Any, message: str) -> None:
         label.value = f'<span style="{_ERROR_STYLE}">{html.escape(message)}</span>' if message else ""
