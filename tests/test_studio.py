@@ -471,3 +471,74 @@ def test_extend_stays_disabled_until_a_task_succeeded(
     extend.click()
     one.extend(card)
     assert len(posts(sim)) == 1
+
+
+# -- the route ------------------------------------------------------------------------------------
+
+
+def test_the_routes_and_omni_choices_are_the_catalogues(make: Callable[..., Studio]) -> None:
+    one = make()
+    assert one._route.options == ("text2video", "image2video", "omni-video")
+    one._route.value = "omni-video"
+    assert one._model.options == models_for("omni-video")
+    for model in models_for("omni-video"):
+        one._model.value = model
+        spec = model_spec(model, "omni-video")
+        assert (one._duration.options, one._aspect.options, one._mode.options) == (
+            spec.plain_durations or spec.durations, spec.aspect_ratios, spec.modes
+        )  # fmt: skip
+        assert (one._sound.layout.display != "none") is spec.sound
+        assert one._cfg.layout.display == "none"
+        assert one._references.layout.display != "none"
+    upload(one._start, png(400, 300))  # the first frame: kling-video-o1 then takes 3-10 s
+    assert one.route == "omni-video"
+    assert one._duration.options == model_spec("kling-video-o1", "omni-video").durations
+    one._route.value = "text2video"
+    assert one._references.layout.display == "none"
+
+
+def test_omni_video_sends_the_form_once(
+    sim: GatewaySimulator, make: Callable[..., Studio], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    one = make()
+    one._route.value = "omni-video"
+    one._prompt.value = "a corgi like <<<image_2>>>"
+    one._model.value = "kling-v3-omni"
+    one._duration.value, one._aspect.value, one._mode.value = "12", "1:1", "pro"
+    one._sound.value = True
+    upload(one._start, png(400, 300))
+    one._references.value = "https://example.com/ref.png"
+    one._generate.click()
+    one._generate.click()
+    [card] = wait_for(lambda: one.cards)
+    [(path, body)] = posts(sim)
+    assert path == "/kling/v1/videos/omni-video"
+    assert body == {
+        "model_name": "kling-v3-omni", "prompt": "a corgi like <<<image_2>>>", "mode": "pro",
+        "duration": "12", "aspect_ratio": "1:1", "sound": "on",
+        "image_list": [{"image_url": Image(data=png(400, 300)).field(), "type": "first_frame"},
+                       {"image_url": "https://example.com/ref.png"}],
+    }  # fmt: skip
+    assert card.wait(WAIT).endpoint == "omni-video"
+    wait_for(lambda: settled(one))
+    (tmp_path / "corgi.png").write_bytes(png(400, 300))
+    monkeypatch.chdir(tmp_path)
+    code = run_shown_code(one, sim, monkeypatch)
+    assert "client.omni_video(" in code
+    assert posts(sim)[1] == posts(sim)[0]
+
+
+def test_route_refusals_are_inline_and_send_nothing(
+    sim: GatewaySimulator, make: Callable[..., Studio]
+) -> None:
+    one = make()
+    one._prompt.value = "a corgi"
+    one._route.value = "image2video"
+    one._generate.click()
+    assert "needs a start image" in one._start.error.value
+    one._route.value = "omni-video"
+    one._references.value = "ref.png"
+    one._generate.click()
+    assert "is not an http(s) URL" in one._reference_error.value
+    assert posts(sim) == []
+    assert one.cards == ()

@@ -24,7 +24,7 @@ import ipywidgets
 
 from ._base import KlingWidget, WatchOptions, shared_layout, shared_style
 from ._billing import Balance
-from ._catalogue import ModelSpec, model_spec, models_for
+from ._catalogue import ROUTES, ModelSpec, model_spec, models_for
 from ._client import KlingClient
 from ._errors import KlingError, PermissionDeniedError, RateLimitError
 from ._frontend import deliver, detect
@@ -146,11 +146,8 @@ class Submission:
     cfg_scale: float | None = None
     image: Image | None = None
     image_tail: Image | None = None
-
-    @property
-    def route(self) -> str:
-        """An image makes it an image-to-video task."""
-        return "image2video" if self.image is not None else "text2video"
+    reference_images: tuple[str, ...] = ()
+    route: str = "text2video"
 
     def options(self) -> dict[str, Any]:
         """The keyword arguments after the prompt, as sent (options left at None are not)."""
@@ -159,24 +156,36 @@ class Submission:
 
     def send(self, client: KlingClient) -> Task:
         """Submit it (one POST; the client checks every option first)."""
-        if self.image is None:
+        start, end = (image.field() if image is not None else None for image in (self.image, self.image_tail))
+        if self.route == "omni-video":
+            return client.omni_video(
+                self.prompt, start_frame=start, end_frame=end, reference_images=self.reference_images,
+                **self.options(),
+            )  # fmt: skip
+        if start is None:
             return client.text2video(self.prompt, **self.options())
-        tail = self.image_tail.field() if self.image_tail is not None else None
-        return client.image2video(self.image.field(), self.prompt, image_tail=tail, **self.options())
+        return client.image2video(start, self.prompt, image_tail=end, **self.options())
+
+    def _keyword_images(self) -> dict[str, Image]:
+        """The images passed by keyword, by the route's names for them."""
+        names = ("start_frame", "end_frame") if self.route == "omni-video" else ("", "image_tail")
+        pairs = zip(names, (self.image, self.image_tail), strict=True)
+        return {name: image for name, image in pairs if name and image}
 
     def code(self) -> str:
         """The Python that makes the same task, to move from clicking to a script."""
         arguments = [repr(self.prompt)]
-        if self.image is not None:
+        if self.image is not None and self.route == "image2video":
             arguments.insert(0, repr(self.image.code()))
         arguments += [f"{name}={value!r}" for name, value in self.options().items()]
-        if self.image_tail is not None:
-            arguments.append(f"image_tail={self.image_tail.code()!r}")
+        arguments += [f"{name}={image.code()!r}" for name, image in self._keyword_images().items()]
+        if self.reference_images:
+            arguments.append(f"reference_images={list(self.reference_images)!r}")
         uploads = [image for image in (self.image, self.image_tail) if image is not None and not image.url]
         note = (
             "# Put the uploaded image(s) next to this notebook, or use an http(s) URL.\n" if uploads else ""
         )
-        return _code(note, self.route, self.route, arguments)
+        return _code(note, self.route.replace("-", "_"), self.route, arguments)
 
     @property
     def caption(self) -> str:
@@ -231,6 +240,25 @@ def extendable(card: TaskStatusWidget) -> bool:
     )  # fmt: skip
 
 
+#: The routes the form can build from its fields, in the catalogue's order.
+FORM_ROUTES = tuple(route for route in ROUTES if route in ("text2video", "image2video", "omni-video"))
+
+
+def reference_urls(text: str) -> tuple[str, ...]:
+    """The image URLs typed in the reference field (separated by spaces, commas or new lines).
+
+    Raises
+    ------
+    ValueError
+        One is not an http(s) URL (the message starts with ``reference_images``, the option's name).
+    """
+    urls = tuple(text.replace(",", " ").split())
+    for url in urls:
+        if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+            raise ValueError(f"reference_images: {clean_text(url, 80)!r} is not an http(s) URL")
+    return urls
+
+
 def _choices(model: str, route: str) -> ModelSpec:
     """What the form offers for ``model`` on ``route``: the catalogue's entry (the route's first model's
     when the route does not take ``model``)."""
@@ -251,7 +279,15 @@ def _offer(dropdown: Any, values: tuple[str, ...]) -> None:
 def _field_of(exc: BaseException) -> str:
     """The form field a refusal concerns, by the option its message names first."""
     message = str(exc)
-    for field in ("negative_prompt", "prompt", "image_tail", "image"):
+    for field in (
+        "negative_prompt",
+        "prompt",
+        "image_tail",
+        "image",
+        "start_frame",
+        "end_frame",
+        "reference",
+    ):
         if message.startswith(field):
             return field
     return "generate"
@@ -403,6 +439,7 @@ class Studio(KlingWidget):
             ipywidgets.widgets.widget_description.DescriptionStyle, description_width="initial"
         )
         pick = {"layout": shared_layout(**_PICK), "style": style}
+        self._route = ipywidgets.Dropdown(description="Route", options=FORM_ROUTES, **pick)
         self._model = ipywidgets.Dropdown(description="Model", options=models_for("text2video"), **pick)
         self._duration = ipywidgets.Dropdown(description="Seconds", **pick)
         self._aspect = ipywidgets.Dropdown(description="Aspect ratio", **pick)
@@ -411,8 +448,13 @@ class Studio(KlingWidget):
         self._cfg = ipywidgets.FloatSlider(
             0.5, min=0.0, max=1.0, step=0.05, description="cfg_scale", layout=shared_layout(**_HIDDEN)
         )
-        self._start = _ImageSlot("Start image", self._refresh)
+        self._start = _ImageSlot("Start image", self._image_changed)
         self._end = _ImageSlot("End image", self._refresh)
+        self._references = ipywidgets.Textarea(
+            placeholder="Reference image URLs (https://…), separated by spaces; <<<image_1>>>… in the prompt",
+            rows=1, layout=shared_layout(**_HIDDEN),
+        )  # fmt: skip
+        self._reference_error = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
         self._generate = ipywidgets.Button(
             description="Generate", button_style="primary", tooltip="Submit one task (it may be billed)"
         )
@@ -420,21 +462,23 @@ class Studio(KlingWidget):
         self._balance = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
         self._list = ipywidgets.Box(layout=shared_layout(**_COLUMN))
         choices = ipywidgets.Box(
-            [self._model, self._duration, self._aspect, self._mode, self._sound, self._cfg],
+            [self._route, self._model, self._duration, self._aspect, self._mode, self._sound, self._cfg],
             layout=shared_layout(**_ROW),
         )
         actions = ipywidgets.Box([self._generate, self._generate_error], layout=shared_layout(**_ROW))
         parts = [
             self._title, self._prompt, self._count, self._prompt_error, self._negative,
-            self._negative_error, choices, self._start.row, self._end.row, actions, self._balance, self._list,
+            self._negative_error, choices, self._start.row, self._end.row, self._references,
+            self._reference_error, actions, self._balance, self._list,
         ]  # fmt: skip
         self.own(
-            *parts, self._model, self._duration, self._aspect, self._mode, self._sound, self._cfg,
-            self._generate, self._generate_error, *self._start.models, *self._end.models,
+            *parts, self._route, self._model, self._duration, self._aspect, self._mode, self._sound,
+            self._cfg, self._generate, self._generate_error, *self._start.models, *self._end.models,
         )  # fmt: skip
         self.children = tuple(parts)
         self._prompt.observe(self._counted, "value")
         self._model.observe(lambda _change: self._refresh(), "value")
+        self._route.observe(lambda _change: self._refresh(), "value")
         self._generate.on_click(lambda _button: self.generate())
         self._counted()
         self._refresh()
@@ -450,8 +494,13 @@ class Studio(KlingWidget):
 
     @property
     def route(self) -> str:
-        """``"image2video"`` once a start image is chosen, else ``"text2video"``."""
-        return "image2video" if self._start.image is not None else "text2video"
+        """The chosen route (`FORM_ROUTES`); choosing a start image on text2video makes it image2video."""
+        return str(self._route.value)
+
+    def _image_changed(self) -> None:
+        if self.route in ("text2video", "image2video"):  # omni-video takes the image as its first frame
+            self._route.value = "text2video" if self._start.image is None else "image2video"
+        self._refresh()
 
     def _spec(self) -> ModelSpec:
         return _choices(self._model.value or "", self.route)
@@ -471,7 +520,12 @@ class Studio(KlingWidget):
         try:
             _offer(self._model, models_for(self.route))
             spec = self._spec()
-            _offer(self._duration, spec.durations)
+            # kling-video-o1 takes 3-10 s only with a first frame, else 5 or 10 (docs/models.md).
+            framed = self._start.image is not None
+            _offer(
+                self._duration,
+                spec.plain_durations if spec.plain_durations and not framed else spec.durations,
+            )
             _offer(self._aspect, spec.aspect_ratios)
             _offer(self._mode, spec.modes)
         finally:
@@ -479,6 +533,7 @@ class Studio(KlingWidget):
         self._sound.layout = shared_layout(**(_AUTO if spec.sound else _HIDDEN))
         self._cfg.layout = shared_layout(**(_PICK if spec.cfg_scale else _HIDDEN))
         self._end.row.layout = shared_layout(**(_ROW if spec.end_frame else _HIDDEN))
+        self._references.layout = shared_layout(**(_FULL if spec.reference_images else _HIDDEN))
 
     def submission(self) -> Submission:
         """What Generate would send now: the visible fields only (a hidden option is kept, not sent)."""
@@ -494,13 +549,22 @@ class Studio(KlingWidget):
             cfg_scale=round(self._cfg.value, 2) if spec.cfg_scale else None,
             image=self._start.image,
             image_tail=self._end.image if spec.end_frame and self._start.image is not None else None,
+            reference_images=reference_urls(self._references.value) if spec.reference_images else (),
+            route=self.route,
         )
 
     # -- submitting ---------------------------------------------------------------------------------
 
     def generate(self) -> None:
         """Submit the form (what the Generate button does); nothing if a submission is in flight."""
-        submission = self.submission()
+        try:
+            submission = self.submission()
+        except ValueError as exc:  # a reference that is no URL
+            self._show(self._reference_error, clean_text(str(exc)))
+            return
+        if submission.route == "image2video" and submission.image is None:
+            self._start.show_error("image2video needs a start image: upload one or give its URL.")
+            return
         if not submission.prompt.strip():
             self._show(self._prompt_error, "Write a prompt first: Kling needs one. Nothing was sent.")
             return
@@ -563,10 +627,13 @@ class Studio(KlingWidget):
         if refusal is not None:
             message = _refusal_text(refusal)
             field = _field_of(refusal)
-            if field in ("image", "image_tail"):
-                (self._start if field == "image" else self._end).show_error(message)
+            if field in ("image", "image_tail", "start_frame", "end_frame"):
+                (self._start if field in ("image", "start_frame") else self._end).show_error(message)
             else:
-                label = {"prompt": self._prompt_error, "negative_prompt": self._negative_error}
+                label = {
+                    "prompt": self._prompt_error, "negative_prompt": self._negative_error,
+                    "reference": self._reference_error,
+                }  # fmt: skip
                 self._show(label.get(field, self._generate_error), message)
         if task is not None:
             self._add_card(task, submission)
