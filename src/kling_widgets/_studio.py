@@ -6,7 +6,7 @@ POST per click: the button is disabled until the answer is in, and the POST runs
 kernel stays free; what the answer changes on screen (a card, an inline refusal, the balance line) is
 written through `kling_widgets._frontend.deliver`, the one path widget updates from other threads take
 (docs/architecture.md, "Threading rules"). Each card is a `TaskStatusWidget` on the same client and the
-one shared engine, with "Again" and "Show code" (docs/studio.md).
+one shared engine, with "Again", "Show code" and "Extend" (docs/studio.md).
 """
 
 from __future__ import annotations
@@ -401,7 +401,7 @@ class Studio(KlingWidget):
 
     Notes
     -----
-    One submission at a time: while a POST is in flight, Generate and every "Again" are disabled and a
+    One submission at a time: while a POST is in flight, Generate, "Again" and "Extend" are disabled and a
     click does nothing, so a double click bills once. A refusal (blank prompt, a bad image, the parallel
     limit, no quota) shows next to the field it concerns and creates no card.
     """
