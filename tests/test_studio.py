@@ -542,3 +542,12 @@ def test_route_refusals_are_inline_and_send_nothing(
     assert "is not an http(s) URL" in one._reference_error.value
     assert posts(sim) == []
     assert one.cards == ()
+    one._references.value = "https://example.com/ref.png"
+    one._generate.click()
+    assert one._reference_error.value == ""  # a submission clears it
+    wait_for(lambda: one.cards)
+    [(path, body)] = posts(sim)
+    assert (path, body["image_list"]) == (
+        "/kling/v1/videos/omni-video",
+        [{"image_url": "https://example.com/ref.png"}],
+    )

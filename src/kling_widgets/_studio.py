@@ -34,6 +34,7 @@ from ._text import clean_text, strip_credentials
 from ._widget import TaskStatusWidget
 
 __all__ = [
+    "FORM_ROUTES",
     "MAX_IMAGE_RATIO",
     "MIN_IMAGE_PIXELS",
     "Extension",
@@ -42,6 +43,7 @@ __all__ = [
     "Submission",
     "extendable",
     "image_problem",
+    "reference_urls",
     "studio",
 ]
 
@@ -587,7 +589,7 @@ class Studio(KlingWidget):
                 return  # a second click while the first POST is in flight: one task, one bill
             self._sending = True
         self._enable(False)
-        for label in (self._prompt_error, self._negative_error, self._generate_error):
+        for label in (self._prompt_error, self._negative_error, self._reference_error, self._generate_error):
             self._show(label, "")
         for slot in (self._start, self._end):
             slot.show_error("")
