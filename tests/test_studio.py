@@ -539,15 +539,43 @@ def test_route_refusals_are_inline_and_send_nothing(
     one._route.value = "omni-video"
     one._references.value = "ref.png"
     one._generate.click()
-    assert "is not an http(s) URL" in one._reference_error.value
+    assert "is not an http(s) URL" in one._omni_error.value
     assert posts(sim) == []
     assert one.cards == ()
     one._references.value = "https://example.com/ref.png"
     one._generate.click()
-    assert one._reference_error.value == ""  # a submission clears it
+    assert one._omni_error.value == ""  # a submission clears it
     wait_for(lambda: one.cards)
     [(path, body)] = posts(sim)
     assert (path, body["image_list"]) == (
         "/kling/v1/videos/omni-video",
         [{"image_url": "https://example.com/ref.png"}],
     )
+
+
+def test_multi_shot_replaces_the_prompt_and_duration(
+    sim: GatewaySimulator, make: Callable[..., Studio], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = make()
+    one._route.value = "omni-video"
+    assert one._shots.layout.display != "none"
+    one._model.value = "kling-video-o1"  # no multi-shot
+    assert one._shots.layout.display == "none"
+    one._model.value = "kling-v3"
+    one._shots.value = "4 a door opens"
+    one._generate.click()
+    assert "line 1 is not &#x27;seconds | prompt&#x27;" in one._omni_error.value
+    one._shots.value = "4 | a door opens\n\n5 | a cat walks in\n"
+    one._generate.click()  # no prompt needed: the shots carry theirs
+    [card] = wait_for(lambda: one.cards)
+    [(path, body)] = posts(sim)
+    assert path == "/kling/v1/videos/omni-video"
+    assert body["multi_prompt"] == [{"prompt": "a door opens", "duration": "4"},
+                                    {"prompt": "a cat walks in", "duration": "5"}]  # fmt: skip
+    assert "prompt" not in body
+    assert "duration" not in body
+    assert card.wait(WAIT).endpoint == "omni-video"
+    wait_for(lambda: settled(one))
+    code = run_shown_code(one, sim, monkeypatch)
+    assert "shots=[{'prompt': 'a door opens', 'duration': '4'}" in code
+    assert posts(sim)[1] == posts(sim)[0]

@@ -44,6 +44,7 @@ __all__ = [
     "extendable",
     "image_problem",
     "reference_urls",
+    "shot_lines",
     "studio",
 ]
 
@@ -150,19 +151,28 @@ class Submission:
     image_tail: Image | None = None
     reference_images: tuple[str, ...] = ()
     route: str = "text2video"
+    shots: tuple[tuple[str, str], ...] = ()  # (seconds, prompt): multi-shot replaces prompt and duration
 
     def options(self) -> dict[str, Any]:
         """The keyword arguments after the prompt, as sent (options left at None are not)."""
         names = ("model_name", "duration", "aspect_ratio", "mode", "negative_prompt", "sound", "cfg_scale")
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        sent = [
+            name
+            for name in names
+            if getattr(self, name) is not None and not (self.shots and name == "duration")
+        ]
+        return {name: getattr(self, name) for name in sent}
+
+    def _shot_list(self) -> list[dict[str, str]] | None:
+        return [{"prompt": prompt, "duration": seconds} for seconds, prompt in self.shots] or None
 
     def send(self, client: KlingClient) -> Task:
         """Submit it (one POST; the client checks every option first)."""
         start, end = (image.field() if image is not None else None for image in (self.image, self.image_tail))
         if self.route == "omni-video":
             return client.omni_video(
-                self.prompt, start_frame=start, end_frame=end, reference_images=self.reference_images,
-                **self.options(),
+                None if self.shots else self.prompt, start_frame=start, end_frame=end,
+                reference_images=self.reference_images, shots=self._shot_list(), **self.options(),
             )  # fmt: skip
         if start is None:
             return client.text2video(self.prompt, **self.options())
@@ -176,7 +186,7 @@ class Submission:
 
     def code(self) -> str:
         """The Python that makes the same task, to move from clicking to a script."""
-        arguments = [repr(self.prompt)]
+        arguments = [f"shots={self._shot_list()!r}" if self.shots else repr(self.prompt)]
         if self.image is not None and self.route == "image2video":
             arguments.insert(0, repr(self.image.code()))
         arguments += [f"{name}={value!r}" for name, value in self.options().items()]
@@ -191,8 +201,8 @@ class Submission:
 
     @property
     def caption(self) -> str:
-        """The card's heading: the prompt."""
-        return self.prompt
+        """The card's heading: the prompt, or the shots' prompts."""
+        return " / ".join(prompt for _, prompt in self.shots) if self.shots else self.prompt
 
 
 @dataclass(frozen=True)
@@ -261,6 +271,24 @@ def reference_urls(text: str) -> tuple[str, ...]:
     return urls
 
 
+def shot_lines(text: str) -> tuple[tuple[str, str], ...]:
+    """The shots typed in the multi-shot field: one per line, ``seconds | prompt``.
+
+    Raises
+    ------
+    ValueError
+        A line has another shape (the message starts with ``shots``, the option's name). The client
+        checks the rest: 2 to 6 shots, each at least 3 s, together a duration the model takes.
+    """
+    shots = []
+    for number, line in enumerate(filter(str.strip, text.splitlines()), 1):
+        seconds, bar, prompt = line.partition("|")
+        if not bar or not seconds.strip().isdigit() or not prompt.strip():
+            raise ValueError(f"shots: line {number} is not 'seconds | prompt' (e.g. '4 | a door opens')")
+        shots.append((seconds.strip(), prompt.strip()))
+    return tuple(shots)
+
+
 def _choices(model: str, route: str) -> ModelSpec:
     """What the form offers for ``model`` on ``route``: the catalogue's entry (the route's first model's
     when the route does not take ``model``)."""
@@ -289,6 +317,7 @@ def _field_of(exc: BaseException) -> str:
         "start_frame",
         "end_frame",
         "reference",
+        "shots",
     ):
         if message.startswith(field):
             return field
@@ -452,11 +481,16 @@ class Studio(KlingWidget):
         )
         self._start = _ImageSlot("Start image", self._image_changed)
         self._end = _ImageSlot("End image", self._refresh)
+        self._shots = ipywidgets.Textarea(
+            placeholder="Multi-shot (optional): one shot per line, 'seconds | prompt'; 2 to 6 shots, each "
+            "3 s or more. Shots replace the prompt and Seconds.",
+            rows=2, layout=shared_layout(**_HIDDEN),
+        )  # fmt: skip
         self._references = ipywidgets.Textarea(
             placeholder="Reference image URLs (https://…), separated by spaces; <<<image_1>>>… in the prompt",
             rows=1, layout=shared_layout(**_HIDDEN),
         )  # fmt: skip
-        self._reference_error = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
+        self._omni_error = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
         self._generate = ipywidgets.Button(
             description="Generate", button_style="primary", tooltip="Submit one task (it may be billed)"
         )
@@ -470,8 +504,8 @@ class Studio(KlingWidget):
         actions = ipywidgets.Box([self._generate, self._generate_error], layout=shared_layout(**_ROW))
         parts = [
             self._title, self._prompt, self._count, self._prompt_error, self._negative,
-            self._negative_error, choices, self._start.row, self._end.row, self._references,
-            self._reference_error, actions, self._balance, self._list,
+            self._negative_error, choices, self._start.row, self._end.row, self._shots, self._references,
+            self._omni_error, actions, self._balance, self._list,
         ]  # fmt: skip
         self.own(
             *parts, self._route, self._model, self._duration, self._aspect, self._mode, self._sound,
@@ -536,6 +570,7 @@ class Studio(KlingWidget):
         self._cfg.layout = shared_layout(**(_PICK if spec.cfg_scale else _HIDDEN))
         self._end.row.layout = shared_layout(**(_ROW if spec.end_frame else _HIDDEN))
         self._references.layout = shared_layout(**(_FULL if spec.reference_images else _HIDDEN))
+        self._shots.layout = shared_layout(**(_FULL if spec.max_shots else _HIDDEN))
 
     def submission(self) -> Submission:
         """What Generate would send now: the visible fields only (a hidden option is kept, not sent)."""
@@ -553,6 +588,7 @@ class Studio(KlingWidget):
             image_tail=self._end.image if spec.end_frame and self._start.image is not None else None,
             reference_images=reference_urls(self._references.value) if spec.reference_images else (),
             route=self.route,
+            shots=shot_lines(self._shots.value) if spec.max_shots else (),
         )
 
     # -- submitting ---------------------------------------------------------------------------------
@@ -561,13 +597,13 @@ class Studio(KlingWidget):
         """Submit the form (what the Generate button does); nothing if a submission is in flight."""
         try:
             submission = self.submission()
-        except ValueError as exc:  # a reference that is no URL
-            self._show(self._reference_error, clean_text(str(exc)))
+        except ValueError as exc:  # a reference that is no URL, or a shot line of another shape
+            self._show(self._omni_error, clean_text(str(exc)))
             return
         if submission.route == "image2video" and submission.image is None:
             self._start.show_error("image2video needs a start image: upload one or give its URL.")
             return
-        if not submission.prompt.strip():
+        if not submission.prompt.strip() and not submission.shots:
             self._show(self._prompt_error, "Write a prompt first: Kling needs one. Nothing was sent.")
             return
         if len(submission.prompt) > MAX_PROMPT_CHARS:
@@ -589,7 +625,7 @@ class Studio(KlingWidget):
                 return  # a second click while the first POST is in flight: one task, one bill
             self._sending = True
         self._enable(False)
-        for label in (self._prompt_error, self._negative_error, self._reference_error, self._generate_error):
+        for label in (self._prompt_error, self._negative_error, self._omni_error, self._generate_error):
             self._show(label, "")
         for slot in (self._start, self._end):
             slot.show_error("")
@@ -634,7 +670,7 @@ class Studio(KlingWidget):
             else:
                 label = {
                     "prompt": self._prompt_error, "negative_prompt": self._negative_error,
-                    "reference": self._reference_error,
+                    "reference": self._omni_error, "shots": self._omni_error,
                 }  # fmt: skip
                 self._show(label.get(field, self._generate_error), message)
         if task is not None:
