@@ -19,7 +19,7 @@ from helpers import FOREVER, WAIT, png
 from kling_widgets import KlingClient, Studio, TaskStatusWidget, studio
 from kling_widgets._catalogue import model_spec, models_for
 from kling_widgets._studio import REARM_SECONDS, Image, image_dimensions, image_problem
-from kling_widgets.simulator import GatewaySimulator
+from kling_widgets.simulator import GatewaySimulator, Scenario
 
 T = TypeVar("T")
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.05}
@@ -414,3 +414,168 @@ def test_the_static_bundle_shows_the_cards(sim: GatewaySimulator, make: Callable
     assert bundle["text/plain"].startswith("Kling studio: 1 task\n")
     assert "<video" in bundle["text/html"]
     assert sim.api_key not in repr(one) + str(bundle)
+
+
+# -- Extend ----------------------------------------------------------------------------------------
+
+
+def extend_button(one: Studio, index: int = 0) -> Any:
+    button = one._list.children[index].children[1].children[2]
+    assert button.description == "Extend"
+    return button
+
+
+def test_extend_on_a_finished_card_submits_one_video_extend_task(
+    sim: GatewaySimulator, make: Callable[..., Studio], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = make()
+    one._prompt.value = "a corgi"
+    one._generate.click()
+    [first] = wait_for(lambda: one.cards)
+    finished = first.wait(WAIT)
+    extend = extend_button(one)
+    wait_for(lambda: not extend.disabled)  # written after the card is done, through deliver
+    one._prompt.value = "the corgi dives"
+    extend.click()
+    assert (extend.disabled, one._generate.disabled) == (True, True)  # one POST at a time
+    extend.click()
+    wait_for(lambda: len(one.cards) == 2)
+    [_, (path, body)] = posts(sim)
+    assert path == "/kling/v1/videos/video-extend"
+    assert body == {"model_name": "kling-video-extend", "video_id": finished.videos[0].id,
+                    "prompt": "the corgi dives"}  # fmt: skip
+    card = one.cards[0]  # the new one on top
+    assert card.wait(WAIT).status.value == "SUCCESS"
+    polls = {r.path for r in sim.requests() if r.method == "GET" and r.path.startswith("/kling/")}
+    assert f"/kling/v1/videos/video-extend/{card.task_id}" in polls
+    wait_for(lambda: settled(one))
+    assert len(posts(sim)) == 2
+    code = run_shown_code(one, sim, monkeypatch)  # the extension's card: the same POST again
+    assert f"client.extend_video(\n    {finished.videos[0].id!r},\n    prompt='the corgi dives'," in code
+    assert posts(sim)[2] == posts(sim)[1]
+
+
+@pytest.mark.parametrize("sim", [FOREVER, Scenario(outcome="failure", polls=(0, 0))], indirect=True)
+def test_extend_stays_disabled_until_a_task_succeeded(
+    sim: GatewaySimulator, make: Callable[..., Studio]
+) -> None:
+    one = make()
+    one._prompt.value = "a corgi"
+    one._generate.click()
+    [card] = wait_for(lambda: one.cards)
+    if sim.scenario.outcome == "failure":
+        wait_for(card.done)
+    wait_for(lambda: settled(one))
+    extend = extend_button(one)
+    assert extend.disabled
+    extend.click()
+    one.extend(card)
+    assert len(posts(sim)) == 1
+
+
+# -- the route ------------------------------------------------------------------------------------
+
+
+def test_the_routes_and_omni_choices_are_the_catalogues(make: Callable[..., Studio]) -> None:
+    one = make()
+    assert one._route.options == ("text2video", "image2video", "omni-video")
+    one._route.value = "omni-video"
+    assert one._model.options == models_for("omni-video")
+    for model in models_for("omni-video"):
+        one._model.value = model
+        spec = model_spec(model, "omni-video")
+        assert (one._duration.options, one._aspect.options, one._mode.options) == (
+            spec.plain_durations or spec.durations, spec.aspect_ratios, spec.modes
+        )  # fmt: skip
+        assert (one._sound.layout.display != "none") is spec.sound
+        assert one._cfg.layout.display == "none"
+        assert one._references.layout.display != "none"
+    upload(one._start, png(400, 300))  # the first frame: kling-video-o1 then takes 3-10 s
+    assert one.route == "omni-video"
+    assert one._duration.options == model_spec("kling-video-o1", "omni-video").durations
+    one._route.value = "text2video"
+    assert one._references.layout.display == "none"
+
+
+def test_omni_video_sends_the_form_once(
+    sim: GatewaySimulator, make: Callable[..., Studio], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    one = make()
+    one._route.value = "omni-video"
+    one._prompt.value = "a corgi like <<<image_2>>>"
+    one._model.value = "kling-v3-omni"
+    one._duration.value, one._aspect.value, one._mode.value = "12", "1:1", "pro"
+    one._sound.value = True
+    upload(one._start, png(400, 300))
+    one._references.value = "https://example.com/ref.png"
+    one._generate.click()
+    one._generate.click()
+    [card] = wait_for(lambda: one.cards)
+    [(path, body)] = posts(sim)
+    assert path == "/kling/v1/videos/omni-video"
+    assert body == {
+        "model_name": "kling-v3-omni", "prompt": "a corgi like <<<image_2>>>", "mode": "pro",
+        "duration": "12", "aspect_ratio": "1:1", "sound": "on",
+        "image_list": [{"image_url": Image(data=png(400, 300)).field(), "type": "first_frame"},
+                       {"image_url": "https://example.com/ref.png"}],
+    }  # fmt: skip
+    assert card.wait(WAIT).endpoint == "omni-video"
+    wait_for(lambda: settled(one))
+    (tmp_path / "corgi.png").write_bytes(png(400, 300))
+    monkeypatch.chdir(tmp_path)
+    code = run_shown_code(one, sim, monkeypatch)
+    assert "client.omni_video(" in code
+    assert posts(sim)[1] == posts(sim)[0]
+
+
+def test_route_refusals_are_inline_and_send_nothing(
+    sim: GatewaySimulator, make: Callable[..., Studio]
+) -> None:
+    one = make()
+    one._prompt.value = "a corgi"
+    one._route.value = "image2video"
+    one._generate.click()
+    assert "needs a start image" in one._start.error.value
+    one._route.value = "omni-video"
+    one._references.value = "ref.png"
+    one._generate.click()
+    assert "is not an http(s) URL" in one._omni_error.value
+    assert posts(sim) == []
+    assert one.cards == ()
+    one._references.value = "https://example.com/ref.png"
+    one._generate.click()
+    assert one._omni_error.value == ""  # a submission clears it
+    wait_for(lambda: one.cards)
+    [(path, body)] = posts(sim)
+    assert (path, body["image_list"]) == (
+        "/kling/v1/videos/omni-video",
+        [{"image_url": "https://example.com/ref.png"}],
+    )
+
+
+def test_multi_shot_replaces_the_prompt_and_duration(
+    sim: GatewaySimulator, make: Callable[..., Studio], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = make()
+    one._route.value = "omni-video"
+    assert one._shots.layout.display != "none"
+    one._model.value = "kling-video-o1"  # no multi-shot
+    assert one._shots.layout.display == "none"
+    one._model.value = "kling-v3"
+    one._shots.value = "4 a door opens"
+    one._generate.click()
+    assert "line 1 is not &#x27;seconds | prompt&#x27;" in one._omni_error.value
+    one._shots.value = "4 | a door opens\n\n5 | a cat walks in\n"
+    one._generate.click()  # no prompt needed: the shots carry theirs
+    [card] = wait_for(lambda: one.cards)
+    [(path, body)] = posts(sim)
+    assert path == "/kling/v1/videos/omni-video"
+    assert body["multi_prompt"] == [{"prompt": "a door opens", "duration": "4"},
+                                    {"prompt": "a cat walks in", "duration": "5"}]  # fmt: skip
+    assert "prompt" not in body
+    assert "duration" not in body
+    assert card.wait(WAIT).endpoint == "omni-video"
+    wait_for(lambda: settled(one))
+    code = run_shown_code(one, sim, monkeypatch)
+    assert "shots=[{'prompt': 'a door opens', 'duration': '4'}" in code
+    assert posts(sim)[1] == posts(sim)[0]

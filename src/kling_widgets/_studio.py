@@ -6,7 +6,7 @@ POST per click: the button is disabled until the answer is in, and the POST runs
 kernel stays free; what the answer changes on screen (a card, an inline refusal, the balance line) is
 written through `kling_widgets._frontend.deliver`, the one path widget updates from other threads take
 (docs/architecture.md, "Threading rules"). Each card is a `TaskStatusWidget` on the same client and the
-one shared engine, with "Again" and "Show code" (docs/studio.md).
+one shared engine, with "Again", "Show code" and "Extend" (docs/studio.md).
 """
 
 from __future__ import annotations
@@ -18,22 +18,35 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import ipywidgets
 
 from ._base import KlingWidget, WatchOptions, shared_layout, shared_style
 from ._billing import Balance
-from ._catalogue import ModelSpec, model_spec, models_for
+from ._catalogue import ROUTES, ModelSpec, model_spec, models_for
 from ._client import KlingClient
 from ._errors import KlingError, PermissionDeniedError, RateLimitError
 from ._frontend import deliver, detect
-from ._models import Task
+from ._models import Task, TaskStatus
 from ._params import MAX_IMAGE_BYTES, MAX_PROMPT_CHARS
 from ._text import clean_text, strip_credentials
 from ._widget import TaskStatusWidget
 
-__all__ = ["MAX_IMAGE_RATIO", "MIN_IMAGE_PIXELS", "Image", "Studio", "Submission", "image_problem", "studio"]
+__all__ = [
+    "FORM_ROUTES",
+    "MAX_IMAGE_RATIO",
+    "MIN_IMAGE_PIXELS",
+    "Extension",
+    "Image",
+    "Studio",
+    "Submission",
+    "extendable",
+    "image_problem",
+    "reference_urls",
+    "shot_lines",
+    "studio",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -136,43 +149,144 @@ class Submission:
     cfg_scale: float | None = None
     image: Image | None = None
     image_tail: Image | None = None
-
-    @property
-    def route(self) -> str:
-        """An image makes it an image-to-video task."""
-        return "image2video" if self.image is not None else "text2video"
+    reference_images: tuple[str, ...] = ()
+    route: str = "text2video"
+    shots: tuple[tuple[str, str], ...] = ()  # (seconds, prompt): multi-shot replaces prompt and duration
 
     def options(self) -> dict[str, Any]:
         """The keyword arguments after the prompt, as sent (options left at None are not)."""
         names = ("model_name", "duration", "aspect_ratio", "mode", "negative_prompt", "sound", "cfg_scale")
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        sent = [
+            name
+            for name in names
+            if getattr(self, name) is not None and not (self.shots and name == "duration")
+        ]
+        return {name: getattr(self, name) for name in sent}
+
+    def _shot_list(self) -> list[dict[str, str]] | None:
+        return [{"prompt": prompt, "duration": seconds} for seconds, prompt in self.shots] or None
 
     def send(self, client: KlingClient) -> Task:
         """Submit it (one POST; the client checks every option first)."""
-        if self.image is None:
+        start, end = (image.field() if image is not None else None for image in (self.image, self.image_tail))
+        if self.route == "omni-video":
+            return client.omni_video(
+                None if self.shots else self.prompt, start_frame=start, end_frame=end,
+                reference_images=self.reference_images, shots=self._shot_list(), **self.options(),
+            )  # fmt: skip
+        if start is None:
             return client.text2video(self.prompt, **self.options())
-        tail = self.image_tail.field() if self.image_tail is not None else None
-        return client.image2video(self.image.field(), self.prompt, image_tail=tail, **self.options())
+        return client.image2video(start, self.prompt, image_tail=end, **self.options())
+
+    def _keyword_images(self) -> dict[str, Image]:
+        """The images passed by keyword, by the route's names for them."""
+        names = ("start_frame", "end_frame") if self.route == "omni-video" else ("", "image_tail")
+        pairs = zip(names, (self.image, self.image_tail), strict=True)
+        return {name: image for name, image in pairs if name and image}
 
     def code(self) -> str:
         """The Python that makes the same task, to move from clicking to a script."""
-        arguments = [repr(self.prompt)]
-        if self.image is not None:
+        arguments = [f"shots={self._shot_list()!r}" if self.shots else repr(self.prompt)]
+        if self.image is not None and self.route == "image2video":
             arguments.insert(0, repr(self.image.code()))
         arguments += [f"{name}={value!r}" for name, value in self.options().items()]
-        if self.image_tail is not None:
-            arguments.append(f"image_tail={self.image_tail.code()!r}")
-        call = ",\n    ".join(arguments)
+        arguments += [f"{name}={image.code()!r}" for name, image in self._keyword_images().items()]
+        if self.reference_images:
+            arguments.append(f"reference_images={list(self.reference_images)!r}")
         uploads = [image for image in (self.image, self.image_tail) if image is not None and not image.url]
         note = (
             "# Put the uploaded image(s) next to this notebook, or use an http(s) URL.\n" if uploads else ""
         )
-        return (
-            "from kling_widgets import KlingClient, TaskStatusWidget\n\n"
-            f"{note}client = KlingClient()\n"
-            f"task = client.{self.route}(\n    {call},\n)\n"
-            f"TaskStatusWidget(task, client=client, endpoint={self.route!r})"
+        return _code(note, self.route.replace("-", "_"), self.route, arguments)
+
+    @property
+    def caption(self) -> str:
+        """The card's heading: the prompt, or the shots' prompts."""
+        return " / ".join(prompt for _, prompt in self.shots) if self.shots else self.prompt
+
+
+@dataclass(frozen=True)
+class Extension:
+    """What "Extend" on a finished card sends: a video-extend task for the first video of ``source``."""
+
+    source: Task
+    prompt: str | None = None
+    route: ClassVar[str] = "video-extend"
+
+    def send(self, client: KlingClient) -> Task:
+        """Submit it (one POST; the client checks the task has a video and the prompt first)."""
+        return client.extend_video(self.source, prompt=self.prompt)
+
+    def code(self) -> str:
+        """The same call with the video's id, so the code does not need the task object."""
+        video = self.source.videos[0].id if self.source.videos else None
+        arguments = [repr(video)] + ([] if self.prompt is None else [f"prompt={self.prompt!r}"])
+        return _code(
+            f"# The first video of task {self.source.task_id}.\n", "extend_video", self.route, arguments
         )
+
+    @property
+    def caption(self) -> str:
+        """The card's heading: what it extends, and the prompt if any."""
+        extends = f"Extends {self.source.task_id}"
+        return extends if self.prompt is None else f"{extends}: {self.prompt}"
+
+
+def _code(note: str, method: str, route: str, arguments: list[str]) -> str:
+    """A script that makes the same task with ``client.<method>(*arguments)`` and watches it."""
+    call = ",\n    ".join(arguments)
+    return (
+        "from kling_widgets import KlingClient, TaskStatusWidget\n\n"
+        f"{note}client = KlingClient()\n"
+        f"task = client.{method}(\n    {call},\n)\n"
+        f"TaskStatusWidget(task, client=client, endpoint={route!r})"
+    )
+
+
+def extendable(card: TaskStatusWidget) -> bool:
+    """Whether Extend may be offered for ``card``: its task succeeded with a Kling video id."""
+    task = card.task
+    return (
+        card.done() and task is not None and task.status is TaskStatus.SUCCESS
+        and bool(task.videos) and task.videos[0].id is not None
+    )  # fmt: skip
+
+
+#: The routes the form can build from its fields, in the catalogue's order.
+FORM_ROUTES = tuple(route for route in ROUTES if route in ("text2video", "image2video", "omni-video"))
+
+
+def reference_urls(text: str) -> tuple[str, ...]:
+    """The image URLs typed in the reference field (separated by spaces, commas or new lines).
+
+    Raises
+    ------
+    ValueError
+        One is not an http(s) URL (the message starts with ``reference_images``, the option's name).
+    """
+    urls = tuple(text.replace(",", " ").split())
+    for url in urls:
+        if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+            raise ValueError(f"reference_images: {clean_text(url, 80)!r} is not an http(s) URL")
+    return urls
+
+
+def shot_lines(text: str) -> tuple[tuple[str, str], ...]:
+    """The shots typed in the multi-shot field: one per line, ``seconds | prompt``.
+
+    Raises
+    ------
+    ValueError
+        A line has another shape (the message starts with ``shots``, the option's name). The client
+        checks the rest: 2 to 6 shots, each at least 3 s, together a duration the model takes.
+    """
+    shots = []
+    for number, line in enumerate(filter(str.strip, text.splitlines()), 1):
+        seconds, bar, prompt = line.partition("|")
+        if not bar or not seconds.strip().isdigit() or not prompt.strip():
+            raise ValueError(f"shots: line {number} is not 'seconds | prompt' (e.g. '4 | a door opens')")
+        shots.append((seconds.strip(), prompt.strip()))
+    return tuple(shots)
 
 
 def _choices(model: str, route: str) -> ModelSpec:
@@ -195,7 +309,16 @@ def _offer(dropdown: Any, values: tuple[str, ...]) -> None:
 def _field_of(exc: BaseException) -> str:
     """The form field a refusal concerns, by the option its message names first."""
     message = str(exc)
-    for field in ("negative_prompt", "prompt", "image_tail", "image"):
+    for field in (
+        "negative_prompt",
+        "prompt",
+        "image_tail",
+        "image",
+        "start_frame",
+        "end_frame",
+        "reference",
+        "shots",
+    ):
         if message.startswith(field):
             return field
     return "generate"
@@ -309,7 +432,7 @@ class Studio(KlingWidget):
 
     Notes
     -----
-    One submission at a time: while a POST is in flight, Generate and every "Again" are disabled and a
+    One submission at a time: while a POST is in flight, Generate, "Again" and "Extend" are disabled and a
     click does nothing, so a double click bills once. A refusal (blank prompt, a bad image, the parallel
     limit, no quota) shows next to the field it concerns and creates no card.
     """
@@ -326,6 +449,7 @@ class Studio(KlingWidget):
     ) -> None:
         self._cards: list[TaskStatusWidget] = []  # before anything can fail: close() reads it
         self._again: list[ipywidgets.Button] = []
+        self._extend: list[tuple[ipywidgets.Button, TaskStatusWidget]] = []
         self._sending = False
         self._refreshing = False
         self._options = WatchOptions(None, poll_interval, max_poll_interval, timeout)  # a card: its route
@@ -346,6 +470,7 @@ class Studio(KlingWidget):
             ipywidgets.widgets.widget_description.DescriptionStyle, description_width="initial"
         )
         pick = {"layout": shared_layout(**_PICK), "style": style}
+        self._route = ipywidgets.Dropdown(description="Route", options=FORM_ROUTES, **pick)
         self._model = ipywidgets.Dropdown(description="Model", options=models_for("text2video"), **pick)
         self._duration = ipywidgets.Dropdown(description="Seconds", **pick)
         self._aspect = ipywidgets.Dropdown(description="Aspect ratio", **pick)
@@ -354,8 +479,18 @@ class Studio(KlingWidget):
         self._cfg = ipywidgets.FloatSlider(
             0.5, min=0.0, max=1.0, step=0.05, description="cfg_scale", layout=shared_layout(**_HIDDEN)
         )
-        self._start = _ImageSlot("Start image", self._refresh)
+        self._start = _ImageSlot("Start image", self._image_changed)
         self._end = _ImageSlot("End image", self._refresh)
+        self._shots = ipywidgets.Textarea(
+            placeholder="Multi-shot (optional): one shot per line, 'seconds | prompt'; 2 to 6 shots, each "
+            "3 s or more. Shots replace the prompt and Seconds.",
+            rows=2, layout=shared_layout(**_HIDDEN),
+        )  # fmt: skip
+        self._references = ipywidgets.Textarea(
+            placeholder="Reference image URLs (https://…), separated by spaces; <<<image_1>>>… in the prompt",
+            rows=1, layout=shared_layout(**_HIDDEN),
+        )  # fmt: skip
+        self._omni_error = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
         self._generate = ipywidgets.Button(
             description="Generate", button_style="primary", tooltip="Submit one task (it may be billed)"
         )
@@ -363,21 +498,23 @@ class Studio(KlingWidget):
         self._balance = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
         self._list = ipywidgets.Box(layout=shared_layout(**_COLUMN))
         choices = ipywidgets.Box(
-            [self._model, self._duration, self._aspect, self._mode, self._sound, self._cfg],
+            [self._route, self._model, self._duration, self._aspect, self._mode, self._sound, self._cfg],
             layout=shared_layout(**_ROW),
         )
         actions = ipywidgets.Box([self._generate, self._generate_error], layout=shared_layout(**_ROW))
         parts = [
             self._title, self._prompt, self._count, self._prompt_error, self._negative,
-            self._negative_error, choices, self._start.row, self._end.row, actions, self._balance, self._list,
+            self._negative_error, choices, self._start.row, self._end.row, self._shots, self._references,
+            self._omni_error, actions, self._balance, self._list,
         ]  # fmt: skip
         self.own(
-            *parts, self._model, self._duration, self._aspect, self._mode, self._sound, self._cfg,
-            self._generate, self._generate_error, *self._start.models, *self._end.models,
+            *parts, self._route, self._model, self._duration, self._aspect, self._mode, self._sound,
+            self._cfg, self._generate, self._generate_error, *self._start.models, *self._end.models,
         )  # fmt: skip
         self.children = tuple(parts)
         self._prompt.observe(self._counted, "value")
         self._model.observe(lambda _change: self._refresh(), "value")
+        self._route.observe(lambda _change: self._refresh(), "value")
         self._generate.on_click(lambda _button: self.generate())
         self._counted()
         self._refresh()
@@ -393,8 +530,13 @@ class Studio(KlingWidget):
 
     @property
     def route(self) -> str:
-        """``"image2video"`` once a start image is chosen, else ``"text2video"``."""
-        return "image2video" if self._start.image is not None else "text2video"
+        """The chosen route (`FORM_ROUTES`); choosing a start image on text2video makes it image2video."""
+        return str(self._route.value)
+
+    def _image_changed(self) -> None:
+        if self.route in ("text2video", "image2video"):  # omni-video takes the image as its first frame
+            self._route.value = "text2video" if self._start.image is None else "image2video"
+        self._refresh()
 
     def _spec(self) -> ModelSpec:
         return _choices(self._model.value or "", self.route)
@@ -414,7 +556,12 @@ class Studio(KlingWidget):
         try:
             _offer(self._model, models_for(self.route))
             spec = self._spec()
-            _offer(self._duration, spec.durations)
+            # kling-video-o1 takes 3-10 s only with a first frame, else 5 or 10 (docs/models.md).
+            framed = self._start.image is not None
+            _offer(
+                self._duration,
+                spec.plain_durations if spec.plain_durations and not framed else spec.durations,
+            )
             _offer(self._aspect, spec.aspect_ratios)
             _offer(self._mode, spec.modes)
         finally:
@@ -422,6 +569,8 @@ class Studio(KlingWidget):
         self._sound.layout = shared_layout(**(_AUTO if spec.sound else _HIDDEN))
         self._cfg.layout = shared_layout(**(_PICK if spec.cfg_scale else _HIDDEN))
         self._end.row.layout = shared_layout(**(_ROW if spec.end_frame else _HIDDEN))
+        self._references.layout = shared_layout(**(_FULL if spec.reference_images else _HIDDEN))
+        self._shots.layout = shared_layout(**(_FULL if spec.max_shots else _HIDDEN))
 
     def submission(self) -> Submission:
         """What Generate would send now: the visible fields only (a hidden option is kept, not sent)."""
@@ -437,14 +586,24 @@ class Studio(KlingWidget):
             cfg_scale=round(self._cfg.value, 2) if spec.cfg_scale else None,
             image=self._start.image,
             image_tail=self._end.image if spec.end_frame and self._start.image is not None else None,
+            reference_images=reference_urls(self._references.value) if spec.reference_images else (),
+            route=self.route,
+            shots=shot_lines(self._shots.value) if spec.max_shots else (),
         )
 
     # -- submitting ---------------------------------------------------------------------------------
 
     def generate(self) -> None:
         """Submit the form (what the Generate button does); nothing if a submission is in flight."""
-        submission = self.submission()
-        if not submission.prompt.strip():
+        try:
+            submission = self.submission()
+        except ValueError as exc:  # a reference that is no URL, or a shot line of another shape
+            self._show(self._omni_error, clean_text(str(exc)))
+            return
+        if submission.route == "image2video" and submission.image is None:
+            self._start.show_error("image2video needs a start image: upload one or give its URL.")
+            return
+        if not submission.prompt.strip() and not submission.shots:
             self._show(self._prompt_error, "Write a prompt first: Kling needs one. Nothing was sent.")
             return
         if len(submission.prompt) > MAX_PROMPT_CHARS:
@@ -452,13 +611,21 @@ class Studio(KlingWidget):
             return
         self._submit(submission)
 
-    def _submit(self, submission: Submission) -> None:
+    def extend(self, card: TaskStatusWidget) -> None:
+        """Extend ``card``'s video with the form's prompt, if any (what its Extend button does); nothing if
+        its task has not succeeded or a submission is in flight."""
+        if card.task is None or not extendable(card):
+            return
+        prompt = self._prompt.value if self._prompt.value.strip() else None
+        self._submit(Extension(card.task, prompt))
+
+    def _submit(self, submission: Submission | Extension) -> None:
         with self._lock:
             if self._sending or self._closed:
                 return  # a second click while the first POST is in flight: one task, one bill
             self._sending = True
         self._enable(False)
-        for label in (self._prompt_error, self._negative_error, self._generate_error):
+        for label in (self._prompt_error, self._negative_error, self._omni_error, self._generate_error):
             self._show(label, "")
         for slot in (self._start, self._end):
             slot.show_error("")
@@ -467,7 +634,7 @@ class Studio(KlingWidget):
             target=self._post, args=(submission,), name="kling-studio-submit", daemon=True
         ).start()
 
-    def _post(self, submission: Submission) -> None:
+    def _post(self, submission: Submission | Extension) -> None:
         task: Task | str | None = None
         refusal: BaseException | None = None
         try:
@@ -481,7 +648,7 @@ class Studio(KlingWidget):
 
     def _settle(
         self,
-        submission: Submission,
+        submission: Submission | Extension,
         task: Task | str | None,
         refusal: BaseException | None,
         balance: Balance | None,
@@ -498,10 +665,13 @@ class Studio(KlingWidget):
         if refusal is not None:
             message = _refusal_text(refusal)
             field = _field_of(refusal)
-            if field in ("image", "image_tail"):
-                (self._start if field == "image" else self._end).show_error(message)
+            if field in ("image", "image_tail", "start_frame", "end_frame"):
+                (self._start if field in ("image", "start_frame") else self._end).show_error(message)
             else:
-                label = {"prompt": self._prompt_error, "negative_prompt": self._negative_error}
+                label = {
+                    "prompt": self._prompt_error, "negative_prompt": self._negative_error,
+                    "reference": self._omni_error, "shots": self._omni_error,
+                }  # fmt: skip
                 self._show(label.get(field, self._generate_error), message)
         if task is not None:
             self._add_card(task, submission)
@@ -520,28 +690,42 @@ class Studio(KlingWidget):
         if not closed:
             self._enable(True)
 
-    def _add_card(self, task: Task | str, submission: Submission) -> None:
+    def _add_card(self, task: Task | str, submission: Submission | Extension) -> None:
         options = replace(self._options, endpoint=submission.route)
         card = TaskStatusWidget(
             task, client=self._client, endpoint=options.endpoint, poll_interval=options.poll_interval,
-            max_poll_interval=options.max_poll_interval, timeout=options.timeout, caption=submission.prompt,
+            max_poll_interval=options.max_poll_interval, timeout=options.timeout, caption=submission.caption,
         )  # fmt: skip
         again = ipywidgets.Button(description="Again", tooltip="The same parameters: a new task (billed)")
         show = ipywidgets.Button(description="Show code", tooltip="The Python call that makes the same task")
         code = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
+        extend = ipywidgets.Button(
+            description="Extend", disabled=True,
+            tooltip="4-5 s more of this video, with the form's prompt if any: a new task (billed)",
+        )  # fmt: skip
         again.on_click(lambda _button: self._submit(submission))
         show.on_click(lambda _button: self._toggle_code(show, code, submission))
-        for button in (again, show):
+        extend.on_click(lambda _button: self.extend(card))
+        for button in (again, show, extend):
             button.layout = shared_layout(**_AUTO)
-        row = ipywidgets.Box([again, show], layout=shared_layout(**_ROW))
+        row = ipywidgets.Box([again, show, extend], layout=shared_layout(**_ROW))
         box = ipywidgets.Box([card, row, code], layout=shared_layout(**_COLUMN))
-        self.own(card, again, show, code, row, box)
+        self.own(card, again, show, extend, code, row, box)
         self._cards.insert(0, card)
         self._again.append(again)
+        self._extend.append((extend, card))
         again.disabled = self._sending
         self._list.children = (box, *self._list.children)
+        # On the engine's or the keeping thread: the button's write goes the one cross-thread path.
+        card.add_done_callback(lambda _card: deliver(self._offer_extend, self._frontend))
 
-    def _toggle_code(self, button: Any, code: Any, submission: Submission) -> None:
+    def _offer_extend(self) -> None:
+        with self._lock:
+            sending, closed = self._sending, self._closed
+        if not closed:
+            self._enable(not sending)
+
+    def _toggle_code(self, button: Any, code: Any, submission: Submission | Extension) -> None:
         showing = button.description == "Hide code"
         code.value = "" if showing else f"<pre>{html.escape(submission.code())}</pre>"
         code.layout = shared_layout(**(_HIDDEN if showing else {}))
@@ -550,6 +734,8 @@ class Studio(KlingWidget):
     def _enable(self, enabled: bool) -> None:
         for button in (self._generate, *self._again):
             button.disabled = not enabled
+        for extend, card in self._extend:
+            extend.disabled = not (enabled and extendable(card))
 
     def _show(self, label: Any, message: str) -> None:
         label.value = f'<span style="{_ERROR_STYLE}">{html.escape(message)}</span>' if message else ""

@@ -6,7 +6,9 @@ Notebook 7, tests/e2e/test_e2e_voila.py for Voila), judged from the DOM and from
    exactly one POST, whose body carries those values, and one card;
 3. that card plays the video;
 4. an uploaded PNG (with its thumbnail) makes the next task an image2video POST carrying the image;
-5. at the account's parallel limit the gateway's 429 shows inline and no card is added.
+5. at the account's parallel limit the gateway's 429 shows inline and no card is added;
+6. Extend on the first card (it succeeded): exactly one POST to video-extend naming that card's video, and a
+   new card on top that plays.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from e2e_harness import VIDEO_LOADED_JS, VIDEO_PLAY_JS, log, wait_until
 from playwright.sync_api import Locator, Page, expect
 
 from helpers import png
+from kling_widgets import KlingClient
 from kling_widgets.simulator import GatewaySimulator, RequestRecord
 
 PROMPT = "a corgi surfing at sunset, cinematic"
@@ -112,3 +115,19 @@ def drive_studio(
         gateway.max_parallel = None
     expect(cards).to_have_count(2)
     log(f"[{label}] the 429 shows inline and adds no card")
+
+    # 6. Extend the first card (the bottom one: newest first): one POST to video-extend, a new card on top.
+    extend = area.get_by_role("button", name="Extend").last
+    expect(extend).to_be_enabled(timeout=30_000)
+    extend.click()
+    expect(cards).to_have_count(3, timeout=30_000)
+    [*_, extended] = _new_posts(gateway, before, 4)
+    first = _posts(gateway)[before]
+    assert extended.path == "/kling/v1/videos/video-extend", extended.path
+    body = json.loads(extended.body)
+    with KlingClient(base_url=gateway.url, api_key=gateway.api_key, ledger=False) as client:
+        [source] = client.get_task(str(first.task_id)).videos
+    assert (body["video_id"], body["prompt"]) == (source.id, PROMPT), body  # the form's prompt
+    expect(video).to_have_count(3, timeout=60_000)
+    assert len(_posts(gateway)) == before + 4, "Extend sent more than one POST"
+    log(f"[{label}] Extend sent one video-extend POST and its card shows the video")
