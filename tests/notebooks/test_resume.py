@@ -97,6 +97,10 @@ def test_resume_after_kill_9_brings_every_paid_task_back(private_home: Path) -> 
                     f"gallery = generate_many({PROMPTS!r}, client=client, poll_interval=0.2,"
                     " max_poll_interval=0.5)\n"
                     "display(gallery)\n"
+                    "import time\n"  # the batch submits on its own thread: wait for the three answers
+                    "deadline = time.monotonic() + 20\n"
+                    "while None in gallery.tasks and time.monotonic() < deadline:\n"
+                    "    time.sleep(0.02)\n"
                     "print(json.dumps([t.task_id for t in gallery.tasks]))\n"
                 )
             )
