@@ -11,8 +11,9 @@ Design (see DESIGN.md "Threading rules" and jupyter-widgets.md §0, §4):
   gateway and ``max_threads`` in all. A watch is in at most one worker at a time. A slow or hung gateway
   occupies at most ``max_workers`` threads, so the watches of every other gateway keep their schedule.
 - A 429 pauses only its own gateway (base URL and key): no request to it starts before the pause ends.
-- Polls due close together go out together: a poll may be sent up to a tenth of its delay early, so a
-  few hundred watches cost a few wake-ups a second, not one per request. The scheduler is woken only when
+- Polls due close together go out together: a poll may be sent up to a tenth of its delay early (and the
+  next one is then due that much later, so going early costs no requests), so a few hundred watches cost
+  a few wake-ups a second, not one per request. The scheduler is woken only when
   it would otherwise be late (a new poll due before its wake-up, or a due poll waiting for a worker).
 - Every delay comes from one `PollPolicy` (shared with ``KlingClient.wait``). An exception raised for one
   watch, by the policy or by a bug here, ends that watch in ERROR and is logged; the engine goes on.
@@ -138,6 +139,7 @@ class Watch:
         self._task: Task | None = None
         self._error: KlingError | None = None
         self._attempt = 0  # consecutive transient errors
+        self._early = 0.0  # how long before its due instant the request in flight was sent
         self._pending: collections.deque[Update] = collections.deque()
         self._draining = False
         self._outcome: KlingError | None = None  # what result() raises, once final
@@ -596,7 +598,8 @@ class Engine:
                 return self._finish(w, WatchState.SUCCESS, inline=True)
             if outcome.status is TaskStatus.FAILURE:
                 return self._finish(w, WatchState.FAILURE, inline=True)
-            delay = _checked(w._policy.next_poll(outcome, now - w._started))
+            # Sent early, this poll must not make the next one earlier too: that would cost requests.
+            delay = _checked(w._policy.next_poll(outcome, now - w._started)) + w._early
             w._state, w._error = WatchState.WAITING, None
         elif outcome.retryable:
             w._attempt += 1
@@ -651,7 +654,9 @@ class Engine:
             if gw.busy >= self._max_workers or self._busy >= self._max_threads:
                 self._starved = True  # a worker settling a request notifies the scheduler
                 return None
-            self._dispatch(gw.due.pop())
+            w = gw.due.pop()
+            w._early = max(0.0, head[0] - now)
+            self._dispatch(w)
         return None
 
     def _dispatch(self, w: Watch) -> None:
