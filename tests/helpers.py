@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import struct
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -56,7 +58,10 @@ class FakeShell:
 
 
 class RecordingComm:
-    """A comm that records what would be sent to the front end (jupyter-widgets.md §6.1)."""
+    """A comm that records what would be sent to the front end.
+
+    See docs/testing.md, "Widget tests without a kernel".
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         self.comm_id = uuid.uuid4().hex
@@ -85,3 +90,19 @@ def record_comms(monkeypatch: pytest.MonkeyPatch) -> list[RecordingComm]:
 
     monkeypatch.setattr(comm, "create_comm", create_comm)
     return made
+
+
+def png(width: int, height: int) -> bytes:
+    """A real, decodable grey PNG of that size, built without Pillow (for image uploads)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )

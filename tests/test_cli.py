@@ -53,8 +53,10 @@ def test_status_json(sim: GatewaySimulator, capsys: pytest.CaptureFixture[str]) 
     assert task["video_url"] is None
     assert task["fail_reason"] == "Image pixel is invalid"
     assert task["submit_time"].endswith("+00:00")
+    assert task["endpoint"] == "text2video"  # the task's own route, from the gateway's answer
     assert set(task) == {
         "task_id",
+        "endpoint",
         "status",
         "progress",
         "video_url",
@@ -162,7 +164,12 @@ def test_demo_calls_run_demo(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_demo, "run_demo", run_demo)
     assert main(["demo", "--port", "9999", "--no-browser"]) == 0
     assert main(["demo"]) == 0
-    assert calls == [{"port": 9999, "open_browser": False}, {"port": None, "open_browser": True}]
+    assert main(["demo", "--flavor", "kling"]) == 0
+    assert calls == [
+        {"port": 9999, "open_browser": False, "flavor": "ezmodel"},
+        {"port": None, "open_browser": True, "flavor": "ezmodel"},
+        {"port": None, "open_browser": True, "flavor": "kling"},
+    ]
 
 
 def test_version_prints_the_package_version() -> None:

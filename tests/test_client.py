@@ -840,7 +840,7 @@ def test_any_answer_gives_a_task_or_a_kling_error(status: int, content_type: str
         parse_task(FUZZ_CLIENT._decode(answer))
 
 
-FUZZ_CLIENT = KlingClient("sk-fuzz", base_url="http://127.0.0.1:9")  # never sends: only decodes
+FUZZ_CLIENT = KlingClient("sk-fuzz", base_url="http://127.0.0.1:9", ledger=False)  # never sends: only decodes
 
 
 def test_the_environments_proxy_carries_gateway_requests(

@@ -1,4 +1,4 @@
-"""error_from_response against every row of gateway-api.md §8.1, and the error tree's own contract."""
+"""error_from_response against every row of docs/gateway.md, "Error catalogue"; the error tree's contract."""
 
 from __future__ import annotations
 

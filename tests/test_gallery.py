@@ -129,7 +129,9 @@ def test_stop_all_stops_every_watch_and_no_request_follows(sim: GatewaySimulator
 
 def test_wait_timeout_raises_the_builtin_and_watching_goes_on(sim: GatewaySimulator, gallery: Any) -> None:
     g = gallery([sim.add_task(FOREVER), sim.add_task()])
-    with pytest.raises(TimeoutError, match="1 of 2 tasks are still being watched") as caught:
+    with pytest.raises(
+        TimeoutError, match=r"1 of 2 tasks are still being watched \(or submitted\)"
+    ) as caught:
         g.wait(0.5)
     assert not isinstance(caught.value, KlingError)
     assert "running" in g.summary()
@@ -201,7 +203,7 @@ def test_close_releases_every_model(sim: GatewaySimulator, client: KlingClient, 
     live = list(ipywidgets.widgets.widget._instances.values())
     shared = {m.comm for m in live if _base.is_shared(m)}  # layouts and styles of every card, never closed
     assert all(c.closed for c in comms if c not in shared)
-    assert not any(isinstance(w, (TaskGallery, TaskStatusWidget)) for w in live)
+    assert not [w for w in live if isinstance(w, (TaskGallery, TaskStatusWidget))]
 
 
 def test_an_own_client_is_closed_with_the_gallery(
@@ -302,4 +304,112 @@ def test_generate_many_refuses_a_bad_option_before_any_post(
 ) -> None:
     with pytest.raises(ValueError, match="poll_interval"):
         generate_many(["a", "b"], client=client, poll_interval=0)
+    # Options that only fail together: found before the submitter's thread starts (it would strand the batch).
+    with pytest.raises(ValueError, match="master"):
+        generate_many(["a", "b"], client=client, mode="master")
+    with pytest.raises(ValueError, match="concurrency"):
+        generate_many(["a", "b"], client=client, concurrency=0)
+    with pytest.raises(ValueError, match="unknown column"):
+        generate_many(["a"], client=client, duraton="5")
     assert posts(sim) == 0
+
+
+# -- batches that finish (issue 10, item 5) -------------------------------------------------------------
+
+
+def test_ten_prompts_at_concurrency_3_over_a_limit_of_3_all_succeed() -> None:
+    with (
+        GatewaySimulator(scenario=Scenario(polls=(1, 2)), max_parallel=3) as sim,
+        KlingClient(base_url=sim.url, api_key=sim.api_key) as client,
+    ):
+        g = generate_many([f"prompt {i}" for i in range(10)], client=client, concurrency=3, **FAST)
+        try:
+            assert [card is None for card in g.cards].count(True) >= 7  # shown at once, waiting
+            tasks = g.wait(WAIT)
+            assert [t.status for t in tasks] == [TaskStatus.SUCCESS] * 10
+            assert g.failed == []
+            assert sim.peak_unfinished <= 3
+            assert [r.status for r in sim.requests() if r.method == "POST"] == [200] * 10
+            assert g.summary().startswith("10 tasks · 10 done · ")
+            assert all(isinstance(card, TaskStatusWidget) for card in g.cards)
+            # wait() also waited for every card's kept file, and the static fallback says where each went
+            assert all(len(card.kept) == 1 for card in g.cards)  # type: ignore[union-attr]
+            assert g.static_bundle()["text/html"].count("Kept as ") == 10
+        finally:
+            g.close()
+
+
+def test_a_429_on_the_post_waits_and_never_fails_a_prompt() -> None:
+    with (
+        GatewaySimulator(scenario=Scenario(polls=(1, 2)), max_parallel=2) as sim,
+        KlingClient(base_url=sim.url, api_key=sim.api_key) as client,
+    ):
+        g = generate_many([f"prompt {i}" for i in range(5)], client=client, **FAST)  # no limit of our own
+        try:
+            assert len(g.wait(WAIT)) == 5
+            assert g.failed == []
+            statuses = [r.status for r in sim.requests() if r.method == "POST"]
+            assert statuses.count(200) == 5
+            assert 429 in statuses  # the gateway's limit held the queue
+        finally:
+            g.close()
+
+
+def test_closing_the_gallery_midway_sends_no_further_post(sim: GatewaySimulator, client: KlingClient) -> None:
+    sim.scenario = FOREVER
+    g = generate_many([f"prompt {i}" for i in range(10)], client=client, concurrency=2, **FAST)
+    deadline = time.monotonic() + WAIT
+    while posts(sim) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    g.close()
+    assert g._submitter is not None
+    assert g._submitter.wait(WAIT)
+    time.sleep(0.3)
+    assert posts(sim) == 2
+
+
+def test_stop_all_turns_the_waiting_prompts_into_not_submitted_cards(
+    sim: GatewaySimulator, client: KlingClient
+) -> None:
+    sim.scenario = FOREVER
+    g = generate_many(["a", "b", "c"], client=client, concurrency=1, **FAST)
+    try:
+        deadline = time.monotonic() + WAIT
+        while not isinstance(g.cards[0], TaskStatusWidget) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        g._stop_all.click()
+        assert g.wait(WAIT) == []
+        assert [e.code for e in g.failed] == ["stopped", "not_sent", "not_sent"]
+        assert posts(sim) == 1
+        assert "Not submitted: The batch stopped" in g.static_bundle()["text/html"]
+    finally:
+        g.close()
+
+
+def test_a_post_without_an_answer_becomes_an_unknown_card(sim: GatewaySimulator, client: KlingClient) -> None:
+    sim.drop_next_submits(1)
+    g = generate_many(["lost", "fine"], client=client, **FAST)
+    try:
+        assert len(g.wait(WAIT)) == 1
+        (error,) = g.failed
+        assert error.code == "unknown"
+        assert "may be charged, but its id was not returned" in str(error)
+        assert "1 done · 1 unknown" in g.summary()
+        assert "Unknown — may have been charged; its id was not returned: " in g.static_bundle()["text/html"]
+        assert posts(sim) == 2  # never sent again
+    finally:
+        g.close()
+
+
+def test_waiting_cards_turn_live_without_a_model_more(
+    sim: GatewaySimulator, client: KlingClient, comms: list[Any]
+) -> None:
+    g = generate_many(["a", "b"], client=client, keep=False, **FAST)
+    try:
+        g.wait(WAIT)
+        html_models = [
+            c for c in comms if (c.open_data or {}).get("state", {}).get("_model_name") == "HTMLModel"
+        ]
+        assert len(html_models) == 3  # the summary, and one per card: the waiting card's, reused
+    finally:
+        g.close()

@@ -21,7 +21,7 @@ def utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=timezone.utc)
 
 
-# The examples of gateway-api.md, verbatim.
+# The gateway's documented examples, verbatim (docs/gateway.md, "Example answers" shows two).
 NOT_START_68 = json.loads("""{
     "code": "success",
     "message": "",
@@ -120,7 +120,8 @@ KLING_CREATE_102 = json.loads(
 
 VIDEO_URL_611 = SUCCESS_611["data"]["data"]["data"]["task_result"]["videos"][0]["url"]
 
-# Upstream New API ≥ 2026-02-10 (gateway-api.md §11): public task id, result_url, fixed fail_reason.
+# Upstream New API ≥ 2026-02-10: public task id, result_url, fixed fail_reason
+# (docs/gateway.md, "Upstream New API differences").
 UPSTREAM_ID = "task_0123456789abcdefghijklmnopqrstuv"
 UPSTREAM_SUBMIT = {**SUBMIT_41, "id": UPSTREAM_ID, "task_id": UPSTREAM_ID, "status": "queued"}
 
@@ -368,7 +369,7 @@ def test_submission_without_id(payload: object) -> None:
         ("processing", TaskStatus.IN_PROGRESS),
         ("succeed", TaskStatus.SUCCESS),
         ("failed", TaskStatus.FAILURE),
-        # OpenAI-video status (gateway-api.md §6.6)
+        # OpenAI-video status (docs/gateway.md, "The OpenAI-video shape")
         ("queued", TaskStatus.QUEUED),
         ("in_progress", TaskStatus.IN_PROGRESS),
         ("completed", TaskStatus.SUCCESS),

@@ -48,6 +48,12 @@ UNSAFE_URLS = [
 TEXT2VIDEO = "/kling/v1/videos/text2video/"
 
 
+@pytest.fixture(autouse=True)
+def no_keeping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests read the request log and the card's HTML: no video download in between."""
+    monkeypatch.setenv("KLING_WIDGETS_KEEP", "0")
+
+
 @pytest.fixture
 def widgets() -> Iterator[list[TaskStatusWidget]]:
     """Widgets a test made; all closed afterwards."""

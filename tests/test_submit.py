@@ -7,6 +7,7 @@ server that records them.
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import logging
 from collections.abc import Iterator
@@ -99,6 +100,14 @@ def test_a_camera_preset_is_sent_without_config(wire: KlingClient, gateway: Loop
     assert sent_body(gateway)["camera_control"] == {"type": "forward_up"}
 
 
+def test_an_option_given_as_none_takes_its_default(wire: KlingClient, gateway: Loopback) -> None:
+    # The shared options' types allow None wherever leaving the option out has a default.
+    wire.text2video("a corgi", duration=None, mode=None, negative_prompt=None, sound=None)
+    body = sent_body(gateway)
+    assert (body["duration"], body["mode"]) == ("5", "std")
+    assert not {"negative_prompt", "sound"} & set(body)
+
+
 def test_image2video_sends_local_files_as_raw_base64(
     wire: KlingClient, gateway: Loopback, tmp_path: Path
 ) -> None:
@@ -140,8 +149,20 @@ def test_an_unknown_option_is_refused_naming_the_accepted_ones(
     with pytest.raises(TypeError, match=r"'sond'.*did you mean sound.*cfg_scale, sound, camera_control"):
         client.text2video("a corgi", **options)
     with pytest.raises(TypeError, match=r"image2video\(\).*'watermark'.*image_tail"):
-        client.image2video("https://example.com/cat.png", "it blinks", watermark=True)  # type: ignore[arg-type]
+        client.image2video("https://example.com/cat.png", "it blinks", watermark=True)  # type: ignore[call-arg]
     assert sim.requests() == []
+
+
+def test_the_signature_names_every_shared_option_with_its_default() -> None:
+    # Jupyter's Shift-Tab and IPython's keyword completion read inspect.signature, not the Unpack type.
+    text = inspect.signature(KlingClient.text2video).parameters
+    assert list(text)[:4] == ["self", "prompt", "model_name", "duration"]
+    assert (text["model_name"].default, text["aspect_ratio"].default) == ("kling-v2-6", "16:9")
+    assert list(text)[-1] == "source"
+    assert inspect.signature(KlingClient.omni_video).parameters["model_name"].default == "kling-v3-omni"
+    multi = inspect.signature(KlingClient.multi_image2video).parameters
+    assert "mode" in multi
+    assert "sound" not in multi
 
 
 BAD_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [

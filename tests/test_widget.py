@@ -1,18 +1,23 @@
 """TaskStatusWidget against the real simulator over HTTP, with ipywidgets' comm-less set-up.
 
 Outside a kernel ipywidgets uses a ``DummyComm``; the ``comms`` fixture swaps in a recording comm where a
-test needs to see which models were opened and closed (jupyter-widgets.md §6.1). No timing asserts: tests
-wait for final states with generous bounds and check texts, styles, orderings and request counts.
+test needs to see which models were opened and closed (docs/testing.md, "Widget tests without a kernel").
+No timing asserts: tests wait for final states with generous bounds and check texts, styles, orderings and
+request counts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
+from importlib import resources
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import ipywidgets
@@ -37,8 +42,10 @@ from kling_widgets import (
     TransportError,
     Video,
     _base,
+    _frontend,
     generate,
 )
+from kling_widgets._frontend import VSCODE_PLAYBACK_NOTE
 from kling_widgets._poller import Update, WatchState
 from kling_widgets._view import View, describe, estimate_progress
 from kling_widgets.simulator import VIDEO_PATH_PREFIX, Fault, GatewaySimulator, Scenario
@@ -146,7 +153,7 @@ def test_success_shows_the_clip_in_a_player_with_links(sim: GatewaySimulator, wa
     assert " download>Download</a>" in links
     expires = task.videos[0].expires_at
     assert expires is not None
-    assert links.endswith(f"link expires {expires.day} {expires:%b} {expires.year}</div>")
+    assert f"link expires {expires.day} {expires:%b} {expires.year}</div><div>Kept as " in links
 
 
 def test_states_progress_and_lines_in_order(sim: GatewaySimulator, watch: Any) -> None:
@@ -452,6 +459,25 @@ def test_rerunning_a_cell_closes_the_widgets_it_made(
     assert len(shell.handlers) == 1  # hooked once
 
 
+def test_a_widget_made_on_another_thread_belongs_to_no_cell(
+    sim: GatewaySimulator, watch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's card is made on the submitter's thread while a cell runs: re-running that cell keeps it."""
+    shell = FakeShell()
+    monkeypatch.setattr(_base, "get_ipython", lambda: shell)
+    monkeypatch.setattr(_base, "REGISTRY", _base.CellRegistry())
+    made: list[TaskStatusWidget] = []
+
+    def make_elsewhere() -> None:
+        worker = threading.Thread(target=lambda: made.append(watch(sim.add_task(FOREVER))))
+        worker.start()
+        worker.join()
+
+    shell.run_cell("cell-A", make_elsewhere)
+    shell.run_cell("cell-A", lambda: None)
+    assert made[0].comm is not None
+
+
 def test_observers_run_on_the_polling_thread_only_once_per_change(sim: GatewaySimulator, watch: Any) -> None:
     widget = watch(sim.add_task(), autostart=False)
     threads: set[str] = set()
@@ -496,7 +522,7 @@ def test_a_widget_shows_its_final_state_when_wait_returns(sim: GatewaySimulator,
 
 
 def test_fallback_bundle_after_success(sim: GatewaySimulator, watch: Any) -> None:
-    widget = watch(sim.add_task())
+    widget = watch(sim.add_task(), keep=False)
     queued = widget._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in queued
     assert "Kling · " in queued["text/html"]
@@ -547,7 +573,7 @@ def test_display_records_a_handle_and_refreshes_it_once_at_the_end(
         return handle
 
     monkeypatch.setattr(_base, "display", fake_display)
-    widget = watch(sim.add_task(), autostart=False)
+    widget = watch(sim.add_task(), autostart=False, keep=False)
 
     widget._ipython_display_()
     widget.start().wait(WAIT)
@@ -781,6 +807,8 @@ def test_a_failure_after_the_post_carries_the_task_id_and_is_logged(
     assert isinstance(caught.value.__cause__, RuntimeError)
     warnings = [r for r in caplog.records if r.levelname == "WARNING" and post.task_id in r.getMessage()]
     assert warnings
+    live = ipywidgets.widgets.widget._instances.values()
+    assert not [w for w in live if isinstance(w, TaskStatusWidget) and w.task_id == post.task_id]
 
 
 # -- updates only when something visible changed (issue 9, item 11) -----------------------------------
@@ -800,3 +828,190 @@ def test_a_poll_that_changes_nothing_visible_sends_nothing(comms: list[Recording
         assert line(widget) == "Queued · 0:15"
     finally:
         widget.close()
+
+
+# -- kept videos (issue 10, item 4) ----------------------------------------------------------------------
+
+
+def clip_digest() -> str:
+    return hashlib.sha256(
+        resources.files("kling_widgets").joinpath("_data/demo.mp4").read_bytes()
+    ).hexdigest()
+
+
+def test_success_keeps_the_video_by_default_and_the_card_says_where(
+    sim: GatewaySimulator, watch: Any, private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(private_home)  # the kernel's working folder: the notebook's
+    monkeypatch.delenv("KLING_WIDGETS_KEEP")
+    task_id = sim.add_task()
+    widget = watch(task_id)
+    widget.wait(WAIT)  # returns once keeping is over
+    kept = private_home / "kling-videos" / f"{task_id}.mp4"
+    assert widget.kept == (kept,)
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() == clip_digest()
+    assert (private_home / "kling-videos" / f"{task_id}.json").exists()
+    block = text(widget).value
+    assert block.count("<video ") == 1  # the player stays
+    assert block.endswith(f"<div>Kept as kling-videos/{task_id}.mp4</div>")
+    assert f"Kept as kling-videos/{task_id}.mp4" in widget.static_bundle()["text/html"]
+    assert f"Kept as kling-videos/{task_id}.mp4" in widget.static_bundle()["text/plain"]
+
+
+def test_the_kept_line_reaches_the_static_fallback_through_the_display_handle(
+    sim: GatewaySimulator, watch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = FakeHandle()
+    monkeypatch.setattr(_base, "display", lambda obj, **kwargs: handle)
+    widget = watch(sim.add_task(), autostart=False)
+    widget._ipython_display_()
+    widget.start().wait(WAIT)
+    (final, _), (kept, _) = handle.updates  # the end, then the end with the kept file
+    assert "Kept as " not in final["text/html"]
+    assert f"<div>Kept as {widget.kept[0]}</div>" in kept["text/html"]
+    assert "<video src=" in kept["text/html"]
+
+
+def test_keep_false_a_folder_and_keep_off(
+    sim: GatewaySimulator, watch: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    off = watch(sim.add_task(), keep=False)
+    off.wait(WAIT)
+    assert off.kept == ()
+    assert "Kept" not in text(off).value
+
+    folder = watch(sim.add_task(), keep=tmp_path / "mine")
+    folder.wait(WAIT)
+    assert [p.parent for p in folder.kept] == [tmp_path / "mine"]
+    assert f"Kept as {tmp_path / 'mine' / (folder.task_id + '.mp4')}" in text(folder).value
+
+    monkeypatch.setenv("KLING_WIDGETS_KEEP", "0")
+    default_off = watch(sim.add_task())
+    default_off.wait(WAIT)
+    assert default_off.kept == ()
+    assert "Kept" not in text(default_off).value
+    with pytest.raises(TypeError, match="keep must be"):
+        watch(sim.add_task(), keep=3)
+
+
+@pytest.mark.parametrize("sim", [Scenario(polls=(1, 1), url_lifetime=-60)], indirect=True)
+def test_a_video_that_cannot_be_kept_says_why_and_keeps_the_player(sim: GatewaySimulator, watch: Any) -> None:
+    widget = watch(sim.add_task())
+    widget.wait(WAIT)
+    block = text(widget).value
+    assert widget.kept == ()
+    assert block.count("<video ") == 1
+    assert re.search(r"<div>Not kept: Cannot keep \d+: its video link expired on .*</div>$", block), block
+
+
+def test_keeping_never_holds_up_polling(sim: GatewaySimulator, watch: Any, client: KlingClient) -> None:
+    """A keep that hangs (the video host never answers) leaves the engine free: another task finishes."""
+    gate = threading.Event()
+    real = client.download
+
+    def slow_download(*args: Any, **kwargs: Any) -> Any:
+        gate.wait(WAIT)
+        return real(*args, **kwargs)
+
+    client.download = slow_download  # type: ignore[method-assign]
+    first = watch(sim.add_task(), client=client)
+    wait_for(lambda: first.status == "SUCCESS")
+    assert not first.done()
+    second = watch(sim.add_task(), keep=False)
+    assert second.wait(WAIT).status is TaskStatus.SUCCESS
+    assert not first.done()
+    with pytest.raises(TimeoutError):
+        first.wait(0.1)
+    gate.set()
+    first.wait(WAIT)
+    assert len(first.kept) == 1
+
+
+def test_generate_passes_keep_through(sim: GatewaySimulator, client: KlingClient, tmp_path: Path) -> None:
+    widget = generate("a corgi", client=client, keep=tmp_path, **FAST)
+    try:
+        widget.wait(WAIT)
+        assert [p.name for p in widget.kept] == [f"{widget.task_id}.mp4"]
+    finally:
+        widget.close()
+    with pytest.raises(TypeError, match="keep must be"):
+        generate("a corgi", client=client, keep=1.5)
+    assert sum(1 for r in sim.requests() if r.method == "POST") == 1
+
+
+# -- front-ends (issue 9, items 9 and 10) ----------------------------------------------------------------
+
+
+def test_vscode_shows_the_note_beside_the_link_instead_of_a_player(
+    sim: GatewaySimulator, watch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KLING_WIDGETS_FRONTEND", "vscode")
+    widget = watch(sim.add_task(), keep=False)
+    task = widget.wait(WAIT)
+    note = html.escape(VSCODE_PLAYBACK_NOTE)
+    for shown in (text(widget).value, widget.static_bundle()["text/html"]):
+        assert "<video" not in shown
+        assert ">Open in new tab</a>" in shown
+        assert "</span> · link expires" in shown
+        assert shown.count(note) == 1
+        assert html.escape(task.video_url, quote=True) in shown
+
+
+def test_colab_hands_every_write_to_the_main_thread_and_wait_does_not_need_it(
+    sim: GatewaySimulator, watch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside a kernel `deliver` runs at once; a stand-in main-thread queue shows what goes through it."""
+    monkeypatch.setenv("KLING_WIDGETS_FRONTEND", "colab")
+    queued: list[Callable[[], None]] = []
+    monkeypatch.setattr(_frontend, "_main_thread_queue", lambda: SimpleNamespace(put=queued.append))
+    widget = watch(sim.add_task())
+    assert widget.frontend is _frontend.Frontend.COLAB
+    widget.wait(WAIT)  # released by the polling and keeping threads, not by the queued writes
+    assert (widget.status, widget.progress, line(widget)) == ("", 0, "Checking the task…")  # nothing applied
+    assert queued
+    for update in queued:  # what the kernel's main thread would run, in order
+        update()
+    assert (widget.status, widget.progress) == ("SUCCESS", 100)
+    assert line(widget).startswith("Done in ")
+    assert "<div>Kept as " in text(widget).value
+
+
+# -- routes ----------------------------------------------------------------------------------------------
+
+IMAGE_URL = "https://example.com/cat.png"
+
+
+@pytest.mark.parametrize(
+    ("submit", "route"),
+    [
+        (lambda client: client.text2video("a corgi"), "text2video"),
+        (lambda client: client.omni_video("a corgi", duration=7), "omni-video"),
+        (lambda client: client.multi_image2video([IMAGE_URL], "a corgi"), "multi-image2video"),
+    ],
+    ids=["text2video", "omni-video", "multi-image2video"],
+)
+def test_a_task_is_watched_on_its_own_route(
+    sim: GatewaySimulator, client: KlingClient, submit: Any, route: str
+) -> None:
+    task = submit(client)
+    widget = TaskStatusWidget(task, client=client, keep=False, **FAST)
+    try:
+        assert widget.wait(WAIT).status is TaskStatus.SUCCESS
+    finally:
+        widget.close()
+    paths = {r.path for r in sim.requests(task.task_id) if r.method == "GET"}
+    assert paths == {f"/kling/v1/videos/{route}/{task.task_id}"}
+
+
+def test_an_id_typed_by_hand_is_watched_on_the_route_it_is_given(
+    sim: GatewaySimulator, client: KlingClient
+) -> None:
+    task_id = client.omni_video("a corgi", duration=7).task_id
+    widget = TaskStatusWidget(task_id, client=client, endpoint="omni-video", keep=False, **FAST)
+    try:
+        assert widget.wait(WAIT).endpoint == "omni-video"
+    finally:
+        widget.close()
+    assert {r.path for r in sim.requests(task_id) if r.method == "GET"} == {
+        f"/kling/v1/videos/omni-video/{task_id}"
+    }

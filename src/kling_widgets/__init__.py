@@ -29,15 +29,19 @@ from ._models import Task, TaskStatus, Video
 from ._version import __version__ as __version__
 
 if TYPE_CHECKING:
+    from ._billing import Balance
     from ._gallery import TaskGallery, generate_many
+    from ._history import TaskHistory, history, resume
     from ._keep import keep
     from ._ledger import Ledger, LedgerEntry
+    from ._studio import Studio, studio
     from ._widget import TaskStatusWidget, generate
     from .simulator import GatewaySimulator
 
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "Balance",
     "GatewaySimulator",
     "KlingClient",
     "KlingError",
@@ -46,9 +50,11 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "ServerError",
+    "Studio",
     "Task",
     "TaskFailedError",
     "TaskGallery",
+    "TaskHistory",
     "TaskNotFoundError",
     "TaskStatus",
     "TaskStatusWidget",
@@ -57,19 +63,28 @@ __all__ = [
     "Video",
     "generate",
     "generate_many",
+    "history",
     "keep",
+    "resume",
+    "studio",
 ]
 
 # Public names imported on first use (the widgets need ipywidgets), and the module that defines each.
 _LAZY = {
+    "Balance": "._billing",
+    "Studio": "._studio",
+    "studio": "._studio",
     "GatewaySimulator": ".simulator",
     "Ledger": "._ledger",
     "LedgerEntry": "._ledger",
     "keep": "._keep",
     "TaskGallery": "._gallery",
+    "TaskHistory": "._history",
     "TaskStatusWidget": "._widget",
     "generate": "._widget",
     "generate_many": "._gallery",
+    "history": "._history",
+    "resume": "._history",
 }
 
 

@@ -88,11 +88,19 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free port)")
     simulate.add_argument("--speed", type=_positive, default=1.0, help="time-lapse factor (default 1)")
     simulate.add_argument("--api-key", help="the key it accepts (default: a random sk-sim-… key)")
+    simulate.add_argument(
+        "--flavor", choices=("ezmodel", "kling"), default="ezmodel",
+        help="the service it stands in for: the EZmodel gateway (default) or Kling's own API",
+    )  # fmt: skip
     simulate.set_defaults(handler=_simulate)
 
     demo = commands.add_parser("demo", help="open JupyterLab on the example notebooks (simulated gateway)")
     demo.add_argument("--port", type=int, default=None, help="JupyterLab's port (default 8888 if free)")
     demo.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    demo.add_argument(
+        "--flavor", choices=("ezmodel", "kling"), default="ezmodel",
+        help="simulate the EZmodel gateway (default) or Kling's own API when no key is set",
+    )  # fmt: skip
     demo.set_defaults(handler=_demo)
 
     add_commands(commands)  # history, keep, resume, batch: the ledger's commands
@@ -156,12 +164,12 @@ def _watch(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from .simulator import GatewaySimulator
 
-    sim = GatewaySimulator(api_key=args.api_key, port=args.port, speed=args.speed).start()
-    print(f"Gateway simulator running at {sim.url}")
-    print(f"API key: {sim.api_key}")
+    sim = GatewaySimulator(api_key=args.api_key, port=args.port, speed=args.speed, flavor=args.flavor).start()
+    service = "Kling API" if args.flavor == "kling" else "Gateway"
+    print(f"{service} simulator running at {sim.url}")
     print("Point kling-widgets at it (in the shell that runs Jupyter or Python):")
-    print(f"  export EZMODEL_BASE_URL={shlex.quote(sim.url)}")
-    print(f"  export EZMODEL_API_KEY={shlex.quote(sim.api_key)}")
+    for name, value in sim.environment().items():
+        print(f"  export {name}={shlex.quote(value)}")
     print("Press Ctrl-C to stop.", flush=True)
     sim.serve_forever()  # returns after Ctrl-C, with the server stopped
     print("Stopped.", file=sys.stderr)
@@ -171,7 +179,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo  # pulls in Jupyter-side machinery; only this command needs it
 
-    return run_demo(port=args.port, open_browser=not args.no_browser)
+    return run_demo(port=args.port, open_browser=not args.no_browser, flavor=args.flavor)
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -183,6 +191,7 @@ def _task_json(task: Task) -> dict[str, Any]:
 
     return {
         "task_id": task.task_id,
+        "endpoint": task.endpoint,
         "status": task.status.value,
         "progress": task.progress,
         "video_url": task.video_url,

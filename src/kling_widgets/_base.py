@@ -3,8 +3,8 @@
 `KlingWidget` is the one base of `TaskStatusWidget`, `TaskGallery` and the widgets to come. It
 
 - closes once (idempotent, any thread): the subclass's `_release` hook first (stop watching), then every
-  child model it made *and* their layout and style models (`Widget.close` closes neither;
-  jupyter-widgets.md §4), then itself, then the client it owns;
+  child model it made *and* their layout and style models (`Widget.close` closes neither; see
+  docs/architecture.md, "Closing, cell re-runs and kernel shutdown"), then itself, then the client it owns;
 - shares layout and style models: `shared_layout` and `shared_style` hand out one model per set of
   properties for every card in the process (never closed per card), because nbclient and "save widget
   state" keep every model a card ever made (docs/architecture.md, "Saved notebooks");
@@ -12,7 +12,10 @@
   bundle (`static_bundle`: ``text/plain`` and ``text/html``, no widget view), so nbconvert, GitHub and an
   untrusted reopen show the final state without the widgets JavaScript;
 - closes what a notebook cell made when that cell runs again (`REGISTRY`);
-- owns its `KlingClient` when it built it, or when handed one with ``owns_client=True``.
+- owns its `KlingClient` when it built it, or when handed one with ``owns_client=True``;
+- knows its front-end (`kling_widgets._frontend.detect`, once, on the cell's thread) and sends every widget
+  write of the polling side through `KlingWidget.deliver`, which in Colab runs it on the kernel's main thread
+  (docs/frontends.md, "Colab and background updates").
 
 No lock is held while trait observers, display calls that could reach user code, or callbacks run.
 """
@@ -24,7 +27,7 @@ import math
 import threading
 import weakref
 from abc import abstractmethod
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -33,6 +36,8 @@ from IPython import get_ipython
 from IPython.display import display
 
 from ._client import ENDPOINTS, KlingClient
+from ._frontend import Frontend, deliver, detect
+from ._models import Task
 
 __all__ = [
     "REGISTRY",
@@ -105,13 +110,19 @@ class WatchOptions:
         Naming the option and what it accepts.
     """
 
-    endpoint: str
+    endpoint: str | None  # None: each task's own route (`Task.endpoint`)
     poll_interval: float
     max_poll_interval: float
     timeout: float | None
 
+    def endpoint_of(self, task: Task | None) -> str:
+        """The route to poll ``task`` on: the one given, else the task's own, else text-to-video."""
+        if self.endpoint is not None:
+            return self.endpoint
+        return task.endpoint if task is not None else "text2video"
+
     def __post_init__(self) -> None:
-        if self.endpoint not in ENDPOINTS:
+        if self.endpoint is not None and self.endpoint not in ENDPOINTS:
             raise ValueError(
                 f"Unknown endpoint {self.endpoint!r}; expected one of {', '.join(sorted(ENDPOINTS))}."
             )
@@ -136,8 +147,9 @@ class CellRegistry:
     """Live widgets by key (a task id) and by the notebook cell that made them.
 
     A new widget for the same key closes the previous one, and re-running a cell closes the widgets that
-    cell made before (IPython's ``pre_run_cell`` carries JupyterLab's and VS Code's cell id;
-    jupyter-widgets.md §4), so stale watchers do not pile up or get saved with the notebook.
+    cell made before (IPython's ``pre_run_cell`` carries JupyterLab's and VS Code's cell id; see
+    docs/architecture.md, "Closing, cell re-runs and kernel shutdown"), so stale watchers do not pile up
+    or get saved with the notebook.
     """
 
     def __init__(self) -> None:
@@ -164,6 +176,10 @@ class CellRegistry:
                 del self._by_key[key]
 
     def _track_cell(self, widget: KlingWidget) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            # Cells run on the main thread; a widget made elsewhere (a batch's card, made when its POST
+            # answers) belongs to no cell, whatever cell happens to be running meanwhile.
+            return
         shell = get_ipython()
         if shell is not None and shell is not self._shell:
             self._shell = shell
@@ -201,6 +217,9 @@ class KlingWidget(ipywidgets.Box):  # type: ignore[misc]  # ipywidgets is untype
         object: never a widget trait, never in HTML, a repr or a log line.
     owns_client : bool
         Close ``client`` when the widget closes (`generate` hands over the client it built this way).
+    frontend : Frontend, optional
+        The front-end to draw for; by default `detect` tells, which works only on the thread that runs
+        the cell (a widget made on another thread gets it from whoever made that thread's work).
     """
 
     _closed = True  # until __init__ runs: Widget.__del__ calls close() even on a half-built widget
@@ -211,21 +230,49 @@ class KlingWidget(ipywidgets.Box):  # type: ignore[misc]  # ipywidgets is untype
         api_key: str | None,
         base_url: str | None,
         owns_client: bool,
+        frontend: Frontend | None = None,
         **kwargs: Any,
     ) -> None:
         # Set first: close() (also run by Widget.__del__) must work on a half-built widget.
         self._lock = threading.RLock()
         self._closed = False
         self._ended = False
+        self._dirty = self._drawing = False  # see redraw
         self._owned: list[Any] = []
         self._handles: list[Any] = []
         self._client_to_close: KlingClient | None = None
         self._client, built = resolve_client(client, api_key, base_url)
         if built or owns_client:
             self._client_to_close = self._client
+        self.frontend = frontend if frontend is not None else detect()
         super().__init__(**kwargs)
 
     # -- lifecycle --------------------------------------------------------------------------------------
+
+    def redraw(self) -> None:
+        """Bring what the widget shows up to date, from any thread.
+
+        Whoever finds no redraw running does it, for every request that comes in meanwhile: one writer at a
+        time. `_writes` reads the state under the lock and returns the writes, which run once it is released
+        (trait observers may be the user's, and may call back into the widget).
+        """
+        with self._lock:
+            self._dirty = True
+            if self._drawing:
+                return
+            self._drawing = True
+        while True:
+            with self._lock:
+                if not self._dirty or self._closed:
+                    self._drawing = False
+                    return
+                self._dirty = False
+                write = self._writes()
+            write()
+
+    def _writes(self) -> Callable[[], None]:
+        """For `redraw`: read what to show (the lock is held) and return the writes that show it."""
+        raise NotImplementedError(f"{type(self).__name__} does not redraw")
 
     def register(self, key: str | None = None) -> None:
         """Join the cell registry (under ``key``, e.g. a task id): call once, at the end of ``__init__``."""
@@ -256,6 +303,15 @@ class KlingWidget(ipywidgets.Box):  # type: ignore[misc]  # ipywidgets is untype
     def _release(self) -> None:
         """Hook: stop what the widget runs (called once, by `close`, before any model is closed)."""
 
+    def deliver(self, update: Callable[[], None]) -> None:
+        """Make widget writes from a background thread where this widget's front-end shows them.
+
+        At once on the calling thread, except in Colab: there on the kernel's main thread, later
+        (`kling_widgets._frontend.deliver`). So ``update`` must not be what a blocked ``wait`` needs:
+        release waiters on the calling thread too.
+        """
+        deliver(update, self.frontend)
+
     # -- display and the static fallback ----------------------------------------------------------------
 
     @abstractmethod
@@ -279,16 +335,15 @@ class KlingWidget(ipywidgets.Box):  # type: ignore[misc]  # ipywidgets is untype
         # Under the lock, so the end cannot land between showing this bundle and recording its handle.
         with self._lock:
             handle = display(self._bundle(), raw=True, display_id=True)  # type: ignore[no-untyped-call]
-            if handle is not None and not (self._ended or self._closed):
+            if handle is not None and not self._closed:
                 self._handles.append(handle)
 
     def _end_display(self) -> None:
-        """Replace every display of this widget by its static bundle (once, when its work has ended)."""
+        """Replace every display of this widget by its static bundle: when its work has ended, and again
+        when what it shows after that changes (a kept video's path)."""
         with self._lock:
-            if self._ended:
-                return
             self._ended = True
-            handles, self._handles = self._handles, []
+            handles = list(self._handles)
         if handles:
             bundle = self.static_bundle()
             for handle in handles:

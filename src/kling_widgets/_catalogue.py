@@ -130,6 +130,23 @@ def _legacy(
     )  # fmt: skip
 
 
+def _omni(
+    model: str,
+    durations: tuple[str, ...],
+    *,
+    sound: bool = False,
+    max_shots: int = 0,
+    video_edit: bool = False,
+    plain_durations: tuple[str, ...] = (),
+) -> ModelSpec:
+    """An omni-video model: every one takes both frames, 7 reference images and a reference video."""
+    return ModelSpec(
+        model, "omni-video", durations, ("std", "pro"), _RATIOS, sound=sound, start_frame=True,
+        end_frame=True, reference_images=7, max_shots=max_shots, video_reference=True,
+        video_edit=video_edit, plain_durations=plain_durations,
+    )  # fmt: skip
+
+
 #: Every model the client knows, per route (docs/models.md, "The table").
 MODELS: tuple[ModelSpec, ...] = (
     # text2video: the gateway's price check allows 5 or 10 s only, whatever Kling allows; cfg_scale is for
@@ -152,35 +169,9 @@ MODELS: tuple[ModelSpec, ...] = (
     _legacy("kling-v1-5", "image2video", cfg_scale=True, end_frame=True),
     _legacy("kling-v1", "image2video", cfg_scale=True, end_frame=True),
     # omni-video: the only route for 3-15 s, multi-shot, video references and editing.
-    *(
-        ModelSpec(
-            model,
-            "omni-video",
-            _seconds(3, 15),
-            ("std", "pro"),
-            _RATIOS,
-            sound=True,
-            start_frame=True,
-            end_frame=True,
-            reference_images=7,
-            max_shots=6,
-            video_reference=True,
-            video_edit=True,
-        )
-        for model in ("kling-v3-omni", "kling-v3")
-    ),
-    ModelSpec(
-        "kling-video-o1",
-        "omni-video",
-        _seconds(3, 10),
-        ("std", "pro"),
-        _RATIOS,
-        start_frame=True,
-        end_frame=True,
-        reference_images=7,
-        video_reference=True,
-        plain_durations=_LEGACY,
-    ),
+    _omni("kling-v3-omni", _seconds(3, 15), sound=True, max_shots=6, video_edit=True),
+    _omni("kling-v3", _seconds(3, 15), sound=True, max_shots=6, video_edit=True),
+    _omni("kling-video-o1", _seconds(3, 10), plain_durations=_LEGACY),
     ModelSpec("kling-v1-6", "multi-image2video", _LEGACY, ("std", "pro"), _RATIOS, reference_images=4),
     # The next two take no model: the model and mode are the source video's. The name only routes the
     # request to the gateway's billing channel for the route.

@@ -25,7 +25,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 import requests
 
@@ -39,6 +39,7 @@ from ._backend import (
     Backend,
     choose_backend,
 )
+from ._billing import SUBSCRIPTION_PATH, USAGE_PATH, Balance, parse_balance
 from ._errors import (
     APIError,
     KlingError,
@@ -52,11 +53,20 @@ from ._files import SNIFF_BYTES, file_name, not_a_video, publish, video_kind
 from ._http import CONNECT_TIMEOUT, Answer, GatewayHTTP
 from ._ledger import Ledger, shared_ledger
 from ._models import Task, TaskStatus, parse_submission, parse_task
-from ._params import dynamic_masks_field, image_field, refuse_unknown, video_body
+from ._params import (
+    KlingOptions,
+    VideoOptions,
+    dynamic_masks_field,
+    image_field,
+    refuse_unknown,
+    shows_options,
+    video_body,
+)
 from ._routes import (
     Face,
     FaceSession,
     ImageInput,
+    OmniOptions,
     VideoSource,
     extend_body,
     identify_face_body,
@@ -68,11 +78,17 @@ from ._routes import (
 from ._schedule import MAX_RETRY_AFTER, PollPolicy, retry_delay
 from ._text import clean_text, strip_credentials
 
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:  # annotations only: no runtime dependency on typing_extensions
+    from typing_extensions import Unpack
+
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_BASE_URL", "ENDPOINTS", "KlingClient"]
 
 logger = logging.getLogger("kling_widgets")
 
-#: Kling task endpoints under ``/kling/v1/videos/`` that answer ``GET …/{task_id}`` (gateway-api.md §2.1).
+#: Kling task endpoints under ``/kling/v1/videos/`` that answer ``GET …/{task_id}``
+#: (docs/gateway.md, "Routes").
 ENDPOINTS = frozenset(
     {
         "text2video",
@@ -129,6 +145,50 @@ class KlingClient:
     token_lifetime : float
         Kling keys only: seconds each JWT is valid (Kling's maximum, 30 minutes, by default); a new one is
         made when less than a sixth is left.
+
+    Video options
+    -------------
+    The keyword options `text2video`, `image2video`, `omni_video` and `multi_image2video` share; each
+    method names those it takes, and any other keyword is a `TypeError` that lists them. Every value is
+    checked against the model catalogue (docs/models.md) before anything is sent. An option left out, or
+    None where its type allows it, takes the default said here.
+
+    model_name : str
+        A model the route takes (``kling_widgets.models_for(route)``), by default the route's first:
+        ``"kling-v2-6"`` for text2video and image2video (also ``"kling-v3"``, ``"kling-v2-5-turbo"``,
+        ``"kling-v2-1-master"``, ...); ``"kling-v3-omni"`` for omni-video (``"kling-v3"`` takes the same
+        options; ``"kling-video-o1"`` 3-10 s, 5 or 10 without frames or a reference video, no sound, shots
+        or editing); ``"kling-v1-6"``, the only one, for multi-image2video.
+    duration : str or int, optional
+        Seconds, ``"5"`` by default; ``"5"`` or ``"10"`` (the gateway prices no other there) except on
+        omni-video, which takes 3-15 s but no duration with ``shots`` (each shot has its own) nor when
+        editing a video (the result keeps its length). Always sent as a string: the gateway rejects a
+        JSON number.
+    aspect_ratio : str
+        ``"16:9"`` (the default), ``"9:16"`` or ``"1:1"``. Always sent, since the gateway's own default is
+        1:1; omni-video leaves it out when editing a video.
+    mode : str, optional
+        ``"std"`` (720p) or ``"pro"`` (1080p); ``"master"`` for ``*-master`` models, which take only that.
+        By default the model's first mode (``"std"``, or ``"master"``).
+    negative_prompt : str, optional
+        What to avoid (at most 2500 characters).
+    sound : str, optional
+        Not multi_image2video. ``"on"`` or ``"off"``: generate audio (``"on"`` only for kling-v2-6,
+        kling-v3 and kling-v3-omni; it raises the price).
+    cfg_scale : float, optional
+        text2video and image2video. How closely to follow the prompt, 0 to 1 (the gateway sends 0.5).
+        kling-v1.x models only: Kling ignores it on later ones, so it is refused there.
+    camera_control : mapping, optional
+        text2video and image2video. ``{"type": "simple", "config": {"zoom": 5}}``: exactly one of
+        ``horizontal``, ``vertical``, ``pan``, ``tilt``, ``roll``, ``zoom`` non-zero, in [-10, 10]; or a
+        preset type without config: ``"down_back"``, ``"forward_up"``, ``"right_turn_forward"``,
+        ``"left_turn_forward"``.
+    callback_url : str, optional
+        An http(s) URL Kling itself POSTs its raw task JSON to when the status changes.
+    external_task_id : str, optional
+        Your own id for the task, unique per account (the gateway cannot be queried by it). With Kling
+        keys, one is chosen (``kw-`` + 32 hex digits) when not given, and `find_task` finds the task by
+        it; a submission whose answer was lost is found that way, never sent twice.
 
     Examples
     --------
@@ -229,62 +289,21 @@ class KlingClient:
 
     # -- submitting -------------------------------------------------------------------------------
 
-    def text2video(
-        self,
-        prompt: str,
-        *,
-        model_name: str = "kling-v2-6",
-        duration: str | int = "5",
-        aspect_ratio: str = "16:9",
-        mode: str | None = None,
-        negative_prompt: str | None = None,
-        cfg_scale: float | None = None,
-        sound: str | None = None,
-        camera_control: Mapping[str, Any] | None = None,
-        callback_url: str | None = None,
-        external_task_id: str | None = None,
-        source: str | None = None,
-        **unknown: NoReturn,
-    ) -> Task:
+    @shows_options(VideoOptions, "text2video")
+    def text2video(self, prompt: str, *, source: str | None = None, **options: Unpack[VideoOptions]) -> Task:
         """Submit a text-to-video task. Every option is checked first; the POST is sent once, never retried.
 
         Parameters
         ----------
         prompt : str
             What to generate (non-blank; at most 2500 characters).
-        model_name : str
-            A Kling model this route takes (``kling_widgets.models_for("text2video")``), e.g.
-            ``"kling-v2-6"``, ``"kling-v3"``, ``"kling-v2-5-turbo"``, ``"kling-v2-1-master"``. Every option
-            is checked against the model catalogue (docs/models.md).
-        duration : str or int
-            Seconds, ``"5"`` or ``"10"`` (the gateway prices no other here; `omni_video` takes 3-15 s).
-            Always sent as a string: the gateway rejects a JSON number.
-        aspect_ratio : str
-            ``"16:9"``, ``"9:16"`` or ``"1:1"``. Always sent: the gateway's own default is 1:1.
-        mode : str, optional
-            ``"std"`` (720p) or ``"pro"`` (1080p); ``"master"`` for ``*-master`` models, which take only
-            that. By default the model's first mode (``"std"``, or ``"master"``).
-        negative_prompt : str, optional
-            What to avoid (at most 2500 characters).
-        cfg_scale : float, optional
-            How closely to follow the prompt, 0 to 1 (the gateway sends 0.5). kling-v1.x models only:
-            Kling ignores it on later ones, so it is refused there.
-        sound : str, optional
-            ``"on"`` or ``"off"``: generate audio (``"on"`` only for kling-v2-6 and kling-v3; it raises the
-            price).
-        camera_control : mapping, optional
-            ``{"type": "simple", "config": {"zoom": 5}}``: exactly one of ``horizontal``, ``vertical``,
-            ``pan``, ``tilt``, ``roll``, ``zoom`` non-zero, in [-10, 10]; or a preset type without config:
-            ``"down_back"``, ``"forward_up"``, ``"right_turn_forward"``, ``"left_turn_forward"``.
-        callback_url : str, optional
-            An http(s) URL Kling itself POSTs its raw task JSON to when the status changes.
-        external_task_id : str, optional
-            Your own id for the task, unique per account (the gateway cannot be queried by it). With
-            Kling keys, one is chosen (``kw-`` + 32 hex digits) when not given, and `find_task` finds the
-            task by it; a submission whose answer was lost is found that way, never sent twice.
         source : str, optional
             A label stored with the ledger entry (not sent), e.g. ``"prompts.csv#17"``: batches find
             their rows again with it to resume.
+        **options
+            The video options (`KlingClient`, "Video options"): ``model_name`` (``"kling-v2-6"`` by
+            default), ``duration``, ``aspect_ratio``, ``mode``, ``negative_prompt``, ``cfg_scale``,
+            ``sound``, ``camera_control``, ``callback_url``, ``external_task_id``.
 
         Returns
         -------
@@ -301,43 +320,20 @@ class KlingClient:
             The gateway refused the task, or could not be reached. If the gateway answered with a task id
             but something failed afterwards, the error's ``task_id`` holds it.
         """
-        refuse_unknown(self.text2video, unknown)
-        body = video_body(
-            "text2video",
-            prompt,
-            model_name=model_name,
-            duration=duration,
-            aspect_ratio=aspect_ratio,
-            mode=mode,
-            negative_prompt=negative_prompt,
-            cfg_scale=cfg_scale,
-            sound=sound,
-            camera_control=camera_control,
-            callback_url=callback_url,
-            external_task_id=external_task_id,
-        )
-        return self._submit("text2video", body, source)
+        refuse_unknown(self.text2video, options)
+        return self._submit("text2video", video_body("text2video", prompt, options), source)
 
+    @shows_options(VideoOptions, "image2video")
     def image2video(
         self,
         image: str | os.PathLike[str],
         prompt: str,
         *,
-        model_name: str = "kling-v2-6",
-        duration: str | int = "5",
-        aspect_ratio: str = "16:9",
-        mode: str | None = None,
-        negative_prompt: str | None = None,
         image_tail: str | os.PathLike[str] | None = None,
         static_mask: str | os.PathLike[str] | None = None,
         dynamic_masks: Sequence[Mapping[str, Any]] | None = None,
-        cfg_scale: float | None = None,
-        sound: str | None = None,
-        camera_control: Mapping[str, Any] | None = None,
-        callback_url: str | None = None,
-        external_task_id: str | None = None,
         source: str | None = None,
-        **unknown: NoReturn,
+        **options: Unpack[VideoOptions],
     ) -> Task:
         """Submit an image-to-video task. Every option is checked first; the POST is sent once, never retried.
 
@@ -350,8 +346,6 @@ class KlingClient:
             10 MB (Kling also wants at least 300 px and an aspect ratio between 1:2.5 and 2.5:1).
         prompt : str
             What should happen (non-blank: the gateway requires it for image-to-video too).
-        model_name, duration, aspect_ratio, mode, negative_prompt
-            As for `text2video`.
         image_tail : str or path-like, optional
             The last frame, in any form ``image`` takes (not for the ``*-master`` models).
         static_mask : str or path-like, optional
@@ -359,7 +353,7 @@ class KlingClient:
         dynamic_masks : sequence of mappings, optional
             Motion brush: up to 6 ``{"mask": image, "trajectories": [{"x": int, "y": int}, ...]}`` with 2
             to 77 points each.
-        cfg_scale, sound, camera_control, callback_url, external_task_id, source
+        source, **options
             As for `text2video`.
 
         Returns
@@ -376,25 +370,9 @@ class KlingClient:
         KlingError
             The gateway refused the task, or could not be reached; ``task_id`` as for `text2video`.
         """
-        refuse_unknown(self.image2video, unknown)
+        refuse_unknown(self.image2video, options)
         body: dict[str, Any] = {"image": image_field("image", image)}
-        body.update(
-            video_body(
-                "image2video",
-                prompt,
-                model_name=model_name,
-                duration=duration,
-                aspect_ratio=aspect_ratio,
-                mode=mode,
-                negative_prompt=negative_prompt,
-                cfg_scale=cfg_scale,
-                sound=sound,
-                camera_control=camera_control,
-                callback_url=callback_url,
-                external_task_id=external_task_id,
-                end_frame=image_tail is not None,
-            )
-        )
+        body.update(video_body("image2video", prompt, options, end_frame=image_tail is not None))
         if image_tail is not None:
             body["image_tail"] = image_field("image_tail", image_tail)
         if static_mask is not None:
@@ -403,16 +381,11 @@ class KlingClient:
             body["dynamic_masks"] = dynamic_masks_field(dynamic_masks)
         return self._submit("image2video", body, source)
 
+    @shows_options(OmniOptions, "omni-video")
     def omni_video(
         self,
         prompt: str | None = None,
         *,
-        model_name: str = "kling-v3-omni",
-        duration: str | int | None = None,
-        aspect_ratio: str = "16:9",
-        mode: str | None = None,
-        negative_prompt: str | None = None,
-        sound: str | None = None,
         start_frame: ImageInput | None = None,
         end_frame: ImageInput | None = None,
         reference_images: Sequence[ImageInput] = (),
@@ -421,9 +394,7 @@ class KlingClient:
         keep_original_sound: str | None = None,
         element_ids: Sequence[int] = (),
         shots: Sequence[Mapping[str, Any]] | None = None,
-        callback_url: str | None = None,
-        external_task_id: str | None = None,
-        **unknown: NoReturn,
+        **options: Unpack[OmniOptions],
     ) -> Task:
         """Submit an omni-video task: 3-15 s, multi-shot, native audio, frames, reference images and videos.
 
@@ -435,16 +406,6 @@ class KlingClient:
         prompt : str, optional
             What to generate (at most 2500 characters); required unless ``shots`` is given. Refer to
             reference images as ``<<<image_1>>>``, ... in the order sent (frames first).
-        model_name : str
-            ``"kling-v3-omni"`` (3-15 s, multi-shot, sound, video editing), ``"kling-v3"`` (the same
-            options) or ``"kling-video-o1"`` (3-10 s; 5 or 10 without frames or a reference video).
-        duration : str or int, optional
-            Seconds; ``"5"`` when left out. Not with ``shots`` (each shot has its own) nor when editing a
-            video (the result keeps its length).
-        aspect_ratio, mode, negative_prompt
-            As for `text2video` (the aspect ratio is not sent when editing a video).
-        sound : str, optional
-            ``"on"``: native audio (not kling-video-o1; it raises the price).
         start_frame, end_frame : str or path-like, optional
             The first and last frame, in any form `image2video` takes for ``image``.
         reference_images : sequence
@@ -460,8 +421,10 @@ class KlingClient:
         shots : sequence of mappings, optional
             Multi-shot (kling-v3 models): 2 to 6 ``{"prompt": str, "duration": seconds}``, each at least
             3 s, together 3 to 15 s.
-        callback_url, external_task_id
-            As for `text2video`.
+        **options
+            The video options (`KlingClient`, "Video options"): ``model_name`` (``"kling-v3-omni"`` by
+            default), ``duration``, ``aspect_ratio``, ``mode``, ``negative_prompt``, ``sound``,
+            ``callback_url``, ``external_task_id``.
 
         Returns
         -------
@@ -481,15 +444,10 @@ class KlingClient:
         >>> client.omni_video(shots=[{"prompt": "a door opens", "duration": 4},           # doctest: +SKIP
         ...                          {"prompt": "a cat walks in", "duration": 5}], sound="on")
         """
-        refuse_unknown(self.omni_video, unknown)
+        refuse_unknown(self.omni_video, options)
         body = omni_body(
             prompt,
-            model_name=model_name,
-            duration=duration,
-            aspect_ratio=aspect_ratio,
-            mode=mode,
-            negative_prompt=negative_prompt,
-            sound=sound,
+            options,
             start_frame=start_frame,
             end_frame=end_frame,
             reference_images=reference_images,
@@ -498,24 +456,12 @@ class KlingClient:
             keep_original_sound=keep_original_sound,
             element_ids=element_ids,
             shots=shots,
-            callback_url=callback_url,
-            external_task_id=external_task_id,
         )
         return self._submit("omni-video", body)
 
+    @shows_options(KlingOptions, "multi-image2video")
     def multi_image2video(
-        self,
-        images: Sequence[ImageInput],
-        prompt: str,
-        *,
-        model_name: str = "kling-v1-6",
-        duration: str | int = "5",
-        aspect_ratio: str = "16:9",
-        mode: str | None = None,
-        negative_prompt: str | None = None,
-        callback_url: str | None = None,
-        external_task_id: str | None = None,
-        **unknown: NoReturn,
+        self, images: Sequence[ImageInput], prompt: str, **options: Unpack[KlingOptions]
     ) -> Task:
         """Submit a multi-image-to-video task: up to 4 images (subjects, scenes) brought together.
 
@@ -525,10 +471,10 @@ class KlingClient:
             1 to 4 images, each in any form `image2video` takes for ``image``.
         prompt : str
             What should happen (non-blank).
-        model_name : str
-            ``"kling-v1-6"``, the only model this route takes.
-        duration, aspect_ratio, mode, negative_prompt, callback_url, external_task_id
-            As for `text2video`.
+        **options
+            The video options (`KlingClient`, "Video options"): ``model_name`` (``"kling-v1-6"``, the only
+            model this route takes), ``duration``, ``aspect_ratio``, ``mode``, ``negative_prompt``,
+            ``callback_url``, ``external_task_id``.
 
         Returns
         -------
@@ -540,19 +486,8 @@ class KlingClient:
         TypeError, ValueError, FileNotFoundError, KlingError
             As for `image2video`.
         """
-        refuse_unknown(self.multi_image2video, unknown)
-        body = multi_image_body(
-            images,
-            prompt,
-            model_name=model_name,
-            duration=duration,
-            aspect_ratio=aspect_ratio,
-            mode=mode,
-            negative_prompt=negative_prompt,
-            callback_url=callback_url,
-            external_task_id=external_task_id,
-        )
-        return self._submit("multi-image2video", body)
+        refuse_unknown(self.multi_image2video, options)
+        return self._submit("multi-image2video", multi_image_body(images, prompt, options))
 
     def extend_video(
         self,
@@ -576,7 +511,8 @@ class KlingClient:
         cfg_scale : float, optional
             How closely to follow the prompt, 0 to 1 (Kling's default 0.5).
         callback_url : str, optional
-            As for `text2video`.
+            An http(s) URL Kling POSTs the task's JSON to when its status changes (`KlingClient`, "Video
+            options").
 
         Returns
         -------
@@ -656,7 +592,7 @@ class KlingClient:
         sound_volume, original_audio_volume : float, optional
             0 to 2 (Kling's default 1): the clip's and the video's own sound.
         callback_url, external_task_id
-            As for `text2video`.
+            As in `KlingClient`, "Video options".
 
         Returns
         -------
@@ -777,6 +713,7 @@ class KlingClient:
         Returns
         -------
         Task
+            Its current state, as `get_task` returns it.
 
         Raises
         ------
@@ -1120,6 +1057,38 @@ class KlingClient:
             f"Downloading the video failed: more than {_MAX_REDIRECTS} redirects.", code="download_failed"
         )
 
+    # -- the account ------------------------------------------------------------------------------
+
+    def balance(self) -> Balance | None:
+        """What the API key has left, from the gateway's OpenAI-compatible billing endpoints.
+
+        Two GETs (``/v1/dashboard/billing/subscription`` and ``…/usage``), each sent once: a balance is
+        worth showing only when it is fresh, and the caller can simply ask again.
+
+        Returns
+        -------
+        Balance or None
+            None when the gateway does not answer these endpoints (no such route, an error object in a
+            200 answer, or another shape), so a caller can hide the balance rather than fail.
+
+        Raises
+        ------
+        AuthenticationError
+            The key was rejected (401).
+        KlingError
+            The gateway could not be asked now: network trouble, a rate limit (429) or a server error.
+        """
+        answers = []
+        for path in (SUBSCRIPTION_PATH, USAGE_PATH):
+            try:
+                answers.append(self._request("GET", path, retry=False))
+            except KlingError as exc:
+                status = exc.status_code
+                if status is None or status in (401, 408, 429) or status >= 500:
+                    raise
+                return None  # 404 and the like: this gateway has no billing endpoints
+        return parse_balance(*answers)
+
     # -- HTTP -------------------------------------------------------------------------------------
 
     def _timeouts(self) -> tuple[float, float]:
@@ -1278,7 +1247,10 @@ def _failure_after_answer(endpoint: str, payload: Mapping[str, Any], exc: BaseEx
 
 
 def _answered_task_id(payload: Mapping[str, Any]) -> str | None:
-    """The task id a submission answer shows, looked for leniently (gateway-api.md §4.3 order), or None."""
+    """The task id a submission answer shows, looked for leniently, or None.
+
+    In the order of docs/gateway.md, "Submit answer".
+    """
     data = payload.get("data")
     nested = data.get("task_id") if isinstance(data, Mapping) else None
     for value in (payload.get("task_id"), payload.get("id"), nested):

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 
-from .simulator import GatewaySimulator
+from .simulator import Flavor, GatewaySimulator
 
 __all__ = ["SIMULATOR_MARKER", "run_demo"]
 
@@ -35,6 +35,11 @@ SIMULATOR_MARKER = "KLING_WIDGETS_SIMULATOR"
 #: What the demo runs in this interpreter, and what the ``demo`` extra installs.
 DEMO_MODULES = ("jupyterlab", "ipykernel")
 DEMO_EXTRA = 'pip install "kling-widgets[demo]"'
+#: The variables that point a client at a service; the simulator replaces them all, so a stray one left in
+#: the shell (a base URL, half a key pair) cannot mix the real service with the simulator.
+SERVICE_VARIABLES = (
+    "EZMODEL_API_KEY", "EZMODEL_BASE_URL", "KLING_ACCESS_KEY", "KLING_SECRET_KEY", "KLING_BASE_URL",
+)  # fmt: skip
 
 FIRST_NOTEBOOK = "quickstart.ipynb"
 DEFAULT_PORT = 8888
@@ -170,7 +175,7 @@ def _serve(
         _stop_server(server)
 
 
-def run_demo(*, port: int | None, open_browser: bool) -> int:
+def run_demo(*, port: int | None, open_browser: bool, flavor: Flavor = "ezmodel") -> int:
     """Run the demo until Ctrl-C, SIGINT or SIGTERM; return the process exit code.
 
     Parameters
@@ -179,6 +184,9 @@ def run_demo(*, port: int | None, open_browser: bool) -> int:
         Port for JupyterLab on 127.0.0.1; None picks 8888 when free, else any free port.
     open_browser
         Open the quickstart notebook in the default web browser once the server answers.
+    flavor
+        Which service the simulator stands in for: ``"ezmodel"`` (the gateway) or ``"kling"`` (Kling's own
+        API). Without effect when real credentials are set.
 
     Returns
     -------
@@ -210,14 +218,21 @@ def run_demo(*, port: int | None, open_browser: bool) -> int:
                 env.pop(SIMULATOR_MARKER, None)
                 gateway = env.get("EZMODEL_BASE_URL") or "the default EZmodel gateway"
                 _say(f"EZMODEL_API_KEY is set: the notebooks will use the real gateway ({gateway}).")
+            elif env.get("KLING_ACCESS_KEY"):
+                env.pop(SIMULATOR_MARKER, None)
+                service = env.get("KLING_BASE_URL") or "Kling's default API host"
+                _say(f"KLING_ACCESS_KEY is set: the notebooks will use Kling's own API ({service}).")
             else:
-                simulator = GatewaySimulator().start()
-                env.update(EZMODEL_BASE_URL=simulator.url, EZMODEL_API_KEY=simulator.api_key)
+                simulator = GatewaySimulator(flavor=flavor).start()
+                for name in (*SERVICE_VARIABLES, SIMULATOR_MARKER):
+                    env.pop(name, None)
+                env.update(simulator.environment())
                 env[SIMULATOR_MARKER] = "1"
+                service = "Kling API" if flavor == "kling" else "gateway"
                 _say(
-                    f"EZMODEL_API_KEY is not set: started the offline gateway simulator at {simulator.url}\n"
-                    "(a local stand-in for the EZmodel gateway that returns a bundled sample clip; "
-                    "set EZMODEL_API_KEY to use the real gateway)."
+                    f"No API key is set: started the offline {service} simulator at {simulator.url}\n"
+                    "(a local stand-in that returns a bundled sample clip; set EZMODEL_API_KEY, or "
+                    "KLING_ACCESS_KEY and KLING_SECRET_KEY, to use the real service)."
                 )
             return _serve(notebooks, env, _choose_port(port), open_browser, stop)
         finally:

@@ -31,7 +31,8 @@ __all__ = [
     "kling_error_from_response",
 ]
 
-# 5xx codes that mean "your parameters are wrong", not "try again" (gateway-api.md §8.3).
+# 5xx codes that mean "your parameters are wrong", not "try again"
+# (docs/gateway.md, "How the client classifies errors").
 NON_RETRYABLE_SERVER_CODES = frozenset({"get_price_scale_failed", "build_request_failed"})
 
 

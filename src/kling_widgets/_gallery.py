@@ -5,6 +5,13 @@ a small error card); the gallery adds a live summary line, a Stop-all button and
 batch. Every card polls through ``default_engine()``: a gallery of 200 tasks runs on the engine's few
 threads, not on 200.
 
+A gallery may also submit: each `BatchRow` it is given shows at once as a card "waiting to be submitted",
+and a `BatchSubmitter` (docs/durable.md, "Batches") sends them with at most ``concurrency`` tasks
+unfinished. When a row's POST answers, its card turns live (reusing the waiting card's one model, so a
+saved notebook grows by nothing); a refusal becomes an error card, and a POST without an answer an
+"unknown" card (it may have created, and billed, a task whose id never came back). Each live card's watch
+frees its slot when it ends. Stop all and `close` stop the submitter too: no POST follows.
+
 The summary counts outcomes, not what the cards display: each card's `Watch` reports its final state
 through ``add_done_callback`` (also when the card was closed from outside), so "done", "failed", "error",
 "timed out" and "stopped" are what happened. Redraws run on whichever thread reports, one at a time and
@@ -13,23 +20,28 @@ with no lock held while traits are written; the Stop-all button only stops watch
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
+import os
 import threading
 import time
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, cast
 
 import ipywidgets
 
 from ._base import AsyncWait, KlingWidget, WatchOptions, resolve_client, shared_layout, shared_style
+from ._batch import BatchRow, BatchSubmitter, RowOutcome, RowState, rows_from_prompts
 from ._client import KlingClient
 from ._errors import KlingError
+from ._frontend import Frontend
 from ._models import Task
-from ._poller import Watch, WatchState
-from ._view import clock, error_card_html
-from ._widget import WIDGET_OPTIONS, TaskStatusWidget, unwatched_error
+from ._params import VideoOptions, video_body
+from ._poller import WatchState
+from ._view import clock, error_card_html, waiting_card_html
+from ._widget import WIDGET_OPTIONS, TaskStatusWidget, keep_folder
 
 __all__ = ["TaskGallery", "generate_many"]
 
@@ -60,6 +72,12 @@ _CATEGORIES = {
     WatchState.TIMEOUT: "timed out",
     WatchState.STOPPED: "stopped",
 }
+_UNKNOWN = "unknown"  # a POST without an answer: a task may exist, its id never came back
+_SUMMARY = (*_CATEGORIES.values(), _UNKNOWN)
+# Rows whose task is known, so their card watches it.
+_WATCHED = (RowState.SUBMITTED, RowState.RESUMED, RowState.DONE_BEFORE, RowState.UNKNOWN)
+_UNKNOWN_HEADING = "Unknown — may have been charged; its id was not returned"
+Card = TaskStatusWidget | KlingError | None
 
 
 class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
@@ -67,11 +85,13 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
 
     Parameters
     ----------
-    tasks : iterable of Task, str or KlingError
-        The tasks to watch, as `Task` objects or task ids. A `KlingError` (for example a submission that
-        failed, as `generate_many` passes) shows as an error card and counts as failed.
+    tasks : iterable of Task, str, KlingError or BatchRow
+        The tasks to watch, as `Task` objects or task ids. A `KlingError` (a submission that failed)
+        shows as an error card and counts as failed. A `BatchRow` (`kling_widgets._batch`) is a prompt
+        to submit: it shows as a waiting card until `start` has submitted it.
     labels : sequence of str, optional
-        A caption per entry (e.g. the prompts), shown on each card; cleaned and escaped.
+        A caption per entry (e.g. the prompts), shown on each card; cleaned and escaped. A `BatchRow`'s
+        caption is its prompt by default.
     client : KlingClient, optional
         The client every card polls with. By default the gallery builds one from ``api_key`` and
         ``base_url`` (which fall back to ``EZMODEL_API_KEY`` and ``EZMODEL_BASE_URL``) and closes it in
@@ -80,8 +100,9 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         For the gallery's own client; not allowed together with ``client``.
     owns_client : bool
         Close ``client`` when the gallery closes.
-    endpoint : str
-        The route the tasks were created on (``"text2video"``, ``"image2video"``, …).
+    endpoint : str, optional
+        The route to poll every task on; by default each task's own (`Task.endpoint`; ``"text2video"`` for
+        a bare id).
     poll_interval, max_poll_interval : float
         Bounds of each task's polling interval. The schedule polls sparsely while a task is queued or
         young and densely around the time Kling usually finishes; a batch cares more about the load it
@@ -90,7 +111,15 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
     timeout : float or None
         Give up watching a task after this many seconds (it may still finish on the server).
     autostart : bool
-        Start polling at once; otherwise call `start`.
+        Start polling (and submitting) at once; otherwise call `start`.
+    keep : bool or path-like
+        Keep each task's videos when it succeeds, as `TaskStatusWidget` does (default: into
+        ``$KLING_WIDGETS_KEEP``, else ``./kling-videos``).
+    concurrency : int, optional
+        For `BatchRow` entries: the most of them unfinished at once. None: no limit of our own (every
+        row is sent one after another; the gateway's parallel-task 429 still holds the queue).
+    frontend : Frontend, optional
+        As for `TaskStatusWidget`.
 
     Notes
     -----
@@ -100,36 +129,56 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
 
     def __init__(
         self,
-        tasks: Iterable[Task | str | KlingError],
+        tasks: Iterable[Task | str | KlingError | BatchRow],
         *,
         labels: Sequence[str] | None = None,
         client: KlingClient | None = None,
         api_key: str | None = None,
         base_url: str | None = None,
         owns_client: bool = False,
-        endpoint: str = "text2video",
+        endpoint: str | None = None,
         poll_interval: float = 1.0,
         max_poll_interval: float = _MAX_POLL_INTERVAL,
         timeout: float | None = _TIMEOUT,
         autostart: bool = True,
+        keep: bool | str | os.PathLike[str] = True,
+        concurrency: int | None = None,
+        frontend: Frontend | None = None,
     ) -> None:
-        self._cards: list[TaskStatusWidget | KlingError] = []  # before anything can fail: close() reads it
+        self._cards: list[Card] = []  # before anything can fail: close() reads them
+        self._submitter: BatchSubmitter | None = None
         self._all_ended = threading.Event()
         entries = list(tasks)
         captions = list(labels) if labels is not None else [None] * len(entries)
         if len(captions) != len(entries):
             raise ValueError(f"Got {len(captions)} labels for {len(entries)} tasks; pass one label per task.")
-        ids = Counter(entry.task_id if isinstance(entry, Task) else entry for entry in entries)
+        ids = Counter(
+            entry.task_id if isinstance(entry, Task) else entry
+            for entry in entries
+            if isinstance(entry, (Task, str))
+        )
         repeated = sorted(i for i, n in ids.items() if isinstance(i, str) and n > 1)
         if repeated:
             raise ValueError(f"Each task may appear once in a gallery; repeated: {', '.join(repeated)}")
-        options = WatchOptions(endpoint, poll_interval, max_poll_interval, timeout)
+        if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
+                                        or concurrency < 1):  # fmt: skip
+            raise ValueError(f"concurrency must be a whole number >= 1, or None; not {concurrency!r}.")
+        self._options = WatchOptions(endpoint, poll_interval, max_poll_interval, timeout)
+        self._keep = keep
+        keep_folder(keep)  # checked now, not when the first task succeeds
         column = shared_layout(**_COLUMN)
-        super().__init__(client, api_key, base_url, owns_client, layout=column)
+        super().__init__(client, api_key, base_url, owns_client, frontend, layout=column)
+        self._rows = [entry for entry in entries if isinstance(entry, BatchRow)]
+        self._concurrency = concurrency or max(len(self._rows), 1)
+        self._captions = [
+            entry.prompt if caption is None and isinstance(entry, BatchRow) else caption
+            for entry, caption in zip(entries, captions, strict=True)
+        ]
+        self._waiting = deque(i for i, entry in enumerate(entries) if isinstance(entry, BatchRow))
         self._started_at: float | None = None
         self._finished_at: float | None = None
         self._counts: Counter[str] = Counter()
-        self._dirty = self._drawing = False
+        self._halves: Counter[TaskStatusWidget] = Counter()  # see _on_card_end
         self._summary = ipywidgets.HTML(style=shared_style(ipywidgets.widgets.widget_string.HTMLStyle))
         self._stop_all = ipywidgets.Button(
             description="Stop all",
@@ -141,28 +190,35 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         self._header = ipywidgets.Box([self._summary, self._stop_all], layout=shared_layout(**_HEADER))
         self._grid = ipywidgets.GridBox(layout=shared_layout(**_GRID))
         self.own(self._summary, self._stop_all, self._header, self._grid)
+        self._views: list[Any] = []  # what the grid shows for each card
         try:
-            for entry, caption in zip(entries, captions, strict=True):
-                self._cards.append(
-                    entry if isinstance(entry, KlingError) else self._card(entry, caption, options)
-                )
+            for entry, caption in zip(entries, self._captions, strict=True):
+                if isinstance(entry, BatchRow):
+                    self._cards.append(None)
+                    self._views.append(self._html(waiting_card_html(entry.prompt if caption is None
+                                                                    else caption)))  # fmt: skip
+                else:
+                    card = entry if isinstance(entry, KlingError) else self._card(entry, caption)
+                    self._cards.append(card)
+                    self._views.append(self._card_view(card))
         except BaseException:
             self.close()
             raise
         self._counts["failed"] = sum(isinstance(card, KlingError) for card in self._cards)
-        self._grid.children = tuple(map(self._card_view, self._cards))
+        self._grid.children = tuple(self._views)
         self.children = (self._header, self._grid)
-        self._redraw()
+        self.redraw()
         self.register()  # re-running the cell closes the whole gallery, not only its cards
         if autostart:
             self.start()
 
-    def _card(self, entry: Task | str, caption: str | None, options: WatchOptions) -> TaskStatusWidget:
+    def _card(self, entry: Task | str, caption: str | None, text_block: Any = None) -> TaskStatusWidget:
         """A card: a `TaskStatusWidget` with the caption, no Stop button of its own, not yet started."""
+        options = self._options
         return TaskStatusWidget(
             entry,
             client=self._client,
-            endpoint=options.endpoint,
+            endpoint=options.endpoint_of(entry if isinstance(entry, Task) else None),
             poll_interval=options.poll_interval,
             max_poll_interval=options.max_poll_interval,
             timeout=options.timeout,
@@ -170,20 +226,31 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
             caption=caption,
             stop_button=False,
             layout=shared_layout(**_CARD),
+            keep=self._keep,
+            frontend=self.frontend,
+            text_block=text_block,
         )
 
-    def _card_view(self, card: TaskStatusWidget | KlingError) -> Any:
+    def _html(self, value: str) -> Any:
+        view = ipywidgets.HTML(
+            value,
+            layout=shared_layout(**_CARD),
+            style=shared_style(ipywidgets.widgets.widget_string.HTMLStyle),
+        )
+        self.own(view)
+        return view
+
+    def _card_view(self, card: TaskStatusWidget | KlingError, heading: str = "Not submitted") -> Any:
         """What the grid shows for a card: the widget itself, or an error card for a refused task."""
         if isinstance(card, TaskStatusWidget):
             return card
-        view = ipywidgets.HTML(error_card_html(card), layout=shared_layout(**_CARD))
-        self.own(view)
-        return view
+        return self._html(error_card_html(card, heading))
 
     # -- control (any thread) ---------------------------------------------------------------------------
 
     def start(self) -> TaskGallery:
-        """Start watching every task (only needed with ``autostart=False``); a second call does nothing.
+        """Start watching every task, and submitting every waiting prompt (only needed with
+        ``autostart=False``); a second call does nothing.
 
         Returns
         -------
@@ -197,20 +264,36 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
                 return self
             self._started_at = time.monotonic()
         for card in self._widgets():
-            try:
-                watch = card.start().watch
-            except RuntimeError:  # closed from outside before the gallery started it
-                with self._lock:
-                    self._counts["stopped"] += 1
-                continue
-            assert watch is not None  # start() made it
-            watch.add_done_callback(self._on_card_done)
-            card.observe(self._on_card_tick, names="progress")
-        self._redraw()
+            self._follow(card)
+        if self._rows:
+            self._submitter = BatchSubmitter(
+                self._client, self._rows, concurrency=self._concurrency, on_outcome=self._on_outcome
+            )
+            self._submitter.start()
+        self.redraw()
         return self
 
+    def _follow(self, card: TaskStatusWidget, on_end: Any = None) -> None:
+        """Start a card and count its outcome; ``on_end(watch)`` too when its watch ends."""
+        try:
+            watch = card.start().watch
+        except RuntimeError:  # closed from outside before the gallery started it
+            with self._lock:
+                self._counts["stopped"] += 1
+            return
+        assert watch is not None  # start() made it
+        if on_end is not None:
+            watch.add_done_callback(on_end)
+        # A card counts once both its watch has ended and it is settled (final state out, files kept).
+        watch.add_done_callback(lambda _watch: self._on_card_end(card))
+        card.add_done_callback(self._on_card_end)
+        card.observe(self._on_card_tick, names="progress")
+
     def stop(self) -> None:
-        """Stop watching every task at once. The tasks keep running on the server."""
+        """Stop submitting and watching, at once. The tasks keep running on the server; prompts not sent
+        yet become "not submitted" cards."""
+        if self._submitter is not None:
+            self._submitter.stop()
         for card in self._widgets():
             card.stop()
 
@@ -241,12 +324,14 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         if not self._all_ended.wait(timeout):
             running = sum(_outcome(card) is None for card in self._cards)
             raise TimeoutError(
-                f"{running} of {len(self._cards)} tasks are still being watched after waiting "
+                f"{running} of {len(self._cards)} tasks are still being watched (or submitted) after waiting "
                 f"{timeout:g} s; the gallery keeps watching them. Call wait() again to wait for the rest."
             )
         return self.succeeded
 
     def _release(self) -> None:
+        if self._submitter is not None:
+            self._submitter.stop()  # no POST after close (one in flight still completes)
         for card in self._widgets():
             card.close()
         self._all_ended.set()
@@ -257,13 +342,14 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         return len(self._cards)
 
     @property
-    def cards(self) -> tuple[TaskStatusWidget | KlingError, ...]:
-        """One entry per task, in order: its `TaskStatusWidget`, or the error that prevented watching it."""
+    def cards(self) -> tuple[TaskStatusWidget | KlingError | None, ...]:
+        """One entry per task, in order: its `TaskStatusWidget`, the error that prevented watching it, or
+        None while its prompt waits to be submitted."""
         return tuple(self._cards)
 
     @property
     def tasks(self) -> list[Task | None]:
-        """The latest snapshot of each task, in order (None where nothing was fetched or submitted)."""
+        """The latest snapshot of each task, in order (None where nothing was fetched or submitted yet)."""
         return [card.task if isinstance(card, TaskStatusWidget) else None for card in self._cards]
 
     @property
@@ -294,8 +380,12 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
     def static_bundle(self) -> dict[str, str]:
         """The summary and every card as ``text/plain`` and ``text/html`` (cards in a CSS grid)."""
         cards = [
-            card.static_bundle()["text/html"] if isinstance(card, TaskStatusWidget) else error_card_html(card)
-            for card in self._cards
+            card.static_bundle()["text/html"]
+            if isinstance(card, TaskStatusWidget)
+            else waiting_card_html(caption or "")
+            if card is None
+            else error_card_html(card, _UNKNOWN_HEADING if card.code == _UNKNOWN else "Not submitted")
+            for card, caption in zip(self._cards, self._captions, strict=True)
         ]
         body = "".join(f'<div style="{_STATIC_CARD}">{card}</div>' for card in cards)
         summary = html.escape(self.summary())
@@ -307,67 +397,143 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
     # -- the polling side: done callbacks and ticks run on engine threads -------------------------------
 
     def _widgets(self) -> list[TaskStatusWidget]:
-        return [card for card in self._cards if isinstance(card, TaskStatusWidget)]
+        with self._lock:
+            return [card for card in self._cards if isinstance(card, TaskStatusWidget)]
 
     def _on_stop_all_click(self, _button: Any) -> None:
-        # May run on the main thread or a kernel subshell thread (jupyter-widgets.md §1.3): only stop.
+        # May run on the main thread or a kernel subshell thread: only stop (docs/architecture.md,
+        # "Threading rules").
         self.stop()
 
-    def _on_card_done(self, watch: Watch) -> None:
+    def _on_card_end(self, card: TaskStatusWidget) -> None:
         with self._lock:
-            self._counts[_CATEGORIES[watch.state]] += 1
-        self._redraw()
+            self._halves[card] += 1
+            if self._halves[card] == 2:
+                watch = card.watch
+                assert watch is not None  # the gallery started it
+                self._counts[_CATEGORIES[watch.state]] += 1
+        self.redraw()
 
     def _on_card_tick(self, _change: Any) -> None:
-        self._redraw()
+        self.redraw()
 
-    def _redraw(self) -> None:
-        """Redraw the summary; once every card has ended, end the display and release `wait`.
-
-        Whoever finds no redraw running does it, for every request that comes in meanwhile: one writer at
-        a time, and no lock held while traits are written.
-        """
+    def _on_outcome(self, outcome: RowOutcome) -> None:
+        """A row's POST answered, or will not be sent (on the submitter's thread, in row order)."""
+        submitter = self._submitter
+        assert submitter is not None  # it calls this
         with self._lock:
-            self._dirty = True
-            if self._drawing:
+            index = self._waiting.popleft()
+        task_id = outcome.task_id
+        caption = self._captions[index]
+        waiting = self._views[index]
+        card: TaskStatusWidget | KlingError
+        if task_id is not None and outcome.state in _WATCHED:
+            try:
+                card = self._card(task_id, caption, text_block=waiting)
+            except Exception:
+                if not self._closed:
+                    raise
+                # close() closed the waiting card under it meanwhile. It runs and may bill; the ledger has it.
+                _log.warning("Task %s was submitted as the gallery closed; it is not watched.", task_id)
                 return
-            self._drawing = True
-        while True:
-            with self._lock:
-                if not self._dirty or self._closed:
-                    self._drawing = False
-                    return
-                self._dirty = False
-                now = time.monotonic()
-                ended = self._started_at is not None and self._running() == 0
-                if ended and self._finished_at is None:
-                    self._finished_at = now
-                text = self._summary_text(now)
-            # The values first, the notifications after wait() is released: an observer may call wait().
-            with self._summary.hold_trait_notifications(), self._stop_all.hold_trait_notifications():
-                self._summary.value = html.escape(text)
-                self._stop_all.disabled = ended
-                if ended:
-                    self._end_display()
-                    self._all_ended.set()
+            view: Any = card
+        else:  # the waiting card's model shows the error: no model more
+            card = _row_error(outcome)
+            unknown = card.code == _UNKNOWN
+            if not unknown:
+                _log.warning("Could not submit a task: %s", card)
+            body = error_card_html(card, _UNKNOWN_HEADING if unknown else "Not submitted")
+            self.deliver(lambda: setattr(waiting, "value", body))
+            view = waiting
+        with self._lock:
+            closed = self._closed  # close() sets it under this lock, then closes the cards it finds
+            if not closed:
+                self._cards[index] = card
+                self._views[index] = view
+                if isinstance(card, KlingError):
+                    self._counts[_UNKNOWN if card.code == _UNKNOWN else "failed"] += 1
+            children = tuple(self._views)
+        if closed:  # close() ran and did not find this card
+            if isinstance(card, TaskStatusWidget):
+                card.close()
+                # It runs and may bill; the ledger has it too.
+                _log.warning("Task %s was submitted as the gallery closed; it is not watched.", task_id)
+            return
+        if isinstance(card, TaskStatusWidget):
+            self._follow(card, on_end=lambda _watch: submitter.finished(card.task_id))
+        self.deliver(lambda: setattr(self._grid, "children", children))
+        self.redraw()
+
+    def _writes(self) -> Callable[[], None]:
+        """The summary; once every card has ended, the display ends and `wait` is released."""
+        now = time.monotonic()
+        ended = self._started_at is not None and self._running() == 0 and not self._waiting
+        ending = ended and self._finished_at is None
+        if ending:
+            self._finished_at = now
+        text = self._summary_text(now)
+
+        def write() -> None:
+            self.deliver(functools.partial(self._show_summary, text, ended, ending))
+            if ended:  # here too: in Colab the writes wait for the main thread, and wait() must not
+                self._all_ended.set()
+
+        return write
+
+    def _show_summary(self, text: str, ended: bool, ending: bool) -> None:
+        # The values first, the notifications after wait() is released: an observer may call wait().
+        with self._summary.hold_trait_notifications(), self._stop_all.hold_trait_notifications():
+            self._summary.value = html.escape(text)
+            self._stop_all.disabled = ended
+            if ending:
+                self._end_display()
+            if ended:
+                self._all_ended.set()
 
     def _running(self) -> int:
-        return len(self._cards) - sum(self._counts.values())
+        """Cards neither ended nor waiting to be submitted."""
+        return len(self._cards) - sum(self._counts.values()) - len(self._waiting)
 
     def _summary_text(self, now: float) -> str:
         total = len(self._cards)
         parts = [f"{total} task{'s' if total != 1 else ''}"]
-        parts += [f"{self._counts[name]} {name}" for name in _CATEGORIES.values() if self._counts[name]]
+        parts += [f"{self._counts[name]} {name}" for name in _SUMMARY if self._counts[name]]
         if self._running():
             parts.append(f"{self._running()} running")
+        if self._waiting:
+            parts.append(f"{len(self._waiting)} waiting")
         if self._started_at is not None:
             end = self._finished_at if self._finished_at is not None else now
             parts.append(f"{clock(end - self._started_at, 5 if self._finished_at is None else 1)} elapsed")
         return " · ".join(parts)
 
 
-def _outcome(card: TaskStatusWidget | KlingError) -> Task | KlingError | None:
+def _check_together(params: dict[str, Any]) -> None:
+    """Check the shared options together, as `KlingClient.text2video` will (e.g. ``mode="master"`` needs a
+    master model): an error there, on the submitter's thread, would leave every prompt waiting."""
+    options = {name: value for name, value in params.items() if name in VideoOptions.__annotations__}
+    video_body("text2video", "a prompt", cast(VideoOptions, options))
+
+
+def _row_error(outcome: RowOutcome) -> KlingError:
+    """The error card's error for a row that will not be watched: refused, unanswered, or not sent."""
+    if outcome.state is RowState.UNKNOWN:
+        cause = f" ({outcome.error})" if outcome.error is not None else ""
+        return KlingError(
+            f"The submission got no answer{cause}; it may have created a task, which may be charged, but "
+            "its id was not returned. It is not sent again: look for it with `kling-widgets history "
+            "--status unknown` or in your account.",
+            code=_UNKNOWN,
+        )
+    if outcome.error is not None:
+        return outcome.error
+    return KlingError("The batch stopped before this prompt was sent; nothing was created.", code="not_sent")
+
+
+def _outcome(card: Card) -> Task | KlingError | None:
     """The card's result once it has ended: the successful Task or the error; None while running."""
+    if card is None:
+        return None
     if isinstance(card, KlingError):
         return card
     watch = card.watch
@@ -379,6 +545,7 @@ def _outcome(card: TaskStatusWidget | KlingError) -> Task | KlingError | None:
 def generate_many(
     prompts: Iterable[str],
     *,
+    concurrency: int | None = None,
     client: KlingClient | None = None,
     api_key: str | None = None,
     base_url: str | None = None,
@@ -386,32 +553,38 @@ def generate_many(
 ) -> TaskGallery:
     """Submit a batch of text-to-video tasks and return a started `TaskGallery` watching them.
 
-    Submissions are sent one after another, each POST once (never retried: a retried POST could create,
-    and bill, a second task). A submission the gateway refuses becomes an error card; the batch goes on.
-    Every prompt and every gallery option is checked before the first POST; if anything fails after the
-    gateway answered, the error carries the first task id and every id is logged at WARNING.
+    Every prompt shows at once as a card waiting to be submitted; a `BatchSubmitter` sends them in order
+    on a thread of its own, each POST once, and each card turns live when its POST answers. A 429 on a POST
+    (the account's parallel-task limit) created nothing: the queue holds until a task ends or the backoff
+    passes, then the same prompt is sent again, so a 429 never fails a prompt. A refusal becomes an error
+    card and the batch goes on; a POST without an answer becomes an "unknown" card and is never sent
+    again (docs/durable.md, "Batches"). Every prompt and option is checked before the first POST.
 
     Parameters
     ----------
     prompts : iterable of str
         One prompt per task (each non-blank; all are checked before anything is sent).
+    concurrency : int, optional
+        The most tasks of this batch unfinished at once: the next prompt is sent when a card's task
+        ends. None (the default): no limit of our own, every prompt is sent one after another at once,
+        as before; the gateway's 429 then paces the batch.
     client, api_key, base_url
-        As for `TaskGallery`; the gallery polls with the client that submitted (and closes it when it
+        As for `TaskGallery`; the gallery polls with the client that submits (and closes it when it
         built it).
     **params
-        `KlingClient.text2video` options shared by every task (``duration``, ``aspect_ratio``,
-        ``model_name``, ``mode``, …) and the gallery options ``poll_interval``, ``max_poll_interval``,
-        ``timeout`` and ``autostart``.
+        Options shared by every task (``duration``, ``aspect_ratio``, ``model_name``, ``mode``,
+        ``negative_prompt``, ``cfg_scale``, ``sound``: the columns of a batch file, `COLUMNS`) and the
+        gallery options ``poll_interval``, ``max_poll_interval``, ``timeout``, ``autostart`` and ``keep``.
 
     Returns
     -------
     TaskGallery
-        Display it (last expression of a cell); ``.wait()`` blocks until every task has ended.
+        Display it (last expression of a cell); ``.wait()`` blocks until every prompt's card has ended.
 
     Raises
     ------
     ValueError
-        A prompt is blank or not a string, or an option is out of range (nothing is sent).
+        A prompt is blank, too long or not a string, or an option is out of range (nothing is sent).
     """
     if isinstance(prompts, str):
         raise TypeError("generate_many() takes a list of prompts; for a single prompt use generate().")
@@ -422,28 +595,12 @@ def generate_many(
             f"Prompts must be non-blank strings; not so at positions {blank} (nothing was sent)."
         )
     options = {name: params.pop(name) for name in WIDGET_OPTIONS if name in params}
-    WatchOptions(  # checked now: the POSTs below may bill
-        "text2video",
-        options.get("poll_interval", 1.0),
-        options.get("max_poll_interval", _MAX_POLL_INTERVAL),
-        options.get("timeout", _TIMEOUT),
-    )
+    rows = rows_from_prompts(batch, **params)  # every prompt and option checked: the POSTs may bill
+    _check_together(params)
     kling, owned = resolve_client(client, api_key, base_url)
-    submitted: list[Task | KlingError] = []
     try:
-        for prompt in batch:
-            try:
-                submitted.append(kling.text2video(prompt, **params))
-            except KlingError as exc:
-                _log.warning("Could not submit a task: %s", exc)
-                submitted.append(exc)
-        return TaskGallery(submitted, labels=batch, client=kling, owns_client=owned, **options)
-    except BaseException as exc:
+        return TaskGallery(rows, client=kling, owns_client=owned, concurrency=concurrency, **options)
+    except BaseException:  # nothing was sent: the submitter starts last
         if owned:
             kling.close()
-        ids = [entry.task_id for entry in submitted if isinstance(entry, Task)]
-        if ids:  # they run (and are billed) whatever happens here: say how to find them again
-            error = unwatched_error(ids, exc)
-            if isinstance(exc, Exception):
-                raise error from exc
         raise

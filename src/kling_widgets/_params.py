@@ -15,89 +15,127 @@ import math
 import os
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict, TypeVar, cast
 
-from ._catalogue import ModelSpec, model_spec
+from ._catalogue import ModelSpec, model_spec, models_for
 
 __all__ = [
     "CAMERA_TYPES",
+    "DEFAULT_ASPECT_RATIO",
     "MAX_IMAGE_BYTES",
     "MAX_PROMPT_CHARS",
+    "KlingOptions",
+    "VideoOptions",
+    "aspect_ratio_field",
     "choice_field",
+    "chosen_model",
     "duration_field",
     "dynamic_masks_field",
+    "file_base64",
+    "format_fields",
     "http_url_field",
     "image_field",
+    "mode_field",
     "number_field",
+    "optional_fields",
     "prompt_field",
     "refuse_unknown",
-    "sound_field",
+    "shows_options",
     "text_field",
     "video_body",
 ]
 
 MAX_PROMPT_CHARS = 2500
+DEFAULT_ASPECT_RATIO = "16:9"  # always sent: the gateway's own default is 1:1
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 CAMERA_TYPES = ("simple", "down_back", "forward_up", "right_turn_forward", "left_turn_forward")
 _CAMERA_AXES = ("horizontal", "vertical", "pan", "tilt", "roll", "zoom")
 _MAX_DYNAMIC_MASKS = 6
 _TRAJECTORY_POINTS = (2, 77)
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-_IMAGE_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # JPEG, PNG
+_IMAGE_KIND = "a JPEG or PNG image (Kling accepts only those)"
 _IMAGE_FORMS = "an http(s) URL, a path to a .jpg/.png file, or base64 image data"
 
+F = TypeVar("F", bound=Callable[..., object])
 
-def video_body(
-    route: str,
-    prompt: str,
-    *,
-    model_name: str,
-    duration: str | int,
-    aspect_ratio: str,
-    mode: str | None,
-    negative_prompt: str | None,
-    cfg_scale: float | None,
-    sound: str | None,
-    camera_control: Mapping[str, Any] | None,
-    callback_url: str | None,
-    external_task_id: str | None,
-    end_frame: bool = False,
-) -> dict[str, Any]:
+
+class KlingOptions(TypedDict, total=False):
+    """The options every generating route takes (multi-image2video exactly these).
+
+    What each one means, its default and its values: `KlingClient`, "Video options". None, where a type
+    allows it, is the same as leaving the option out.
+    """
+
+    model_name: str
+    duration: str | int | None
+    aspect_ratio: str
+    mode: str | None
+    negative_prompt: str | None
+    callback_url: str | None
+    external_task_id: str | None
+
+
+class VideoOptions(KlingOptions, total=False):
+    """`KlingOptions` and those text2video and image2video add."""
+
+    cfg_scale: float | None
+    sound: str | None
+    camera_control: Mapping[str, Any] | None
+
+
+def video_body(route: str, prompt: str, options: VideoOptions, *, end_frame: bool = False) -> dict[str, Any]:
     """The checked fields shared by text2video and image2video (``route``), against the model catalogue.
 
-    Optional fields left at None are not sent (the gateway's own defaults apply), except ``duration`` and
-    ``aspect_ratio``, which are always sent: the gateway's default aspect ratio is 1:1, not Kling's 16:9.
-    ``mode`` None is the model's default mode. ``end_frame`` says an ``image_tail`` goes with the body.
+    ``end_frame`` says an ``image_tail`` goes with the body.
     """
-    spec = model_spec(model_name, route)
-    body: dict[str, Any] = {
-        "model_name": spec.model,
-        "prompt": prompt_field("prompt", prompt),
-        "mode": spec.modes[0] if mode is None else spec.check("mode", choice_field("mode", mode), "modes"),
-        "duration": spec.check("duration", duration_field(duration), "durations"),
-        "aspect_ratio": spec.check(
-            "aspect_ratio", choice_field("aspect_ratio", aspect_ratio), "aspect_ratios"
-        ),
-    }
+    spec = chosen_model(route, options)
+    body: dict[str, Any] = {"model_name": spec.model, "prompt": prompt_field("prompt", prompt)}
+    body.update(format_fields(spec, options))
     if end_frame:
         spec.require("end_frame", "image_tail")
-    if negative_prompt is not None:
-        body["negative_prompt"] = prompt_field("negative_prompt", negative_prompt, blank_ok=True)
-    if cfg_scale is not None:
-        body["cfg_scale"] = number_field("cfg_scale", cfg_scale, 0, 1)
-        spec.require("cfg_scale")
-    if sound is not None:
-        body["sound"] = sound_field(spec, sound)
-    if camera_control is not None:
-        body["camera_control"] = _camera_control(camera_control)
-    if callback_url is not None:
-        body["callback_url"] = http_url_field("callback_url", callback_url)
-    if external_task_id is not None:
-        body["external_task_id"] = text_field("external_task_id", external_task_id)
+    body.update(optional_fields(spec, options))
     return body
 
 
-def sound_field(spec: ModelSpec, value: object) -> str:
+def chosen_model(route: str, options: KlingOptions) -> ModelSpec:
+    """The catalogue entry of the ``model_name`` option on ``route``; by default the route's first model."""
+    return model_spec(options.get("model_name", models_for(route)[0]), route)
+
+
+def format_fields(spec: ModelSpec, options: KlingOptions) -> dict[str, str]:
+    """``mode``, ``duration`` and ``aspect_ratio``, always sent: the gateway's default aspect ratio is 1:1,
+    not Kling's 16:9. By default the model's first mode, 5 s and 16:9."""
+    mode = mode_field(spec, options.get("mode"))
+    duration = options.get("duration")
+    seconds = spec.check("duration", duration_field("5" if duration is None else duration), "durations")
+    return {
+        "mode": mode,
+        "duration": seconds,
+        "aspect_ratio": aspect_ratio_field(spec, options.get("aspect_ratio", DEFAULT_ASPECT_RATIO)),
+    }
+
+
+def optional_fields(spec: ModelSpec, options: Mapping[str, object]) -> dict[str, Any]:
+    """The optional fields ``options`` gives (not None), each checked; the others are not sent, so the
+    gateway's defaults apply. Keys that are not optional fields are passed over."""
+    return {
+        name: check(spec, options[name])
+        for name, check in _OPTIONAL_FIELDS.items()
+        if options.get(name) is not None
+    }
+
+
+def mode_field(spec: ModelSpec, value: object) -> str:
+    """A mode the model takes; None: its first (its default)."""
+    return spec.modes[0] if value is None else spec.check("mode", choice_field("mode", value), "modes")
+
+
+def aspect_ratio_field(spec: ModelSpec, value: object) -> str:
+    return spec.check("aspect_ratio", choice_field("aspect_ratio", value), "aspect_ratios")
+
+
+def _sound(spec: ModelSpec, value: object) -> str:
     """``"on"`` for models with native audio; ``"off"`` anywhere (it is what the gateway sends anyway)."""
     sound = choice_field("sound", value, ("on", "off"))
     if sound == "on":
@@ -140,18 +178,48 @@ def dynamic_masks_field(value: object) -> list[dict[str, Any]]:
     return [_dynamic_mask(index, mask) for index, mask in enumerate(value)]
 
 
-def refuse_unknown(method: Callable[..., object], unknown: Mapping[str, object]) -> None:
-    """Raise `TypeError` for keyword arguments ``method`` does not take, naming the ones it does.
+def shows_options(options: type[Mapping[str, object]], route: str) -> Callable[[F], F]:
+    """Name each field of ``options`` (a TypedDict) in the decorated method's signature, with its default,
+    first among its keyword-only parameters, in place of its ``**options``.
+
+    Type checkers read the ``Unpack`` annotation itself; Jupyter's Shift-Tab, IPython's keyword completion
+    and `refuse_unknown` read `inspect.signature`, which would otherwise show only ``**options``.
+    """
+    defaults = {"model_name": models_for(route)[0], "aspect_ratio": DEFAULT_ASPECT_RATIO}
+    named = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=defaults.get(name),
+            annotation=getattr(kind, "__forward_arg__", kind),  # "str | None", not ForwardRef(...)
+        )
+        for name, kind in options.__annotations__.items()
+    ]
+
+    def show(method: F) -> F:
+        signature = inspect.signature(method)
+        kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        first = next((i for i, p in enumerate(kept) if p.kind is inspect.Parameter.KEYWORD_ONLY), len(kept))
+        cast(Any, method).__signature__ = signature.replace(parameters=[*kept[:first], *named, *kept[first:]])
+        return method
+
+    return show
+
+
+def refuse_unknown(method: Callable[..., object], given: Mapping[str, object]) -> None:
+    """Raise `TypeError` for the keyword arguments ``method`` collected in its ``**`` parameter that its
+    signature does not name, naming the ones it does (see `shows_options`).
 
     A misspelt option must not reach the gateway, which would ignore it and bill the task anyway.
     """
-    if not unknown:
-        return
     accepted = [
         parameter.name
         for parameter in inspect.signature(method).parameters.values()
         if parameter.kind is inspect.Parameter.KEYWORD_ONLY
     ]
+    unknown = [name for name in given if name not in accepted]
+    if not unknown:
+        return
     guesses = [match for name in unknown for match in difflib.get_close_matches(name, accepted, n=1)]
     hint = f" (did you mean {', '.join(guesses)}?)" if guesses else ""
     raise TypeError(
@@ -268,18 +336,54 @@ def _dynamic_mask(index: int, value: object) -> dict[str, Any]:
     return {"mask": image_field(f"{name}['mask']", value["mask"]), "trajectories": trajectory}
 
 
+def _cfg_scale(spec: ModelSpec, value: object) -> float:
+    """0 to 1, where Kling honours it (kling-v1.x models, video-extend)."""
+    scale = number_field("cfg_scale", value, 0, 1)
+    spec.require("cfg_scale")
+    return scale
+
+
+# What `optional_fields` sends, in this order, and how each value is checked.
+_OPTIONAL_FIELDS: dict[str, Callable[[ModelSpec, Any], object]] = {
+    "negative_prompt": lambda _spec, value: prompt_field("negative_prompt", value, blank_ok=True),
+    "cfg_scale": _cfg_scale,
+    "sound": _sound,
+    "camera_control": lambda _spec, value: _camera_control(value),
+    "callback_url": lambda _spec, value: http_url_field("callback_url", value),
+    "external_task_id": lambda _spec, value: text_field("external_task_id", value),
+}
+
+
 # -- images ---------------------------------------------------------------------------------------
 
 
-def _image_file(name: str, path: pathlib.Path) -> str:
-    if path.suffix.lower() not in _IMAGE_SUFFIXES:
-        raise ValueError(f"{name}: {path} is not a .jpg, .jpeg or .png file")
+def file_base64(
+    name: str,
+    path: pathlib.Path,
+    *,
+    suffixes: tuple[str, ...],
+    max_bytes: int,
+    kind: str,
+    is_kind: Callable[[bytes], bool],
+) -> str:
+    """A local file Kling takes inline, as base64, once its suffix, its size and its first bytes
+    (``is_kind``) are checked; ``kind`` says what it must hold, for the message."""
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(f"{name}: {path} is not a {'/'.join(suffixes)} file")
     size = path.stat().st_size  # FileNotFoundError names the path
-    if size > MAX_IMAGE_BYTES:
-        raise ValueError(f"{name}: {path} is {size / 2**20:.1f} MB; Kling accepts images up to 10 MB")
+    if size > max_bytes:
+        megabytes = f"{size / 2**20:.1f} MB; Kling takes files up to {max_bytes >> 20} MB"
+        raise ValueError(f"{name}: {path} is {megabytes}")
     data = path.read_bytes()
-    _check_image(name, data, str(path))
+    if not is_kind(data):
+        raise ValueError(f"{name}: {path} is not {kind}")
     return base64.b64encode(data).decode("ascii")
+
+
+def _image_file(name: str, path: pathlib.Path) -> str:
+    return file_base64(
+        name, path, suffixes=_IMAGE_SUFFIXES, max_bytes=MAX_IMAGE_BYTES, kind=_IMAGE_KIND, is_kind=_is_image
+    )
 
 
 def _image_base64(name: str, text: str) -> str:
@@ -291,10 +395,10 @@ def _image_base64(name: str, text: str) -> str:
         raise ValueError(f"{name} must be {_IMAGE_FORMS}; got {shown}, which is none of these") from None
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(f"{name} is {len(data) / 2**20:.1f} MB; Kling accepts images up to 10 MB")
-    _check_image(name, data, "the base64 data")
+    if not _is_image(data):
+        raise ValueError(f"{name}: the base64 data is not {_IMAGE_KIND}")
     return text
 
 
-def _check_image(name: str, data: bytes, what: str) -> None:
-    if not any(data.startswith(magic) for magic in _IMAGE_MAGIC):
-        raise ValueError(f"{name}: {what} is not a JPEG or PNG image (Kling accepts only those)")
+def _is_image(data: bytes) -> bool:
+    return data.startswith(_IMAGE_MAGIC)

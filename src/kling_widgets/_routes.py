@@ -9,7 +9,6 @@ synchronous step (`FaceSession`).
 
 from __future__ import annotations
 
-import base64
 import os
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -20,13 +19,20 @@ from ._catalogue import MIN_SHOT_SECONDS, MIN_SHOTS, ModelSpec, model_spec
 from ._errors import TransportError
 from ._models import Task, Video
 from ._params import (
+    DEFAULT_ASPECT_RATIO,
+    KlingOptions,
+    aspect_ratio_field,
     choice_field,
+    chosen_model,
     duration_field,
+    file_base64,
+    format_fields,
     http_url_field,
     image_field,
+    mode_field,
     number_field,
+    optional_fields,
     prompt_field,
-    sound_field,
     text_field,
 )
 
@@ -35,6 +41,7 @@ __all__ = [
     "Face",
     "FaceSession",
     "ImageInput",
+    "OmniOptions",
     "VideoSource",
     "extend_body",
     "identify_face_body",
@@ -76,15 +83,16 @@ class FaceSession:
     faces: tuple[Face, ...]
 
 
+class OmniOptions(KlingOptions, total=False):
+    """`KlingOptions` and ``sound``: the shared options `KlingClient.omni_video` takes."""
+
+    sound: str | None
+
+
 def omni_body(
     prompt: str | None,
+    options: OmniOptions,
     *,
-    model_name: str,
-    duration: str | int | None,
-    aspect_ratio: str,
-    mode: str | None,
-    negative_prompt: str | None,
-    sound: str | None,
     start_frame: ImageInput | None,
     end_frame: ImageInput | None,
     reference_images: Sequence[ImageInput],
@@ -93,14 +101,13 @@ def omni_body(
     keep_original_sound: str | None,
     element_ids: Sequence[int],
     shots: Sequence[Mapping[str, Any]] | None,
-    callback_url: str | None,
-    external_task_id: str | None,
 ) -> dict[str, Any]:
     """The body of ``POST /kling/v1/videos/omni-video`` (see `KlingClient.omni_video`)."""
-    spec = model_spec(model_name, "omni-video")
+    spec = chosen_model("omni-video", options)
     images = _omni_images(spec, start_frame, end_frame, reference_images)
     refer_type = choice_field("refer_type", refer_type, ("feature", "base"))
     editing = reference_video is not None and refer_type == "base"
+    duration = options.get("duration")
     body: dict[str, Any] = {"model_name": spec.model}
     if shots is not None:
         spec.require("max_shots", "shots")
@@ -109,7 +116,7 @@ def omni_body(
         body["multi_prompt"] = _shots(spec, shots)
     else:
         body["prompt"] = prompt_field("prompt", prompt)
-    body["mode"] = spec.modes[0] if mode is None else spec.check("mode", choice_field("mode", mode), "modes")
+    body["mode"] = mode_field(spec, options.get("mode"))
     if editing:
         spec.require("video_edit", 'refer_type="base"')
         if duration is not None:
@@ -122,13 +129,7 @@ def omni_body(
             "duration", duration_field("5" if duration is None else duration), within
         )
     if not editing:  # an edited video keeps its own frame
-        body["aspect_ratio"] = spec.check(
-            "aspect_ratio", choice_field("aspect_ratio", aspect_ratio), "aspect_ratios"
-        )
-    if negative_prompt is not None:
-        body["negative_prompt"] = prompt_field("negative_prompt", negative_prompt, blank_ok=True)
-    if sound is not None:
-        body["sound"] = sound_field(spec, sound)
+        body["aspect_ratio"] = aspect_ratio_field(spec, options.get("aspect_ratio", DEFAULT_ASPECT_RATIO))
     if images:
         body["image_list"] = images
     if reference_video is not None:
@@ -146,24 +147,13 @@ def omni_body(
             {"element_id": _element_id(index, value)}
             for index, value in enumerate(_sequence("element_ids", element_ids))
         ]
-    _common(body, callback_url, external_task_id)
+    body.update(optional_fields(spec, options))
     return body
 
 
-def multi_image_body(
-    images: Sequence[ImageInput],
-    prompt: str,
-    *,
-    model_name: str,
-    duration: str | int,
-    aspect_ratio: str,
-    mode: str | None,
-    negative_prompt: str | None,
-    callback_url: str | None,
-    external_task_id: str | None,
-) -> dict[str, Any]:
+def multi_image_body(images: Sequence[ImageInput], prompt: str, options: KlingOptions) -> dict[str, Any]:
     """The body of ``POST /kling/v1/videos/multi-image2video`` (see `KlingClient.multi_image2video`)."""
-    spec = model_spec(model_name, "multi-image2video")
+    spec = chosen_model("multi-image2video", options)
     items = _sequence("images", images)
     if not 1 <= len(items) <= spec.reference_images:
         raise ValueError(f"{spec.model} takes 1 to {spec.reference_images} images, got {len(items)}")
@@ -171,15 +161,9 @@ def multi_image_body(
         "model_name": spec.model,
         "image_list": [{"image": image_field(f"images[{i}]", image)} for i, image in enumerate(items)],
         "prompt": prompt_field("prompt", prompt),
-        "mode": spec.modes[0] if mode is None else spec.check("mode", choice_field("mode", mode), "modes"),
-        "duration": spec.check("duration", duration_field(duration), "durations"),
-        "aspect_ratio": spec.check(
-            "aspect_ratio", choice_field("aspect_ratio", aspect_ratio), "aspect_ratios"
-        ),
     }
-    if negative_prompt is not None:
-        body["negative_prompt"] = prompt_field("negative_prompt", negative_prompt, blank_ok=True)
-    _common(body, callback_url, external_task_id)
+    body.update(format_fields(spec, options))
+    body.update(optional_fields(spec, options))
     return body
 
 
@@ -196,11 +180,8 @@ def extend_body(
     body: dict[str, Any] = {"model_name": spec.model, "video_id": _video_id(video, "video-extend")}
     if prompt is not None:
         body["prompt"] = prompt_field("prompt", prompt, blank_ok=True)
-    if negative_prompt is not None:
-        body["negative_prompt"] = prompt_field("negative_prompt", negative_prompt, blank_ok=True)
-    if cfg_scale is not None:
-        body["cfg_scale"] = number_field("cfg_scale", cfg_scale, 0, 1)
-    _common(body, callback_url, None)
+    options = {"negative_prompt": negative_prompt, "cfg_scale": cfg_scale, "callback_url": callback_url}
+    body.update(optional_fields(spec, options))
     return body
 
 
@@ -264,7 +245,7 @@ def lip_sync_body(
         "session_id": session.session_id,
         "face_choose": [choice],
     }
-    _common(body, callback_url, external_task_id)
+    body.update(optional_fields(spec, {"callback_url": callback_url, "external_task_id": external_task_id}))
     return body
 
 
@@ -296,13 +277,6 @@ def parse_faces(payload: Mapping[str, Any]) -> FaceSession:
 
 
 # -- parts --------------------------------------------------------------------------------------------
-
-
-def _common(body: dict[str, Any], callback_url: str | None, external_task_id: str | None) -> None:
-    if callback_url is not None:
-        body["callback_url"] = http_url_field("callback_url", callback_url)
-    if external_task_id is not None:
-        body["external_task_id"] = text_field("external_task_id", external_task_id)
 
 
 def _sequence(name: str, value: object) -> Sequence[Any]:
@@ -415,16 +389,14 @@ def _audio(value: str | os.PathLike[str]) -> str:
         raise ValueError(f"audio must be an http(s) URL or a path to a {'/'.join(_AUDIO_SUFFIXES)} file")
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"audio must be a URL or a path, got {type(value).__name__}")
-    path = pathlib.Path(value)
-    if path.suffix.lower() not in _AUDIO_SUFFIXES:
-        raise ValueError(f"audio: {path} is not a {'/'.join(_AUDIO_SUFFIXES)} file")
-    size = path.stat().st_size  # FileNotFoundError names the path
-    if size > MAX_AUDIO_BYTES:
-        raise ValueError(f"audio: {path} is {size / 2**20:.1f} MB; Kling accepts audio up to 5 MB")
-    data = path.read_bytes()
-    if not _looks_like_audio(data):
-        raise ValueError(f"audio: {path} is not an MP3, WAV, M4A or AAC file")
-    return base64.b64encode(data).decode("ascii")
+    return file_base64(
+        "audio",
+        pathlib.Path(value),
+        suffixes=_AUDIO_SUFFIXES,
+        max_bytes=MAX_AUDIO_BYTES,
+        kind="an MP3, WAV, M4A or AAC file",
+        is_kind=_looks_like_audio,
+    )
 
 
 def _looks_like_audio(data: bytes) -> bool:

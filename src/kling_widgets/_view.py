@@ -1,11 +1,11 @@
 """What a task's card shows, as pure values and HTML: no widgets, no threads, no clock of its own.
 
-`describe` turns one engine `Update` into a `View` (the status line, the bar, the playable videos: the
-table in DESIGN.md, "What a user sees"); the builders turn a `View` into the HTML of the live card and the
-static ``text/html`` / ``text/plain`` fallback. Every server string is capped and cleaned with
-`clean_text` and ``html.escape``d where it becomes HTML; every shown URL loses its credentials
-(`strip_credentials`: browsers refuse such links for players anyway) and is embedded only when it is
-http(s). The widgets (`_widget.py`, `_gallery.py`) only apply what these functions return.
+`describe` turns one engine `Update` into a `View` (the status line, the bar, the playable videos: see
+docs/architecture.md, "What a watch shows, state by state"); the builders turn a `View` into the HTML of
+the live card and the static ``text/html`` / ``text/plain`` fallback. Every server string is capped and
+cleaned with `clean_text` and ``html.escape``d where it becomes HTML; every shown URL loses its
+credentials (`strip_credentials`: browsers refuse such links for players anyway) and is embedded only
+when it is http(s). The widgets (`_widget.py`, `_gallery.py`) only apply what these functions return.
 """
 
 from __future__ import annotations
@@ -27,14 +27,17 @@ __all__ = [
     "caption_html",
     "clock",
     "describe",
+    "embeddable",
     "error_card_html",
     "estimate_progress",
     "initial_view",
+    "kept_line",
     "label_text",
     "live_html",
     "seconds_since",
     "static_html",
     "static_text",
+    "waiting_card_html",
 ]
 
 # The gateway's progress for Kling is fixed steps (0/10/20/30/100; docs/gateway.md, "Progress steps"): it
@@ -57,6 +60,7 @@ MAX_PLAYERS = 4
 _VIDEO_WIDTH = "480"
 _CAPTION_CHARS = 90
 _TITLE_CHARS = 300
+_KEPT_CHARS = 300  # a kept file's path, or why keeping failed
 # Widget HTML inherits plain text colour in JupyterLab; colour the links like links (theme-aware).
 _LINK_STYLE = "color:var(--jp-content-link-color,#1976d2)"
 _BAR_COLOURS = {
@@ -108,7 +112,7 @@ def _time_left(seconds_generating: float) -> str:
     return f"about {math.ceil(left / 60)} min left"
 
 
-def _embeddable(url: str) -> bool:
+def embeddable(url: str) -> bool:
     """True for an absolute http(s) URL with no whitespace or control characters (browsers strip those)."""
     if not url or any(ch <= " " or ch == "\x7f" for ch in url):
         return False
@@ -174,6 +178,8 @@ class View:
         The (cleaned) schemes of the links that were refused, each once.
     final : bool
         True once watching has ended.
+    kept : str
+        Where the videos were kept, or why they were not (plain text, cleaned); "" before that.
     """
 
     line: str
@@ -184,6 +190,7 @@ class View:
     more: int = 0
     blocked: tuple[str, ...] = ()
     final: bool = False
+    kept: str = ""
 
 
 def initial_view(task: Task | None) -> View:
@@ -199,7 +206,7 @@ def _success(task: Task, took: float) -> View:
     blocked: dict[str, None] = {}
     for video in task.videos:
         url = strip_credentials(video.url)
-        if _embeddable(url):
+        if embeddable(url):
             playable.append(replace(video, url=url))
         else:
             blocked[_scheme(video.url)] = None
@@ -218,7 +225,10 @@ def _success(task: Task, took: float) -> View:
 def describe(
     update: Update, task: Task | None, *, previous: View, generating_for: float, now: datetime
 ) -> View:
-    """Turn one engine update into what the card should show (the table in DESIGN.md)."""
+    """Turn one engine update into what the card should show.
+
+    See docs/architecture.md, "What a watch shows, state by state".
+    """
     state = update.state
     if state is WatchState.RETRYING:  # transient: the bar stays as it was
         return replace(previous, line=_retry_line(update.error, update.retry_in))
@@ -288,8 +298,21 @@ def _links_html(video: Video, now: datetime) -> str:
     return " · ".join(parts)
 
 
+def kept_line(files: list[str], error: BaseException | None) -> str:
+    """``Kept as kling-videos/123.mp4`` (plain text), or why the videos were not kept; "" for nothing kept.
+
+    ``files`` are the kept files as they should be shown (relative to the working folder where possible).
+    """
+    if error is not None:
+        return f"Not kept: {clean_text(str(error), _KEPT_CHARS)}"
+    if not files:
+        return ""
+    more = f" and {len(files) - 1} more beside it" if len(files) > 1 else ""
+    return f"Kept as {clean_text(files[0], _KEPT_CHARS)}{more}"
+
+
 def _notes(view: View) -> list[str]:
-    """Plain-text lines about videos that are not shown as players."""
+    """Plain-text lines about videos that are not shown as players, and where they were kept."""
     notes = []
     if view.more:
         notes.append(f"and {view.more} more video{'s' if view.more != 1 else ''} (all are in task.videos)")
@@ -298,16 +321,22 @@ def _notes(view: View) -> list[str]:
         notes.append(
             f"Not shown: the gateway's video link is not http(s) ({listed}), so it was not embedded."
         )
+    if view.kept:
+        notes.append(view.kept)
     return notes
 
 
-def _media_html(view: View, now: datetime) -> list[str]:
-    """The players, their links and the notes, one HTML block each."""
+def _media_html(view: View, now: datetime, playback_note: str | None) -> list[str]:
+    """The players (or, where they cannot play, ``playback_note`` beside each link), the links, the notes."""
     blocks = []
     for video in view.videos:
-        src = html.escape(video.url, quote=True)
-        blocks.append(f'<video src="{src}" controls width="{_VIDEO_WIDTH}" style="max-width:100%"></video>')
-        blocks.append(f"<div>{_links_html(video, now)}</div>")
+        if playback_note is None:
+            src = html.escape(video.url, quote=True)
+            player = f'<video src="{src}" controls width="{_VIDEO_WIDTH}" style="max-width:100%"></video>'
+            blocks.append(player)
+            blocks.append(f"<div>{_links_html(video, now)}</div>")
+        else:  # a player that never starts (VS Code) would only mislead: docs/frontends.md
+            blocks.append(f"<div>{_links_html(video, now)} · {html.escape(playback_note)}</div>")
     blocks.extend(f"<div>{html.escape(note)}</div>" for note in _notes(view))
     return blocks
 
@@ -321,12 +350,15 @@ def caption_html(caption: str) -> str:
     return f'<div title="{title}"><b>{html.escape(shown)}</b></div>'
 
 
-def live_html(view: View, now: datetime, caption: str | None = None) -> str:
-    """The live card's one text block: caption, status line and, once final, the players and links."""
+def live_html(view: View, now: datetime, caption: str | None = None, playback_note: str | None = None) -> str:
+    """The live card's one text block: caption, status line and, once final, the players and links.
+
+    ``playback_note`` (`kling_widgets._frontend.playback_note`) replaces the players where they cannot play.
+    """
     blocks = [caption_html(caption)] if caption is not None else []
     blocks.append(f"<div>{html.escape(view.line)}</div>")
     if view.final:
-        blocks.extend(_media_html(view, now))
+        blocks.extend(_media_html(view, now, playback_note))
     return "".join(blocks)
 
 
@@ -341,13 +373,16 @@ def _bar_html(view: View) -> str:
     )
 
 
-def static_html(task_id: str, view: View, now: datetime, caption: str | None = None) -> str:
-    """The ``text/html`` fallback: the same state as the card, as plain HTML with ``<video>`` tags."""
+def static_html(
+    task_id: str, view: View, now: datetime, caption: str | None = None, playback_note: str | None = None
+) -> str:
+    """The ``text/html`` fallback: the same state as the card, as plain HTML with ``<video>`` tags (or the
+    ``playback_note`` where those cannot play)."""
     title = html.escape(clean_text(task_id, _TITLE_CHARS), quote=True)
     label = f'<span title="{title}">{html.escape(label_text(task_id))}</span>'
     parts = [caption_html(caption)] if caption is not None else []
     parts.append(f"<div>{label} {_bar_html(view)} {html.escape(view.line)}</div>")
-    parts.extend(_media_html(view, now))
+    parts.extend(_media_html(view, now, playback_note))
     return "\n".join(parts)
 
 
@@ -359,9 +394,15 @@ def static_text(task_id: str, view: View) -> str:
     return "\n".join(lines)
 
 
-def error_card_html(error: KlingError) -> str:
-    """The body of a card for a task that could not be submitted (messages quote the gateway)."""
+def error_card_html(error: KlingError, heading: str = "Not submitted") -> str:
+    """The body of a card for a task that could not be submitted, or whose submission got no answer
+    (messages quote the gateway)."""
     return (
-        '<span style="color:var(--jp-error-color1,#d32f2f)">Not submitted: '
+        f'<span style="color:var(--jp-error-color1,#d32f2f)">{html.escape(heading)}: '
         f"{html.escape(clean_text(str(error)))}</span>"
     )
+
+
+def waiting_card_html(caption: str) -> str:
+    """The body of a card whose prompt waits for its turn to be submitted."""
+    return f"{caption_html(caption)}<div>Waiting to be submitted</div>"

@@ -2,18 +2,25 @@
 
 One row like a tqdm notebook bar (``Kling · 8422…6785 [bar] status line [Stop]``); when the task ends the
 Stop button goes and the status block below the bar shows the final line, then a player and a links line
-per video. A card is three or four models: the bar (its description is the label), one HTML block, the
-Stop button and the row, all on shared layout and style models, so a finished task adds little to a saved
-notebook (docs/architecture.md, "Saved notebooks"). What to show comes from `_view` (pure); this module
-only applies it. Only the engine's ``on_update`` callback writes widget values (jupyter-widgets.md §0,
-§1.3); the Stop button only calls ``Watch.stop()``.
+per video (in VS Code, which cannot play them, a note beside the Open link instead). On SUCCESS the videos
+are kept (downloaded, by default into ``./kling-videos``) on a thread of their own, and the final card says
+where they went or why they did not. A card is three or four models: the bar (its description is the
+label), one HTML block, the Stop button and the row, all on shared layout and style models, so a finished
+task adds little to a saved notebook (docs/architecture.md, "Saved notebooks"). What to show comes from
+`_view` (pure); this module only applies it. Only the engine's ``on_update`` callback writes widget
+values (docs/architecture.md, "Only the polling side writes widget values"), and after the final update
+the keeping thread, once; both through `KlingWidget.deliver`. The Stop button only calls ``Watch.stop()``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import ipywidgets
@@ -30,13 +37,16 @@ from ._base import (
 )
 from ._client import KlingClient
 from ._errors import KlingError
+from ._frontend import Frontend, playback_note
+from ._keep import keep_directory, keep_in_background
 from ._models import Task, TaskStatus
-from ._poller import Update, Watch, default_engine
+from ._poller import Update, Watch, WatchState, default_engine
 from ._text import clean_text
 from ._view import (
     View,
     describe,
     initial_view,
+    kept_line,
     label_text,
     live_html,
     seconds_since,
@@ -44,12 +54,12 @@ from ._view import (
     static_text,
 )
 
-__all__ = ["WIDGET_OPTIONS", "TaskStatusWidget", "generate", "unwatched_error"]
+__all__ = ["WIDGET_OPTIONS", "TaskStatusWidget", "generate", "keep_folder", "unwatched_error"]
 
 _log = logging.getLogger(__name__)
 
 #: Keyword arguments of `generate` that go to the widget rather than to `KlingClient.text2video`.
-WIDGET_OPTIONS = ("poll_interval", "max_poll_interval", "timeout", "autostart")
+WIDGET_OPTIONS = ("poll_interval", "max_poll_interval", "timeout", "autostart", "keep")
 _POLL_INTERVAL = 1.0
 _MAX_POLL_INTERVAL = 5.0
 _TIMEOUT = 900.0
@@ -76,8 +86,10 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
         object: it is never a widget trait, never in HTML, a repr or a log line.
     owns_client : bool
         Close ``client`` when the widget closes.
-    endpoint : str
-        The route the task was created on (``"text2video"``, ``"image2video"``, …; `ENDPOINTS`).
+    endpoint : str, optional
+        The route to poll (``"text2video"``, ``"omni-video"``, …; `ENDPOINTS`). By default the task's own
+        (`Task.endpoint`), and ``"text2video"`` for an id typed by hand:
+        ``TaskStatusWidget("8422…", endpoint="omni-video")``.
     poll_interval, max_poll_interval : float
         The shortest and the longest gap between polls. In between, the gap follows the chance that the
         task finishes soon: sparse while it is queued or young, about every 2.6 s around the time Kling
@@ -92,6 +104,17 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
         Show a Stop button while watching (a gallery has one Stop-all button instead).
     layout : ipywidgets.Layout, optional
         The row's layout; by default one shared by every widget (a wrapping flex row).
+    keep : bool or path-like
+        On SUCCESS, download the videos (``{task_id}.mp4`` and a ``{task_id}.json`` sidecar;
+        `kling_widgets.keep`) on a thread of their own, so polling never waits for them. True: into
+        ``$KLING_WIDGETS_KEEP``, else ``./kling-videos`` (in Jupyter the notebook's folder), unless
+        ``KLING_WIDGETS_KEEP=0``; a path: into that folder; False: keep nothing. The final card says where
+        the files went, or why they could not be kept.
+    frontend : Frontend, optional
+        The front-end to draw for (`kling_widgets._frontend`); detected by default, on the cell's thread.
+    text_block : ipywidgets.HTML, optional
+        The HTML model to use as the text block (a gallery's waiting card, reused so that a card that
+        arrives later costs no extra model in a saved notebook); the widget owns it from then on.
 
     Attributes
     ----------
@@ -123,7 +146,7 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
         api_key: str | None = None,
         base_url: str | None = None,
         owns_client: bool = False,
-        endpoint: str = "text2video",
+        endpoint: str | None = None,
         poll_interval: float = _POLL_INTERVAL,
         max_poll_interval: float = _MAX_POLL_INTERVAL,
         timeout: float | None = _TIMEOUT,
@@ -131,16 +154,46 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
         caption: str | None = None,
         stop_button: bool = True,
         layout: Any = None,
+        keep: bool | str | os.PathLike[str] = True,
+        frontend: Frontend | None = None,
+        text_block: ipywidgets.HTML | None = None,
     ) -> None:
         self._watch: Watch | None = None  # before anything can fail: close() reads them
-        self._shown = threading.Event()  # set once the final state is shown (or the widget closed)
+        # What must end before wait() returns: the final writes ("final"), and keeping ("kept") if it runs.
+        # Then _shown is set and the done callbacks are None.
+        self._unsettled = {"final"}
+        self._shown = threading.Event()
+        self._done_callbacks: list[Callable[[TaskStatusWidget], None]] | None = []
+        self._final_out = False  # the final writes ran (or are running): keeping shows its line itself
+        self._kept: tuple[Path, ...] = ()
         task = task_or_id if isinstance(task_or_id, Task) else None
         task_id = task.task_id if task is not None else task_or_id
         if not isinstance(task_id, str) or not task_id.strip():
             raise ValueError(f"Expected a Task or a non-empty task id string, got {task_or_id!r}.")
         self._options = WatchOptions(endpoint, poll_interval, max_poll_interval, timeout)
+        self._endpoint = self._options.endpoint_of(task)
+        self._keep_to = keep_folder(keep)
         row = layout if layout is not None else shared_layout(**_ROW)
-        super().__init__(client, api_key, base_url, owns_client, layout=row)
+        super().__init__(client, api_key, base_url, owns_client, frontend, layout=row)
+        try:
+            self._build(task, task_id, caption, stop_button, text_block)
+            self.register(task_id)
+            if autostart:
+                self.start()
+        except BaseException:
+            self.close()  # else it stays open (ipywidgets holds every open widget) and is saved
+            raise
+
+    def _build(
+        self,
+        task: Task | None,
+        task_id: str,
+        caption: str | None,
+        stop_button: bool,
+        text_block: ipywidgets.HTML | None,
+    ) -> None:
+        """Make the card's parts (the comm is open by now: `__init__` closes the widget if this fails)."""
+        self._playback_note = playback_note(self.frontend)
         self._caption = caption
         self._generating_since: float | None = None  # watch-elapsed seconds when IN_PROGRESS was first seen
         self._view = initial_view(task)
@@ -155,11 +208,18 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
             layout=shared_layout(**_BAR),
             style=shared_style(ipywidgets.widgets.widget_int.ProgressStyle, description_width="initial"),
         )
-        self._text = ipywidgets.HTML(
-            live_html(self._view, datetime.now(timezone.utc), caption),
-            layout=shared_layout(**(_TEXT_BLOCK if caption is not None else _TEXT_INLINE)),
-            style=shared_style(ipywidgets.widgets.widget_string.HTMLStyle),
-        )
+        text = {
+            "value": self._live_html(self._view, datetime.now(timezone.utc)),
+            "layout": shared_layout(**(_TEXT_BLOCK if caption is not None else _TEXT_INLINE)),
+            "style": shared_style(ipywidgets.widgets.widget_string.HTMLStyle),
+        }
+        if text_block is None:  # layout and style given when made: a default one would be one more model
+            self._text = ipywidgets.HTML(**text)
+        else:
+            self._text = text_block
+            with text_block.hold_sync():
+                for name, value in text.items():
+                    setattr(text_block, name, value)
         parts = [self._bar, self._text]
         self._stop_button: ipywidgets.Button | None = None
         if stop_button:
@@ -176,9 +236,6 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
         self.task_id = task_id
         self.status = task.status.value if task is not None else ""
         self.progress = self._view.progress
-        self.register(task_id)
-        if autostart:
-            self.start()
 
     # -- control (any thread) ---------------------------------------------------------------------------
 
@@ -200,9 +257,9 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
             if self._closed:
                 raise RuntimeError("This widget is closed; create a new one to watch the task again.")
             if self._watch is None:
-                client, task_id, options = self._client, self.task_id, self._options
+                client, task_id, options, endpoint = self._client, self.task_id, self._options, self._endpoint
                 self._watch = default_engine().watch(
-                    lambda: client.get_task(task_id, options.endpoint, retry=False),
+                    lambda: client.get_task(task_id, endpoint, retry=False),
                     task_id=task_id,
                     on_update=self._on_update,
                     poll_interval=options.poll_interval,
@@ -219,7 +276,7 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
             watch.stop()
 
     def wait(self, timeout: float | None = None) -> Task:
-        """Block until watching ends and the widget shows its final state.
+        """Block until watching ends, the widget shows its final state and keeping the videos is over.
 
         Parameters
         ----------
@@ -254,26 +311,65 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
             )
         return watch.result()
 
+    def done(self) -> bool:
+        """True once watching has ended and keeping the videos is over (`wait` then returns at once)."""
+        return self._shown.is_set()
+
+    def add_done_callback(self, fn: Callable[[TaskStatusWidget], None]) -> None:
+        """Call ``fn(widget)`` once, when `done` becomes true (at once if it is).
+
+        It runs on the thread that ends the work (an engine thread, the keeping thread, or the one that
+        closes the widget), with no lock held; its exceptions are logged, not raised.
+        """
+        with self._lock:
+            if self._done_callbacks is not None:
+                self._done_callbacks.append(fn)
+                return
+        _call(fn, self)
+
+    @property
+    def kept(self) -> tuple[Path, ...]:
+        """The video files kept for this task (absolute paths), once keeping is over; else empty."""
+        return self._kept
+
     def _release(self) -> None:
         if self._watch is not None:
             self._watch.stop()  # before releasing wait(): result() needs a final watch
+        with self._lock:
+            parts = tuple(self._unsettled)
+        self._finish(*parts)
+
+    def _finish(self, *parts: str) -> None:
+        """Mark parts of the end as over ("final": the final writes; "kept": keeping). Once none is left,
+        release `wait` and run the done callbacks, once."""
+        with self._lock:
+            self._unsettled.difference_update(parts)
+            if self._unsettled or self._done_callbacks is None:
+                return
+            callbacks, self._done_callbacks = self._done_callbacks, None
         self._shown.set()
+        for fn in callbacks:
+            _call(fn, self)
 
     def __repr__(self) -> str:
         return f"TaskStatusWidget(task_id={self.task_id!r}, status={self.status!r}, progress={self.progress})"
 
     def static_bundle(self) -> dict[str, str]:
         """The current state as ``text/plain`` and ``text/html`` (a ``<video>`` tag per player)."""
-        view = self._view
+        view, now = self._view, datetime.now(timezone.utc)
         return {
             "text/plain": static_text(self.task_id, view),
-            "text/html": static_html(self.task_id, view, datetime.now(timezone.utc), self._caption),
+            "text/html": static_html(self.task_id, view, now, self._caption, self._playback_note),
         }
+
+    def _live_html(self, view: View, now: datetime) -> str:
+        return live_html(view, now, self._caption, self._playback_note)
 
     # -- the polling side: the only writer of widget values ---------------------------------------------
 
     def _on_stop_click(self, _button: Any) -> None:
-        # May run on the main thread or a kernel subshell thread (jupyter-widgets.md §1.3): only stop.
+        # May run on the main thread or a kernel subshell thread: only stop (docs/architecture.md,
+        # "Threading rules").
         self.stop()
 
     def _on_update(self, update: Update) -> None:
@@ -290,6 +386,23 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
                 now=now,
             )
             self._view, self.task = view, task
+            keep_to = self._keep_to if update.state is WatchState.SUCCESS else None
+            if keep_to is not None:
+                self._unsettled.add("kept")
+        if keep_to is not None:
+            assert task is not None  # SUCCESS comes with its task
+            # Started first: an observer of the final values may wait() for the files.
+            keep_in_background(task, keep_to, self._client, self._on_kept)
+        self.deliver(lambda: self._apply(view, task, now))
+        if view.final:  # here too: in Colab the writes wait for the main thread, and wait() must not
+            self._finish("final")
+
+    def _apply(self, view: View, task: Task | None, now: datetime) -> None:
+        """Write a view into the children and the traits (the polling side, through `deliver`)."""
+        if view.final:
+            with self._lock:  # from now on the keeping thread writes what it has itself
+                self._final_out = True
+                view = self._view  # with the kept line, if keeping was quicker
         self._draw(view, now)
         if view.final:
             _log.debug("task %s: %s", self.task_id, view.line)
@@ -301,7 +414,24 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
             self.video_url = view.videos[0].url if view.videos else ""
             self.error = view.error
             if view.final:
-                self._shown.set()
+                self._finish("final")
+
+    def _on_kept(self, paths: list[Path], error: BaseException | None) -> None:
+        """Keeping is over (on the keeping thread): say where the files went, or why they did not."""
+        if error is not None:
+            _log.info("task %s: videos not kept: %s", self.task_id, error)
+        line = kept_line([_shown_path(path) for path in paths], error)
+        with self._lock:
+            self._kept = tuple(paths)
+            self._view = view = replace(self._view, kept=line)
+            show = self._final_out and not self._closed  # else the final writes will show it
+        if show:
+            self.deliver(lambda: self._show_kept(view))
+        self._finish("kept")
+
+    def _show_kept(self, view: View) -> None:
+        self._text.value = self._live_html(view, datetime.now(timezone.utc))
+        self._end_display()  # the static fallback says it too
 
     def _generating_for(self, update: Update, task: Task | None, now: datetime) -> float:
         """Seconds the task has been generating: seen by us, or since the gateway's start_time if longer."""
@@ -316,12 +446,46 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
         with self._bar.hold_sync():
             self._bar.value = view.progress
             self._bar.bar_style = view.bar_style
-        self._text.value = live_html(view, now, self._caption)
+        self._text.value = self._live_html(view, now)
         if view.final:  # nothing left to stop: a finished card has fewer parts
             self._text.layout = shared_layout(**_TEXT_BLOCK)
             if self._stop_button is not None:
                 self.children = (self._bar, self._text)
                 close_model(self._stop_button)
+
+
+def keep_folder(keep: bool | str | os.PathLike[str]) -> Path | None:
+    """The absolute folder a widget keeps its videos in, or None to keep nothing (``keep=`` of a widget).
+
+    Raises
+    ------
+    TypeError
+        ``keep`` is neither a bool nor a path.
+    """
+    if keep is True:
+        folder = keep_directory()  # None when KLING_WIDGETS_KEEP=0
+    elif keep is False:
+        folder = None
+    elif isinstance(keep, (str, os.PathLike)):
+        folder = Path(keep).expanduser()
+    else:
+        raise TypeError(f"keep must be True, False or a folder, not {keep!r}")
+    return folder.absolute() if folder is not None else None
+
+
+def _shown_path(path: Path) -> str:
+    """A kept file as the card shows it: relative to the working folder when inside it (the notebook's)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _call(fn: Callable[[TaskStatusWidget], None], widget: TaskStatusWidget) -> None:
+    try:
+        fn(widget)
+    except Exception:
+        _log.exception("A done callback of the widget for task %s failed", widget.task_id)
 
 
 def unwatched_error(task_ids: list[str], exc: BaseException) -> KlingError:
@@ -358,7 +522,7 @@ def generate(
     **params
         `KlingClient.text2video` options (``duration``, ``aspect_ratio``, ``model_name``, ``mode``,
         ``negative_prompt``, …) and the widget options ``poll_interval``, ``max_poll_interval``,
-        ``timeout`` and ``autostart``.
+        ``timeout``, ``autostart`` and ``keep``.
 
     Returns
     -------
@@ -372,6 +536,7 @@ def generate(
         options.get("max_poll_interval", _MAX_POLL_INTERVAL),
         options.get("timeout", _TIMEOUT),
     )
+    keep_folder(options.get("keep", True))
     kling, owned = resolve_client(client, api_key, base_url)
     try:
         task = kling.text2video(prompt, **params)

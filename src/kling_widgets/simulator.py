@@ -1,9 +1,10 @@
 """A loopback stand-in for the EZmodel gateway's Kling routes, for tests, demos and benchmarks.
 
 `GatewaySimulator` is a real HTTP server (``http.server.ThreadingHTTPServer`` on 127.0.0.1) that answers
-byte for byte like EZmodel does (see ``gateway-api.md`` §3–§8): the OpenAI-video submit object, the 9-key
-``TaskDto`` envelope with the raw Kling JSON inside, both error shapes with their Chinese texts, the
-``X-Oneapi-Request-Id`` header and the ``fail_reason`` quirks. Each task follows a scripted `Scenario`
+byte for byte like EZmodel does (see docs/gateway.md, from "Submit request" to "Error catalogue"): the
+OpenAI-video submit object, the 9-key ``TaskDto`` envelope with the raw Kling JSON inside, both error
+shapes with their Chinese texts, the ``X-Oneapi-Request-Id`` header and the ``fail_reason`` quirks. Each
+task follows a scripted `Scenario`
 (driven by time or by poll count) with optional `Fault` injection, and "generated" videos are a bundled
 clip served from a Kling-like signed path with HTTP Range support; a link answers 403, like a signed CDN,
 once its ``Expires`` has passed (``url_lifetime``, which may be negative, sets how long links live).
@@ -17,7 +18,11 @@ refuses what the gateway refuses, with its error shape and words.
 Account-wide behaviour: ``max_parallel`` caps the tasks unfinished at once, as Kling's parallel-task limit
 does; a POST over it answers the gateway's 429 and creates nothing. `GatewaySimulator.drop_next_submits`
 makes the next POSTs create their task and then send no answer (the connection is closed, or held until the
-client gives up), as when a gateway's answer is lost: the client cannot know the task exists.
+client gives up), as when a gateway's answer is lost: the client cannot know the task exists. ``balance``
+is what the key has left (each created task costs ``task_price``; a POST it cannot pay for answers the
+gateway's 403 ``quota_not_enough``), reported by the billing endpoints ``GET /v1/dashboard/billing/
+subscription`` and ``…/usage`` in New API's shapes (docs/studio.md, "The balance line"); with
+``balance=None`` neither endpoint exists, like a gateway without them.
 
 >>> from kling_widgets.simulator import GatewaySimulator, Scenario, Fault
 >>> with GatewaySimulator(speed=10) as sim:                            # doctest: +SKIP
@@ -90,8 +95,10 @@ ACTIONS = {
     "advanced-lip-sync": "advancedLipSync",
 }
 VIDEO_PATH_PREFIX = "/bs2/upload-ylab-stunt-sgp/muse/"
-URL_LIFETIME = 30 * 24 * 3600  # Kling deletes generated videos after 30 days (gateway-api.md §10.3)
+# Kling deletes generated videos after 30 days (docs/gateway.md, "Signed video URLs and their expiry").
+URL_LIFETIME = 30 * 24 * 3600
 CLIP_DURATION = "5.0"  # seconds, as Kling writes it: a decimal string
+BILLING_PATHS = ("/v1/dashboard/billing/subscription", "/v1/dashboard/billing/usage")
 MAX_BODY = 20 * 1024 * 1024  # image2video bodies may carry base64 images
 
 
@@ -231,7 +238,10 @@ def _go_json(value: object) -> bytes:
 
 
 def _sorted(value: object) -> object:
-    """Go re-serialises the stored Kling JSON through a map, which sorts keys (gateway-api.md §6.7)."""
+    """Go re-serialises the stored Kling JSON through a map, which sorts keys.
+
+    See docs/gateway.md, "Kling's JSON inside the TaskDto".
+    """
     if isinstance(value, dict):
         return {key: _sorted(value[key]) for key in sorted(value)}
     if isinstance(value, list):
@@ -351,7 +361,7 @@ class _Task:
         }[phase]
         if phase != "done":
             fail_reason = ""
-        elif success:  # legacy quirk: the first video's URL (gateway-api.md §6.5)
+        elif success:  # legacy quirk: the first video's URL (docs/gateway.md, "The fail_reason quirks")
             fail_reason = self.video_urls[0] if self.video_urls else ""
         else:  # EZmodel copies Kling's top-level message, which is "SUCCEED" for a successful query
             fail_reason = "SUCCEED"
@@ -786,9 +796,16 @@ class GatewaySimulator:
         1303. The control API still takes `api_key`.
     access_key, secret_key
         Kling's key pair for the kling flavor; random when None.
+    balance
+        What the key has left, in US dollars: each task a submit creates takes ``task_price`` from it, and
+        a submit it cannot pay for is refused (403 ``quota_not_enough``). None: no accounting, and the
+        billing endpoints answer 404 (a gateway without them).
+    task_price
+        What one task costs.
 
-    ``scenario``, ``max_parallel`` and ``url_lifetime`` are attributes that may be changed at any time (a
-    new ``url_lifetime`` applies to links made from then on).
+    ``scenario``, ``max_parallel``, ``url_lifetime``, ``balance`` and ``task_price`` are attributes that
+    may be changed at any time (a new ``url_lifetime`` applies to links made from then on); ``used`` is
+    what the tasks created so far cost.
     Use as a context manager, or `start` / `stop`. `serve_forever` blocks until Ctrl-C (for the CLI).
     The key never appears in a repr, a log line or an error message.
     """
@@ -806,6 +823,8 @@ class GatewaySimulator:
         flavor: Flavor = "ezmodel",
         access_key: str | None = None,
         secret_key: str | None = None,
+        balance: float | None = 1000.0,
+        task_price: float = 0.35,
     ) -> None:
         if flavor not in get_args(Flavor):
             raise ValueError(f"flavor must be one of {get_args(Flavor)}, not {flavor!r}")
@@ -822,6 +841,9 @@ class GatewaySimulator:
         self.scenario = scenario or Scenario()
         self.max_parallel = max_parallel
         self.url_lifetime = url_lifetime
+        self.balance = balance
+        self.task_price = task_price
+        self.used = 0.0
         self._drops: list[Reply] = []  # how the next submits go unanswered, first first
         self._peak_unfinished = 0
         self._address = (host, port)
@@ -1076,6 +1098,11 @@ class GatewaySimulator:
                 return _kling_reply(400, 1201, "external_task_id already exists"), None
             if self.max_parallel is not None and self.unfinished() >= self.max_parallel:
                 return (_kling_reply(*KLING_PARALLEL_LIMIT) if kling else _saturated()), None
+            if self.balance is not None and not kling:
+                if self.balance < self.task_price:
+                    return _json_reply(403, _shape_a("quota_not_enough", "user quota is not enough")), None
+                self.balance -= self.task_price
+                self.used += self.task_price
             task = self._create_task(self.scenario, action, None)
             task.external_task_id = external_id
             dropped = self._drops.pop(0) if self._drops else None
@@ -1179,6 +1206,19 @@ class GatewaySimulator:
             return _json_reply(400, {"error": f"not a drop request: {exc}"})
         with self._lock:
             return _json_reply(200, {"pending": len(self._drops)})
+
+    def _billing(self, path: str) -> Reply:
+        """New API's ``GetSubscription`` and ``GetUsage``: the whole quota (used plus left) and the usage
+        in hundredths, both in US dollars (the default display unit)."""
+        with self._lock:
+            balance, used = self.balance, self.used
+        if path == BILLING_PATHS[0]:
+            total = (balance or 0.0) + used
+            return _json_reply(200, {
+                "object": "billing_subscription", "has_payment_method": True, "soft_limit_usd": total,
+                "hard_limit_usd": total, "system_hard_limit_usd": total, "access_until": 0,
+            })  # fmt: skip
+        return _json_reply(200, {"object": "list", "total_usage": used * 100})
 
     def _control_requests(self, query: str) -> Reply:
         task_id = parse_qs(query).get("task_id", [None])[0]
@@ -1295,7 +1335,8 @@ class _Handler(BaseHTTPRequestHandler):
         if sim.flavor == "kling":
             return self._route_kling(sim, method, path, query, raw, request_id)
         route = _SUBMIT_ROUTES.get(path) if method == "POST" else None
-        if not ((method == "GET" and task_id) or route):
+        billing = method == "GET" and path in BILLING_PATHS and sim.balance is not None
+        if not ((method == "GET" and task_id) or route or billing):
             message = f"Invalid URL ({method} {path})"  # gin's NoRoute: no request id suffix
             error = {"message": message, "type": "invalid_request_error", "param": "", "code": ""}
             return _json_reply(404, {"error": error}), None
@@ -1304,6 +1345,8 @@ class _Handler(BaseHTTPRequestHandler):
             return rejected, task_id
         if task_id is not None:
             return sim._fetch(task_id, request_id), task_id
+        if billing:
+            return sim._billing(path), None
         assert route is not None  # a POST that is not a submit was answered 404 above
         return sim._submit(route, self.headers.get("Content-Type", ""), raw, request_id)
 

@@ -26,6 +26,7 @@ from e2e_harness import (
     SCENARIOS,
     TOKEN,
     NotebookRun,
+    Server,
     VoilaRun,
     in_ci,
     log,
@@ -158,11 +159,22 @@ def frontend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def nb_run(
-    frontend: str, browser: Browser, gateway: GatewaySimulator, e2e_workdir: Path
-) -> Iterator[NotebookRun]:
-    """Start the front-end's server, open the generated notebook, wait for the kernel, run all cells."""
+def jupyter_server(frontend: str, e2e_workdir: Path) -> Iterator[Server]:
+    """The front-end's one server for the session: every notebook of the browser tests opens on it."""
     server = start_jupyter(frontend, e2e_workdir)
+    try:
+        yield server
+    finally:
+        server.stop()
+        log(f"[{frontend}] server stopped")
+
+
+@pytest.fixture(scope="session")
+def nb_run(
+    frontend: str, jupyter_server: Server, browser: Browser, gateway: GatewaySimulator
+) -> Iterator[NotebookRun]:
+    """Open the generated notebook on the front-end's server, wait for the kernel, run all cells."""
+    server = jupyter_server
     context = None
     try:
         task_ids = {role: gateway.add_task(scenario) for role, scenario in SCENARIOS.items()}
@@ -181,8 +193,6 @@ def nb_run(
     finally:
         if context is not None:
             context.close()
-        server.stop()
-        log(f"[{frontend}] server stopped")
 
 
 QUICKSTART = (
@@ -201,12 +211,12 @@ def voila_run(browser: Browser, gateway: GatewaySimulator, e2e_workdir: Path) ->
         ("code", QUICKSTART),
     ])  # fmt: skip
     env = {"EZMODEL_API_KEY": gateway.api_key, "EZMODEL_BASE_URL": gateway.url}
-    server = start_voila(notebook, e2e_workdir, env)
+    server = start_voila(root, e2e_workdir, env)
     context = None
     try:
         context, page = new_page(browser, "voila")
         submits_before = len([r for r in gateway.requests() if r.method == "POST"])
-        page.goto(f"{server.url}/?token={TOKEN}", timeout=90_000)
+        page.goto(f"{server.url}/voila/render/{notebook.name}?token={TOKEN}", timeout=90_000)
         yield VoilaRun(page, gateway, submits_before)
     finally:
         if context is not None:

@@ -1,7 +1,7 @@
 """Plumbing for the browser tests: isolated Jupyter/Voila servers, process clean-up, page JS.
 
-Nothing here is a fixture; ``conftest.py`` wires these pieces together. The recipe behind the flags,
-selectors and pitfalls is ``reference/browser-e2e.md`` (proven on Debian chromium + Playwright for Python).
+Nothing here is a fixture; ``conftest.py`` wires these pieces together. The flags, selectors and pitfalls
+are explained in docs/testing.md, "Browser tests in Chromium" (Debian chromium + Playwright for Python).
 """
 
 from __future__ import annotations
@@ -252,26 +252,27 @@ def start_jupyter(app: str, workdir: Path) -> Server:
     )
 
 
-def start_voila(notebook: Path, workdir: Path, env_extra: Mapping[str, str]) -> Server:
-    """Voila serving one notebook at ``/`` on 127.0.0.1 with token auth."""
+def start_voila(root: Path, workdir: Path, env_extra: Mapping[str, str]) -> Server:
+    """Voila serving the notebooks of the folder ``root`` (``/voila/render/<name>``) on 127.0.0.1 with token
+    auth: one server for every notebook the tests render."""
     port = free_port()
     cmd = [
         sys.executable,
         "-m",
         "voila",
-        str(notebook),
+        str(root),
         "--no-browser",
         f"--port={port}",
         "--Voila.ip=127.0.0.1",
         f"--Voila.token={TOKEN}",
         "--show_tracebacks=True",
     ]
-    # GET / would start the notebook's kernel, so readiness is "the port accepts connections".
+    # Readiness is "the port accepts connections": rendering a notebook to check would start a kernel.
     return start_server(
         "voila",
         cmd,
         env=isolated_env(workdir / "home-voila", env_extra),
-        root=notebook.parent,
+        root=root,
         port=port,
         ready_path=None,
         workdir=workdir,

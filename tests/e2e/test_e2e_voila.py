@@ -1,13 +1,18 @@
-"""Voila renders a quickstart-style notebook: the bar appears, fills, then the video plays."""
+"""Voila renders a quickstart-style notebook (the bar appears, fills, then the video plays), then the studio
+notebook as an app."""
 
 from __future__ import annotations
 
 import re
+import shutil
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 from e2e_harness import (
     FINAL_BAR_JS,
+    REPO,
+    TOKEN,
     VIDEO_LOADED_JS,
     VIDEO_PLAY_JS,
     VoilaRun,
@@ -16,6 +21,7 @@ from e2e_harness import (
     width_percent,
 )
 from playwright.sync_api import expect
+from studio_steps import drive_studio
 
 pytestmark = pytest.mark.e2e
 
@@ -54,3 +60,18 @@ def test_voila_renders_bar_then_plays_video(voila_run: VoilaRun) -> None:
     served = [r for r in gateway.requests(task_id) if not r.path.startswith("/kling/")]
     assert served, "the simulator served no video bytes for the submitted task"
     save_screenshot(page, "voila-final")
+
+
+def test_voila_renders_the_studio_app(voila_run: VoilaRun, e2e_workdir: Path) -> None:
+    """notebooks/studio.ipynb as an app, in the same Voila server (after the quickstart test: its submits
+    would count). The server's key points the notebook at the session's gateway."""
+    shutil.copy(REPO / "notebooks" / "studio.ipynb", e2e_workdir / "root-voila" / "studio.ipynb")
+    page = voila_run.page.context.new_page()
+    try:
+        origin = re.match(r"https?://[^/]+", voila_run.page.url)
+        assert origin is not None
+        page.goto(f"{origin.group(0)}/voila/render/studio.ipynb?token={TOKEN}", timeout=90_000)
+        drive_studio(page, page.locator("body"), voila_run.gateway, "voila", lambda: None)
+        expect(page.locator("body")).not_to_contain_text("import os")  # the studio alone, not the code
+    finally:
+        page.close()

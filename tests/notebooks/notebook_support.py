@@ -28,7 +28,10 @@ NOTEBOOKS = REPO / "notebooks"
 # The single-task notebooks; many_tasks.ipynb has its own test (tests/notebooks/test_many_tasks.py).
 NOTEBOOK_NAMES = ["quickstart.ipynb", "watch_existing_task.ipynb"]
 # The environment a user without a key has: none of the variables the demo or the notebooks look at.
-GATEWAY_VARIABLES = ("EZMODEL_API_KEY", "EZMODEL_BASE_URL", "KLING_WIDGETS_SIMULATOR")
+GATEWAY_VARIABLES = (
+    "EZMODEL_API_KEY", "EZMODEL_BASE_URL", "KLING_ACCESS_KEY", "KLING_SECRET_KEY", "KLING_BASE_URL",
+    "KLING_WIDGETS_SIMULATOR",
+)  # fmt: skip
 # Every key the simulator makes up starts like this; none may be saved in a notebook.
 SIMULATOR_KEY_PREFIX = "sk-sim-"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"

@@ -42,6 +42,8 @@ def test_binder_build_then_quickstart(
         timeout=60,
     )
     assert Path(clip.strip()).stat().st_size > 0
+    # The README's second Binder link opens the studio through Voila, which the base image lacks.
+    run_logged([python, "-m", "voila", "--version"], cwd=tmp_path, timeout=60)
 
     kernels = tmp_path / "jupyter" / "kernels" / "binder"
     kernels.mkdir(parents=True)

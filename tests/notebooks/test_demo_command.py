@@ -54,6 +54,27 @@ def test_demo_without_key_serves_the_simulator_and_stops_on_ctrl_c(keyless_env: 
     assert "Demo stopped." in output.text
 
 
+def test_demo_on_the_kling_flavor_points_the_kernel_at_a_kling_api_simulator(
+    keyless_env: None, tmp_path: Path
+) -> None:
+    env = {**isolated_jupyter_env(os.environ, tmp_path), "EZMODEL_BASE_URL": "http://127.0.0.1:9"}
+    command = [str(KLING_WIDGETS), "demo", "--no-browser", "--flavor", "kling", "--port", str(free_port())]
+    with running_demo(command, env=env, cwd=tmp_path, ready_timeout=120) as (process, output, base, token):
+        sim_url = output.wait_for(r"Kling API simulator at (http://127\.0\.0\.1:\d+)", 1)[1]
+        with pytest.raises(urllib.error.HTTPError) as answered:  # no token: Kling's own 401
+            urllib.request.urlopen(f"{sim_url}/v1/videos/text2video/1", timeout=10)
+        assert answered.value.code == 401
+
+        kernel_env = started_kernel(process, base, token).environ()
+        assert kernel_env["KLING_BASE_URL"] == sim_url
+        assert kernel_env["KLING_WIDGETS_SIMULATOR"] == "1"
+        assert kernel_env["KLING_SECRET_KEY"] not in output.text
+        assert "EZMODEL_BASE_URL" not in kernel_env  # a stray gateway setting cannot mix the two services
+
+        family = psutil.Process(process.pid).children(recursive=True)
+        _stop(process, family, signal.SIGINT)
+
+
 def test_demo_with_key_uses_the_real_gateway_and_stops_on_sigterm(keyless_env: None, tmp_path: Path) -> None:
     user_key = "test-user-key-never-printed"
     env = {

@@ -213,3 +213,27 @@ print("released" if released else "deadlock")
     assert seen["thread"] == "MainThread"
     assert seen["body_done"] is True
     assert seen["ran"] == [[i, "MainThread", True] for i in range(5)]
+
+
+def test_in_colab_a_widget_waited_on_in_its_own_cell_ends_and_shows_its_final_state(
+    colab_kernel: Kernel,
+) -> None:
+    """The widget's writes wait for the main thread, which the cell's wait() holds: wait() needs none."""
+    msg_id, messages = colab_kernel.run(
+        """
+from kling_widgets import TaskStatusWidget
+from kling_widgets.simulator import GatewaySimulator, Scenario
+sim = GatewaySimulator(speed=50.0, scenario=Scenario(polls=(1, 1))).start()
+w = TaskStatusWidget(sim.add_task(), base_url=sim.url, api_key=sim.api_key, poll_interval=0.05,
+                     max_poll_interval=0.05)
+during = (w.frontend.value, w.wait(20).status.value, w.status)  # the writes are still queued here
+print(during)
+"""
+    )
+    assert _stdout(messages) == "('colab', 'SUCCESS', '')\n"
+    # The queued writes ran at the end of that cell, inside it: the final state and the kept file.
+    assert colab_kernel.stdout("print(w.status, w.progress, len(w.kept), 'Kept as' in w._text.value)") == (
+        "SUCCESS 100 1 True\n"
+    )
+    updates = [m for m in messages if m["msg_type"] == "comm_msg" and m["parent_header"]["msg_id"] == msg_id]
+    assert updates, "no widget update went out with the cell that waited"

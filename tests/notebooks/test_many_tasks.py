@@ -57,9 +57,11 @@ def test_fifty_simulated_tasks_finish_and_the_saved_file_shows_them(executed: Pa
     assert re.search(r"^50 tasks · 50 done · \d+:\d\d elapsed$", stdout, re.MULTILINE), stdout
     assert "50 videos; first: http://127.0.0.1:" in stdout
 
-    # The engine's few threads, not one per task.
-    (threads,) = [o for o in outputs if "kling-widgets-scheduler" in str(o.get("data", {}))]
-    assert str(threads["data"]["text/plain"]).count("kling-widgets-") <= 5
+    # The engine's few threads (and the batch's submitter), not one per task. Cards go live as their POSTs
+    # answer, so the engine may not have started yet when the cell runs.
+    (cell,) = [c for c in nb.cells if "threading.enumerate()" in c.source]
+    (threads,) = cell.outputs
+    assert 1 <= str(threads["data"]["text/plain"]).count("kling-widgets-") <= 5
 
     # The gallery's display became plain HTML at the end: a reader without widgets sees 50 players.
     (gallery,) = [o["data"] for o in outputs if "TaskGallery" in str(o.get("data", {}).get("text/plain", ""))]

@@ -83,6 +83,23 @@ def test_notebook_under_the_demo_uses_the_demo_simulator(
         assert f"SIMULATOR: {sim.url} " in saved.read_text()
 
 
+def test_quickstart_on_klings_own_api(
+    keyless_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Under `kling-widgets demo --flavor kling` the kernel inherits KLING_*: the quickstart runs on it."""
+    with GatewaySimulator(speed=4.0, flavor="kling") as sim:
+        for name, value in sim.environment().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("KLING_WIDGETS_SIMULATOR", "1")
+        saved = tmp_path / "quickstart.ipynb"
+        execute_notebook(NOTEBOOKS / "quickstart.ipynb", saved)
+        urls = assert_recorded_success(saved, secrets=(sim.secret_key, sim.access_key))
+        assert all(url.startswith(f"{sim.url}/") for url in urls)
+        paths = {record.path for record in sim.requests()}
+        assert any(path.startswith("/v1/videos/text2video") for path in paths)
+        assert not any(path.startswith("/kling/") for path in paths)
+
+
 def _watch_existing_task(saved: Path, *, submit_new_task: bool) -> Path:
     """watch_existing_task.ipynb as a user would leave it: no TASK_ID, SUBMIT_NEW_TASK as given."""
     nb = nbformat.read(NOTEBOOKS / "watch_existing_task.ipynb", as_version=4)

@@ -1,0 +1,799 @@
+"""`Studio`: a form to try Kling prompts, models and images in a cell (or as a Voila app), its tasks below.
+
+The form's choices come from the model catalogue (`kling_widgets._catalogue`), the very table the client
+checks every submission against, so the form cannot offer what the client would refuse. Generate sends one
+POST per click: the button is disabled until the answer is in, and the POST runs on a daemon thread so the
+kernel stays free; what the answer changes on screen (a card, an inline refusal, the balance line) is
+written through `kling_widgets._frontend.deliver`, the one path widget updates from other threads take
+(docs/architecture.md, "Threading rules"). Each card is a `TaskStatusWidget` on the same client and the
+one shared engine, with "Again", "Show code" and "Extend" (docs/studio.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import threading
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+import ipywidgets
+
+from ._base import KlingWidget, WatchOptions, shared_layout, shared_style
+from ._billing import Balance
+from ._catalogue import ROUTES, ModelSpec, model_spec, models_for
+from ._client import KlingClient
+from ._errors import KlingError, PermissionDeniedError, RateLimitError
+from ._frontend import deliver, detect
+from ._models import Task, TaskStatus
+from ._params import MAX_IMAGE_BYTES, MAX_PROMPT_CHARS
+from ._text import clean_text, strip_credentials
+from ._widget import TaskStatusWidget
+
+__all__ = [
+    "FORM_ROUTES",
+    "MAX_IMAGE_RATIO",
+    "MIN_IMAGE_PIXELS",
+    "Extension",
+    "Image",
+    "Studio",
+    "Submission",
+    "extendable",
+    "image_problem",
+    "reference_urls",
+    "shot_lines",
+    "studio",
+]
+
+_log = logging.getLogger(__name__)
+
+#: Kling's limits on an input image besides its 10 MB (docs/studio.md, "Images").
+MIN_IMAGE_PIXELS = 300
+MAX_IMAGE_RATIO = 2.5
+_PNG = b"\x89PNG\r\n\x1a\n"
+_JPEG = b"\xff\xd8\xff"
+_THUMB = {"width": "96px", "max_height": "96px", "object_fit": "contain"}
+_HIDDEN = {"display": "none"}
+_FULL = {"width": "100%"}
+_ROW = {"display": "flex", "flex_flow": "row wrap", "align_items": "center", "grid_gap": "4px 12px"}
+_COLUMN = {"display": "flex", "flex_flow": "column", "grid_gap": "6px"}
+_PICK = {"width": "auto", "min_width": "150px"}
+_AUTO = {"width": "auto"}
+_ERROR_STYLE = "color: var(--jp-error-color1, #d32f2f)"
+#: After a task is created, Generate stays disabled this long: a double click's second click, arriving
+#: after a fast answer, must not bill a second task.
+REARM_SECONDS = 0.6
+
+
+# -- images (pure) ----------------------------------------------------------------------------------
+
+
+def image_dimensions(data: bytes) -> tuple[int, int] | None:
+    """(width, height) read from a PNG's or a JPEG's header bytes, or None if there is none to read."""
+    if data.startswith(_PNG) and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not data.startswith(_JPEG):
+        return None
+    at = 2
+    while at + 9 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF or 0xD0 <= marker <= 0xD8 or marker == 0x01:  # fill byte or a marker without length
+            at += 1 if marker == 0xFF else 2
+            continue
+        # A start-of-frame segment (SOF0-SOF15, minus DHT, JPG and DAC) holds the size.
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(data[at + 7 : at + 9], "big"), int.from_bytes(data[at + 5 : at + 7], "big")
+        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    return None
+
+
+def image_problem(data: bytes) -> str | None:
+    """Why Kling would refuse this image (as the end of a sentence starting with its name), or None.
+
+    Checked: the type by its first bytes (JPEG or PNG), at most 10 MB, at least 300 px on each side, and an
+    aspect ratio between 1:2.5 and 2.5:1 (docs/studio.md, "Images").
+    """
+    if len(data) > MAX_IMAGE_BYTES:
+        return f"is {len(data) / 2**20:.1f} MB; Kling accepts images up to 10 MB"
+    if not data.startswith((_PNG, _JPEG)):
+        return "is not a JPEG or PNG image (Kling accepts only those)"
+    size = image_dimensions(data)
+    if size is None or 0 in size:
+        return "has no readable width and height (a damaged file?)"
+    width, height = size
+    if min(size) < MIN_IMAGE_PIXELS:
+        return f"is {width}×{height} px; Kling needs at least {MIN_IMAGE_PIXELS} px on each side"
+    if max(width / height, height / width) > MAX_IMAGE_RATIO:
+        return f"is {width}×{height} px; Kling needs an aspect ratio between 1:2.5 and 2.5:1"
+    return None
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image chosen in the form: an http(s) URL, or the bytes of an uploaded file and its name."""
+
+    url: str = ""
+    data: bytes = b""
+    name: str = ""
+
+    def field(self) -> str:
+        """What the client sends: the URL, or the upload as base64 (never shown, never in code)."""
+        return self.url or base64.b64encode(self.data).decode("ascii")
+
+    def code(self) -> str:
+        """How `Show code` names it: the URL, or a path named like the uploaded file (a placeholder)."""
+        if self.url:
+            return self.url
+        suffix = ".png" if self.data.startswith(_PNG) else ".jpg"
+        stem = self.name.replace("\\", "/").rsplit("/", 1)[-1]
+        return stem if stem.lower().endswith((".png", ".jpg", ".jpeg")) else f"image{suffix}"
+
+
+# -- one submission (pure) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Everything one Generate click sends: the route and the client call's arguments."""
+
+    prompt: str
+    model_name: str
+    duration: str
+    aspect_ratio: str
+    mode: str
+    negative_prompt: str | None = None
+    sound: str | None = None
+    cfg_scale: float | None = None
+    image: Image | None = None
+    image_tail: Image | None = None
+    reference_images: tuple[str, ...] = ()
+    route: str = "text2video"
+    shots: tuple[tuple[str, str], ...] = ()  # (seconds, prompt): multi-shot replaces prompt and duration
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments after the prompt, as sent (options left at None are not)."""
+        names = ("model_name", "duration", "aspect_ratio", "mode", "negative_prompt", "sound", "cfg_scale")
+        sent = [
+            name
+            for name in names
+            if getattr(self, name) is not None and not (self.shots and name == "duration")
+        ]
+        return {name: getattr(self, name) for name in sent}
+
+    def _shot_list(self) -> list[dict[str, str]] | None:
+        return [{"prompt": prompt, "duration": seconds} for seconds, prompt in self.shots] or None
+
+    def send(self, client: KlingClient) -> Task:
+        """Submit it (one POST; the client checks every option first)."""
+        start, end = (image.field() if image is not None else None for image in (self.image, self.image_tail))
+        if self.route == "omni-video":
+            return client.omni_video(
+                None if self.shots else self.prompt, start_frame=start, end_frame=end,
+                reference_images=self.reference_images, shots=self._shot_list(), **self.options(),
+            )  # fmt: skip
+        if start is None:
+            return client.text2video(self.prompt, **self.options())
+        return client.image2video(start, self.prompt, image_tail=end, **self.options())
+
+    def _keyword_images(self) -> dict[str, Image]:
+        """The images passed by keyword, by the route's names for them."""
+        names = ("start_frame", "end_frame") if self.route == "omni-video" else ("", "image_tail")
+        pairs = zip(names, (self.image, self.image_tail), strict=True)
+        return {name: image for name, image in pairs if name and image}
+
+    def code(self) -> str:
+        """The Python that makes the same task, to move from clicking to a script."""
+        arguments = [f"shots={self._shot_list()!r}" if self.shots else repr(self.prompt)]
+        if self.image is not None and self.route == "image2video":
+            arguments.insert(0, repr(self.image.code()))
+        arguments += [f"{name}={value!r}" for name, value in self.options().items()]
+        arguments += [f"{name}={image.code()!r}" for name, image in self._keyword_images().items()]
+        if self.reference_images:
+            arguments.append(f"reference_images={list(self.reference_images)!r}")
+        uploads = [image for image in (self.image, self.image_tail) if image is not None and not image.url]
+        note = (
+            "# Put the uploaded image(s) next to this notebook, or use an http(s) URL.\n" if uploads else ""
+        )
+        return _code(note, self.route.replace("-", "_"), self.route, arguments)
+
+    @property
+    def caption(self) -> str:
+        """The card's heading: the prompt, or the shots' prompts."""
+        return " / ".join(prompt for _, prompt in self.shots) if self.shots else self.prompt
+
+
+@dataclass(frozen=True)
+class Extension:
+    """What "Extend" on a finished card sends: a video-extend task for the first video of ``source``."""
+
+    source: Task
+    prompt: str | None = None
+    route: ClassVar[str] = "video-extend"
+
+    def send(self, client: KlingClient) -> Task:
+        """Submit it (one POST; the client checks the task has a video and the prompt first)."""
+        return client.extend_video(self.source, prompt=self.prompt)
+
+    def code(self) -> str:
+        """The same call with the video's id, so the code does not need the task object."""
+        video = self.source.videos[0].id if self.source.videos else None
+        arguments = [repr(video)] + ([] if self.prompt is None else [f"prompt={self.prompt!r}"])
+        return _code(
+            f"# The first video of task {self.source.task_id}.\n", "extend_video", self.route, arguments
+        )
+
+    @property
+    def caption(self) -> str:
+        """The card's heading: what it extends, and the prompt if any."""
+        extends = f"Extends {self.source.task_id}"
+        return extends if self.prompt is None else f"{extends}: {self.prompt}"
+
+
+def _code(note: str, method: str, route: str, arguments: list[str]) -> str:
+    """A script that makes the same task with ``client.<method>(*arguments)`` and watches it."""
+    call = ",\n    ".join(arguments)
+    return (
+        "from kling_widgets import KlingClient, TaskStatusWidget\n\n"
+        f"{note}client = KlingClient()\n"
+        f"task = client.{method}(\n    {call},\n)\n"
+        f"TaskStatusWidget(task, client=client, endpoint={route!r})"
+    )
+
+
+def extendable(card: TaskStatusWidget) -> bool:
+    """Whether Extend may be offered for ``card``: its task succeeded with a Kling video id."""
+    task = card.task
+    return (
+        card.done() and task is not None and task.status is TaskStatus.SUCCESS
+        and bool(task.videos) and task.videos[0].id is not None
+    )  # fmt: skip
+
+
+#: The routes the form can build from its fields, in the catalogue's order.
+FORM_ROUTES = tuple(route for route in ROUTES if route in ("text2video", "image2video", "omni-video"))
+
+
+def reference_urls(text: str) -> tuple[str, ...]:
+    """The image URLs typed in the reference field (separated by spaces, commas or new lines).
+
+    Raises
+    ------
+    ValueError
+        One is not an http(s) URL (the message starts with ``reference_images``, the option's name).
+    """
+    urls = tuple(text.replace(",", " ").split())
+    for url in urls:
+        if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+            raise ValueError(f"reference_images: {clean_text(url, 80)!r} is not an http(s) URL")
+    return urls
+
+
+def shot_lines(text: str) -> tuple[tuple[str, str], ...]:
+    """The shots typed in the multi-shot field: one per line, ``seconds | prompt``.
+
+    Raises
+    ------
+    ValueError
+        A line has another shape (the message starts with ``shots``, the option's name). The client
+        checks the rest: 2 to 6 shots, each at least 3 s, together a duration the model takes.
+    """
+    shots = []
+    for number, line in enumerate(filter(str.strip, text.splitlines()), 1):
+        seconds, bar, prompt = line.partition("|")
+        if not bar or not seconds.strip().isdigit() or not prompt.strip():
+            raise ValueError(f"shots: line {number} is not 'seconds | prompt' (e.g. '4 | a door opens')")
+        shots.append((seconds.strip(), prompt.strip()))
+    return tuple(shots)
+
+
+def _choices(model: str, route: str) -> ModelSpec:
+    """What the form offers for ``model`` on ``route``: the catalogue's entry (the route's first model's
+    when the route does not take ``model``)."""
+    models = models_for(route)
+    return model_spec(model if model in models else models[0], route)
+
+
+def _offer(dropdown: Any, values: tuple[str, ...]) -> None:
+    """Offer ``values``, keeping the current choice when it is one of them, else the first (ipywidgets itself
+    would select the first whenever the options change)."""
+    keep = dropdown.value if dropdown.value in values else (values[0] if values else None)
+    if tuple(dropdown.options) != values:
+        dropdown.options = values
+    if dropdown.value != keep:
+        dropdown.value = keep
+
+
+def _field_of(exc: BaseException) -> str:
+    """The form field a refusal concerns, by the option its message names first."""
+    message = str(exc)
+    for field in (
+        "negative_prompt",
+        "prompt",
+        "image_tail",
+        "image",
+        "start_frame",
+        "end_frame",
+        "reference",
+        "shots",
+    ):
+        if message.startswith(field):
+            return field
+    return "generate"
+
+
+def _refusal_text(exc: BaseException) -> str:
+    """What to say inline about a refusal: the fix first for the parallel limit and an empty balance."""
+    if isinstance(exc, RateLimitError):
+        return (
+            "The account's parallel-task limit is reached, or the gateway is busy (429): wait for a running "
+            "task to finish, then Generate again. Nothing was created."
+        )
+    if isinstance(exc, PermissionDeniedError) and (exc.code == "quota_not_enough" or "quota" in str(exc)):
+        return "No quota left (403): top up the key's balance, then Generate again. Nothing was created."
+    return clean_text(str(exc))
+
+
+# -- the widget -----------------------------------------------------------------------------------------
+
+
+class _ImageSlot:
+    """One image input of the form: an upload or a URL, a thumbnail, a Remove button and an error line."""
+
+    def __init__(self, label: str, on_change: Callable[[], None]) -> None:
+        self.image: Image | None = None
+        self._on_change = on_change
+        self.upload = ipywidgets.FileUpload(
+            accept=".png,.jpg,.jpeg,image/png,image/jpeg", multiple=False, description=label,
+            layout=shared_layout(**_AUTO), style=shared_style(ipywidgets.widgets.widget_button.ButtonStyle),
+        )  # fmt: skip
+        self.url = ipywidgets.Text(
+            placeholder="or an image URL (https://…)", continuous_update=False, layout=shared_layout(**_PICK)
+        )
+        self.thumbnail = ipywidgets.Image(format="png", layout=shared_layout(**_HIDDEN))
+        self.remove = ipywidgets.Button(description="Remove", layout=shared_layout(**_HIDDEN))
+        self.error = ipywidgets.HTML("", layout=shared_layout(**_HIDDEN))
+        self.row = ipywidgets.Box(
+            [self.upload, self.url, self.thumbnail, self.remove, self.error], layout=shared_layout(**_ROW)
+        )
+        self.upload.observe(self._uploaded, "value")
+        self.url.observe(self._typed, "value")
+        self.remove.on_click(lambda _button: self._set(None))
+
+    @property
+    def models(self) -> tuple[Any, ...]:
+        return (self.upload, self.url, self.thumbnail, self.remove, self.error, self.row)
+
+    def show_error(self, message: str) -> None:
+        self.error.value = f'<span style="{_ERROR_STYLE}">{html.escape(message)}</span>' if message else ""
+        self.error.layout = shared_layout(**({} if message else _HIDDEN))
+
+    def _uploaded(self, change: dict[str, Any]) -> None:
+        if not change["new"]:
+            return
+        upload = change["new"][0]
+        data, name = bytes(upload["content"]), str(upload.get("name", ""))
+        problem = image_problem(data)
+        if problem is not None:
+            self._set(None)
+            self.show_error(f"{clean_text(name, 80) or 'The file'} {problem}.")
+            return
+        self._set(Image(data=data, name=name))
+
+    def _typed(self, change: dict[str, Any]) -> None:
+        text = change["new"].strip()
+        if not text:
+            if self.image is not None and self.image.url:
+                self._set(None)
+            return
+        if urllib.parse.urlsplit(text).scheme.lower() not in ("http", "https"):
+            self.show_error("An image URL must start with http:// or https://.")
+            return
+        self._set(Image(url=text))
+
+    def _set(self, image: Image | None) -> None:
+        self.image = image
+        self.show_error("")
+        if image is None or image.url:
+            self.upload.value = ()
+        if image is None or not image.url:
+            self.url.value = ""
+        if image is None:
+            self.thumbnail.value = b""
+        elif image.url:
+            self.thumbnail.format, self.thumbnail.value = "url", image.url.encode()
+        else:
+            self.thumbnail.format = "png" if image.data.startswith(_PNG) else "jpeg"
+            self.thumbnail.value = image.data
+        self.thumbnail.layout = shared_layout(**(_HIDDEN if image is None else _THUMB))
+        self.remove.layout = shared_layout(**(_HIDDEN if image is None else _AUTO))
+        self._on_change()
+
+
+class Studio(KlingWidget):
+    """A form to create Kling tasks, with a card per task below it (newest first) and the key's balance.
+
+    Parameters
+    ----------
+    client : KlingClient, optional
+        The client to submit and poll with. By default the studio builds one from ``api_key`` and
+        ``base_url`` (falling back to ``EZMODEL_API_KEY`` and ``EZMODEL_BASE_URL``) and closes it in `close`.
+    api_key, base_url : str, optional
+        For the studio's own client; not allowed together with ``client``.
+    poll_interval, max_poll_interval, timeout : float
+        How each card watches its task (as for `TaskStatusWidget`).
+
+    Attributes
+    ----------
+    cards : tuple of TaskStatusWidget
+        The tasks this studio created, newest first.
+
+    Notes
+    -----
+    One submission at a time: while a POST is in flight, Generate, "Again" and "Extend" are disabled and a
+    click does nothing, so a double click bills once. A refusal (blank prompt, a bad image, the parallel
+    limit, no quota) shows next to the field it concerns and creates no card.
+    """
+
+    def __init__(
+        self,
+        client: KlingClient | None = None,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        poll_interval: float = 1.0,
+        max_poll_interval: float = 5.0,
+        timeout: float | None = 900.0,
+    ) -> None:
+        self._cards: list[TaskStatusWidget] = []  # before anything can fail: close() reads it
+        self._again: list[ipywidgets.Button] = []
+        self._extend: list[tuple[ipywidgets.Button, TaskStatusWidget]] = []
+        self._sending = False
+        self._refreshing = False
+        self._options = WatchOptions(None, poll_interval, max_poll_interval, timeout)  # a card: its route
+        super().__init__(client, api_key, base_url, False, layout=shared_layout(**_COLUMN))
+        self._frontend = detect()  # on the cell's thread: the running cell tells VS Code apart
+        host = clean_text(urllib.parse.urlsplit(strip_credentials(self._client.base_url)).netloc, 80)
+        self._title = ipywidgets.HTML(f"<b>Kling studio</b> · {html.escape(host)}")
+        self._prompt = ipywidgets.Textarea(
+            placeholder="What should the video show? (required)", rows=3, layout=shared_layout(**_FULL)
+        )
+        self._count = ipywidgets.HTML()
+        self._prompt_error = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
+        self._negative = ipywidgets.Textarea(
+            placeholder="What to avoid (optional)", rows=1, layout=shared_layout(**_FULL)
+        )
+        self._negative_error = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
+        style = shared_style(
+            ipywidgets.widgets.widget_description.DescriptionStyle, description_width="initial"
+        )
+        pick = {"layout": shared_layout(**_PICK), "style": style}
+        self._route = ipywidgets.Dropdown(description="Route", options=FORM_ROUTES, **pick)
+        self._model = ipywidgets.Dropdown(description="Model", options=models_for("text2video"), **pick)
+        self._duration = ipywidgets.Dropdown(description="Seconds", **pick)
+        self._aspect = ipywidgets.Dropdown(description="Aspect ratio", **pick)
+        self._mode = ipywidgets.Dropdown(description="Mode", **pick)
+        self._sound = ipywidgets.Checkbox(description="Sound", indent=False, layout=shared_layout(**_HIDDEN))
+        self._cfg = ipywidgets.FloatSlider(
+            0.5, min=0.0, max=1.0, step=0.05, description="cfg_scale", layout=shared_layout(**_HIDDEN)
+        )
+        self._start = _ImageSlot("Start image", self._image_changed)
+        self._end = _ImageSlot("End image", self._refresh)
+        self._shots = ipywidgets.Textarea(
+            placeholder="Multi-shot (optional): one shot per line, 'seconds | prompt'; 2 to 6 shots, each "
+            "3 s or more. Shots replace the prompt and Seconds.",
+            rows=2, layout=shared_layout(**_HIDDEN),
+        )  # fmt: skip
+        self._references = ipywidgets.Textarea(
+            placeholder="Reference image URLs (https://…), separated by spaces; <<<image_1>>>… in the prompt",
+            rows=1, layout=shared_layout(**_HIDDEN),
+        )  # fmt: skip
+        self._omni_error = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
+        self._generate = ipywidgets.Button(
+            description="Generate", button_style="primary", tooltip="Submit one task (it may be billed)"
+        )
+        self._generate_error = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
+        self._balance = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
+        self._list = ipywidgets.Box(layout=shared_layout(**_COLUMN))
+        choices = ipywidgets.Box(
+            [self._route, self._model, self._duration, self._aspect, self._mode, self._sound, self._cfg],
+            layout=shared_layout(**_ROW),
+        )
+        actions = ipywidgets.Box([self._generate, self._generate_error], layout=shared_layout(**_ROW))
+        parts = [
+            self._title, self._prompt, self._count, self._prompt_error, self._negative,
+            self._negative_error, choices, self._start.row, self._end.row, self._shots, self._references,
+            self._omni_error, actions, self._balance, self._list,
+        ]  # fmt: skip
+        self.own(
+            *parts, self._route, self._model, self._duration, self._aspect, self._mode, self._sound,
+            self._cfg, self._generate, self._generate_error, *self._start.models, *self._end.models,
+        )  # fmt: skip
+        self.children = tuple(parts)
+        self._prompt.observe(self._counted, "value")
+        self._model.observe(lambda _change: self._refresh(), "value")
+        self._route.observe(lambda _change: self._refresh(), "value")
+        self._generate.on_click(lambda _button: self.generate())
+        self._counted()
+        self._refresh()
+        self.register()
+        threading.Thread(target=self._show_balance, name="kling-studio-balance", daemon=True).start()
+
+    # -- reading the form (the cell's thread) -------------------------------------------------------
+
+    @property
+    def cards(self) -> tuple[TaskStatusWidget, ...]:
+        """The tasks this studio created, newest first."""
+        return tuple(self._cards)
+
+    @property
+    def route(self) -> str:
+        """The chosen route (`FORM_ROUTES`); choosing a start image on text2video makes it image2video."""
+        return str(self._route.value)
+
+    def _image_changed(self) -> None:
+        if self.route in ("text2video", "image2video"):  # omni-video takes the image as its first frame
+            self._route.value = "text2video" if self._start.image is None else "image2video"
+        self._refresh()
+
+    def _spec(self) -> ModelSpec:
+        return _choices(self._model.value or "", self.route)
+
+    def _counted(self, _change: object = None) -> None:
+        count = len(self._prompt.value)
+        style = f' style="{_ERROR_STYLE}"' if count > MAX_PROMPT_CHARS else ""
+        self._count.value = f"<small{style}>{count:,} / {MAX_PROMPT_CHARS:,} characters</small>"
+        if self._prompt.value.strip():
+            self._show(self._prompt_error, "")
+
+    def _refresh(self) -> None:
+        """Offer what the chosen model takes on the current route, keeping every value that still fits."""
+        if self._refreshing:  # the model's own observer, while this sets the model
+            return
+        self._refreshing = True
+        try:
+            _offer(self._model, models_for(self.route))
+            spec = self._spec()
+            # kling-video-o1 takes 3-10 s only with a first frame, else 5 or 10 (docs/models.md).
+            framed = self._start.image is not None
+            _offer(
+                self._duration,
+                spec.plain_durations if spec.plain_durations and not framed else spec.durations,
+            )
+            _offer(self._aspect, spec.aspect_ratios)
+            _offer(self._mode, spec.modes)
+        finally:
+            self._refreshing = False
+        self._sound.layout = shared_layout(**(_AUTO if spec.sound else _HIDDEN))
+        self._cfg.layout = shared_layout(**(_PICK if spec.cfg_scale else _HIDDEN))
+        self._end.row.layout = shared_layout(**(_ROW if spec.end_frame else _HIDDEN))
+        self._references.layout = shared_layout(**(_FULL if spec.reference_images else _HIDDEN))
+        self._shots.layout = shared_layout(**(_FULL if spec.max_shots else _HIDDEN))
+
+    def submission(self) -> Submission:
+        """What Generate would send now: the visible fields only (a hidden option is kept, not sent)."""
+        spec = self._spec()
+        return Submission(
+            prompt=self._prompt.value,
+            model_name=spec.model,
+            duration=self._duration.value,
+            aspect_ratio=self._aspect.value,
+            mode=self._mode.value,
+            negative_prompt=self._negative.value if self._negative.value.strip() else None,
+            sound=("on" if self._sound.value else "off") if spec.sound else None,
+            cfg_scale=round(self._cfg.value, 2) if spec.cfg_scale else None,
+            image=self._start.image,
+            image_tail=self._end.image if spec.end_frame and self._start.image is not None else None,
+            reference_images=reference_urls(self._references.value) if spec.reference_images else (),
+            route=self.route,
+            shots=shot_lines(self._shots.value) if spec.max_shots else (),
+        )
+
+    # -- submitting ---------------------------------------------------------------------------------
+
+    def generate(self) -> None:
+        """Submit the form (what the Generate button does); nothing if a submission is in flight."""
+        try:
+            submission = self.submission()
+        except ValueError as exc:  # a reference that is no URL, or a shot line of another shape
+            self._show(self._omni_error, clean_text(str(exc)))
+            return
+        if submission.route == "image2video" and submission.image is None:
+            self._start.show_error("image2video needs a start image: upload one or give its URL.")
+            return
+        if not submission.prompt.strip() and not submission.shots:
+            self._show(self._prompt_error, "Write a prompt first: Kling needs one. Nothing was sent.")
+            return
+        if len(submission.prompt) > MAX_PROMPT_CHARS:
+            self._show(self._prompt_error, f"Kling accepts at most {MAX_PROMPT_CHARS:,} characters.")
+            return
+        self._submit(submission)
+
+    def extend(self, card: TaskStatusWidget) -> None:
+        """Extend ``card``'s video with the form's prompt, if any (what its Extend button does); nothing if
+        its task has not succeeded or a submission is in flight."""
+        if card.task is None or not extendable(card):
+            return
+        prompt = self._prompt.value if self._prompt.value.strip() else None
+        self._submit(Extension(card.task, prompt))
+
+    def _submit(self, submission: Submission | Extension) -> None:
+        with self._lock:
+            if self._sending or self._closed:
+                return  # a second click while the first POST is in flight: one task, one bill
+            self._sending = True
+        self._enable(False)
+        for label in (self._prompt_error, self._negative_error, self._omni_error, self._generate_error):
+            self._show(label, "")
+        for slot in (self._start, self._end):
+            slot.show_error("")
+        # The POST waits on the network: a daemon thread keeps the kernel free meanwhile.
+        threading.Thread(
+            target=self._post, args=(submission,), name="kling-studio-submit", daemon=True
+        ).start()
+
+    def _post(self, submission: Submission | Extension) -> None:
+        task: Task | str | None = None
+        refusal: BaseException | None = None
+        try:
+            task = submission.send(self._client)
+        except (KlingError, ValueError, TypeError, OSError) as exc:
+            refusal = exc
+            if isinstance(exc, KlingError):  # a task the gateway created is never lost: watch it anyway
+                task = exc.task_id
+        balance = self._fetch_balance()
+        deliver(lambda: self._settle(submission, task, refusal, balance), self._frontend)
+
+    def _settle(
+        self,
+        submission: Submission | Extension,
+        task: Task | str | None,
+        refusal: BaseException | None,
+        balance: Balance | None,
+    ) -> None:
+        with self._lock:
+            closed = self._closed
+        if closed:
+            if task is not None:
+                task_id = task if isinstance(task, str) else task.task_id
+                _log.warning(
+                    "The studio was closed before task %s could be shown; watch it by its id", task_id
+                )
+            return
+        if refusal is not None:
+            message = _refusal_text(refusal)
+            field = _field_of(refusal)
+            if field in ("image", "image_tail", "start_frame", "end_frame"):
+                (self._start if field in ("image", "start_frame") else self._end).show_error(message)
+            else:
+                label = {
+                    "prompt": self._prompt_error, "negative_prompt": self._negative_error,
+                    "reference": self._omni_error, "shots": self._omni_error,
+                }  # fmt: skip
+                self._show(label.get(field, self._generate_error), message)
+        if task is not None:
+            self._add_card(task, submission)
+        self._show_balance_line(balance)
+        if task is None:
+            self._rearm()
+            return
+        timer = threading.Timer(REARM_SECONDS, deliver, args=(self._rearm, self._frontend))
+        timer.daemon = True
+        timer.start()
+
+    def _rearm(self) -> None:
+        with self._lock:
+            self._sending = False
+            closed = self._closed
+        if not closed:
+            self._enable(True)
+
+    def _add_card(self, task: Task | str, submission: Submission | Extension) -> None:
+        options = replace(self._options, endpoint=submission.route)
+        card = TaskStatusWidget(
+            task, client=self._client, endpoint=options.endpoint, poll_interval=options.poll_interval,
+            max_poll_interval=options.max_poll_interval, timeout=options.timeout, caption=submission.caption,
+        )  # fmt: skip
+        again = ipywidgets.Button(description="Again", tooltip="The same parameters: a new task (billed)")
+        show = ipywidgets.Button(description="Show code", tooltip="The Python call that makes the same task")
+        code = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
+        extend = ipywidgets.Button(
+            description="Extend", disabled=True,
+            tooltip="4-5 s more of this video, with the form's prompt if any: a new task (billed)",
+        )  # fmt: skip
+        again.on_click(lambda _button: self._submit(submission))
+        show.on_click(lambda _button: self._toggle_code(show, code, submission))
+        extend.on_click(lambda _button: self.extend(card))
+        for button in (again, show, extend):
+            button.layout = shared_layout(**_AUTO)
+        row = ipywidgets.Box([again, show, extend], layout=shared_layout(**_ROW))
+        box = ipywidgets.Box([card, row, code], layout=shared_layout(**_COLUMN))
+        self.own(card, again, show, extend, code, row, box)
+        self._cards.insert(0, card)
+        self._again.append(again)
+        self._extend.append((extend, card))
+        again.disabled = self._sending
+        self._list.children = (box, *self._list.children)
+        # On the engine's or the keeping thread: the button's write goes the one cross-thread path.
+        card.add_done_callback(lambda _card: deliver(self._offer_extend, self._frontend))
+
+    def _offer_extend(self) -> None:
+        with self._lock:
+            sending, closed = self._sending, self._closed
+        if not closed:
+            self._enable(not sending)
+
+    def _toggle_code(self, button: Any, code: Any, submission: Submission | Extension) -> None:
+        showing = button.description == "Hide code"
+        code.value = "" if showing else f"<pre>{html.escape(submission.code())}</pre>"
+        code.layout = shared_layout(**(_HIDDEN if showing else {}))
+        button.description = "Show code" if showing else "Hide code"
+
+    def _enable(self, enabled: bool) -> None:
+        for button in (self._generate, *self._again):
+            button.disabled = not enabled
+        for extend, card in self._extend:
+            extend.disabled = not (enabled and extendable(card))
+
+    def _show(self, label: Any, message: str) -> None:
+        label.value = f'<span style="{_ERROR_STYLE}">{html.escape(message)}</span>' if message else ""
+        label.layout = shared_layout(**({} if message else _HIDDEN))
+
+    # -- the balance line ---------------------------------------------------------------------------
+
+    def _fetch_balance(self) -> Balance | None:
+        try:
+            return self._client.balance()
+        except KlingError as exc:  # no balance to show: the line hides, nothing else depends on it
+            _log.debug("no balance: %s", exc)
+            return None
+
+    def _show_balance(self) -> None:
+        balance = self._fetch_balance()
+        deliver(lambda: self._show_balance_line(balance), self._frontend)
+
+    def _show_balance_line(self, balance: Balance | None) -> None:
+        if self._closed:
+            return
+        self._balance.value = f"<small>{html.escape(balance.describe())}</small>" if balance else ""
+        self._balance.layout = shared_layout(**({} if balance else _HIDDEN))
+
+    # -- display ------------------------------------------------------------------------------------
+
+    def static_bundle(self) -> dict[str, str]:
+        """The cards' final or current state, without the form (readable without widgets)."""
+        bundles = [card.static_bundle() for card in self._cards]
+        count = f"Kling studio: {len(bundles)} task{'' if len(bundles) == 1 else 's'}"
+        return {
+            "text/plain": "\n".join([count, *(bundle["text/plain"] for bundle in bundles)]),
+            "text/html": "".join([f"<p>{count}</p>", *(bundle["text/html"] for bundle in bundles)]),
+        }
+
+    def __repr__(self) -> str:
+        return f"Studio(base_url={self._client.base_url!r}, cards={len(self._cards)})"
+
+    def _release(self) -> None:
+        for card in self._cards:
+            card.stop()
+
+
+def studio(client: KlingClient | None = None, **options: Any) -> Studio:
+    """A `Studio`: a form to create Kling tasks, their cards below (newest first), the key's balance.
+
+    Display it (the last expression of a cell), or render its notebook with Voila as an app.
+
+    Parameters
+    ----------
+    client : KlingClient, optional
+        As for `Studio`.
+    **options
+        The keyword arguments of `Studio` (``api_key``, ``base_url``, ``poll_interval``,
+        ``max_poll_interval``, ``timeout``); anything else is a `TypeError`.
+
+    Returns
+    -------
+    Studio
+    """
+    return Studio(client, **options)

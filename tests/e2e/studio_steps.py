@@ -1,0 +1,133 @@
+"""The studio's browser checks, one pass per front-end (tests/e2e/test_e2e_studio.py for JupyterLab 4 and
+Notebook 7, tests/e2e/test_e2e_voila.py for Voila), judged from the DOM and from the simulator's request log:
+
+1. Generate with a blank prompt shows the error at the prompt and sends nothing;
+2. a typed prompt (with its live count), a model and an aspect ratio picked, Generate double-clicked:
+   exactly one POST, whose body carries those values, and one card;
+3. that card plays the video;
+4. an uploaded PNG (with its thumbnail) makes the next task an image2video POST carrying the image;
+5. at the account's parallel limit the gateway's 429 shows inline and no card is added;
+6. Extend on the first card (it succeeded): exactly one POST to video-extend naming that card's video, and a
+   new card on top that plays.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+
+from e2e_harness import VIDEO_LOADED_JS, VIDEO_PLAY_JS, log, wait_until
+from playwright.sync_api import Locator, Page, expect
+
+from helpers import png
+from kling_widgets import KlingClient
+from kling_widgets.simulator import GatewaySimulator, RequestRecord
+
+PROMPT = "a corgi surfing at sunset, cinematic"
+MODEL, ASPECT = "kling-v2-5-turbo", "9:16"
+IMAGE = png(480, 320)
+DONE = 90_000  # ms: Voila runs the notebook before it shows anything; a task takes ~5 s on this gateway
+
+
+def _posts(gateway: GatewaySimulator) -> list[RequestRecord]:
+    return [r for r in gateway.requests() if r.method == "POST"]
+
+
+def _new_posts(gateway: GatewaySimulator, before: int, count: int) -> list[RequestRecord]:
+    wait_until(lambda: len(_posts(gateway)) >= before + count, timeout=30, what=f"{count} new POST(s)")
+    return _posts(gateway)[before:]
+
+
+def _pick(area: Locator, label: str, value: str) -> None:
+    area.locator(".widget-dropdown", has_text=label).locator("select").select_option(value)
+
+
+def drive_studio(
+    page: Page, area: Locator, gateway: GatewaySimulator, label: str, before_refusal: Callable[[], None]
+) -> None:
+    """Every check of the module docstring, in order, on the studio shown in ``area``; ``before_refusal``
+    runs between the fourth and the fifth (a screenshot of the studio with two cards)."""
+    generate = area.get_by_role("button", name="Generate")
+    expect(generate).to_be_visible(timeout=DONE)
+    expect(area).to_contain_text("Balance:", timeout=30_000)  # the simulator answers the billing endpoints
+    cards = area.locator(".widget-hprogress")
+    before = len(_posts(gateway))
+
+    # 1. A blank prompt: the error at the prompt, nothing sent.
+    generate.click()
+    expect(area).to_contain_text("Write a prompt first")
+    assert len(_posts(gateway)) == before, "a blank prompt was sent"
+    log(f"[{label}] blank prompt refused inline")
+
+    # 2. Prompt, model, aspect ratio; a double click sends one POST with those values.
+    area.locator("textarea").first.fill(PROMPT)
+    expect(area).to_contain_text(f"{len(PROMPT)} / 2,500 characters")
+    expect(area).not_to_contain_text("Write a prompt first")  # typing cleared it
+    _pick(area, "Model", MODEL)
+    _pick(area, "Aspect ratio", ASPECT)
+    generate.dblclick()
+    expect(cards).to_have_count(1, timeout=30_000)
+    [post] = _new_posts(gateway, before, 1)
+    body = json.loads(post.body)
+    assert post.path == "/kling/v1/videos/text2video"
+    assert (body["prompt"], body["model_name"], body["aspect_ratio"]) == (PROMPT, MODEL, ASPECT), body
+    assert (body["duration"], body["mode"]) == ("5", "std"), body  # the model's defaults, as shown
+
+    # 3. The card plays the video.
+    video = area.locator("video")
+    expect(video).to_have_count(1, timeout=60_000)
+    video.scroll_into_view_if_needed()
+    page.wait_for_function(VIDEO_LOADED_JS, arg=video.element_handle(), timeout=20_000)
+    played = video.evaluate(VIDEO_PLAY_JS)
+    log(f"[{label}] studio card video: {played}")
+    assert "error" not in played, played
+    assert played["t1"] > played["t0"], f"currentTime did not advance after play(): {played}"
+    assert len(_posts(gateway)) == before + 1, "the double click sent more than one POST"
+    log(f"[{label}] one POST for a double click, and its card plays the video")
+
+    # 4. An uploaded image makes an image-to-video task.
+    with page.expect_file_chooser() as chooser:  # ipywidgets' file input is not in the document
+        area.locator(".widget-upload").first.click()
+    chooser.value.set_files(files=[{"name": "corgi.png", "mimeType": "image/png", "buffer": IMAGE}])
+    expect(area.locator("img:visible")).to_have_count(1)  # the thumbnail
+    expect(generate).to_be_enabled()
+    generate.click()
+    expect(cards).to_have_count(2, timeout=30_000)
+    [_, post] = _new_posts(gateway, before, 2)
+    body = json.loads(post.body)
+    assert post.path == "/kling/v1/videos/image2video"
+    assert body["image"] == base64.b64encode(IMAGE).decode()
+    assert (body["model_name"], body["aspect_ratio"]) == (MODEL, ASPECT), body  # kept: they still fit
+    expect(video).to_have_count(2, timeout=60_000)
+    log(f"[{label}] the upload made an image2video task")
+    before_refusal()
+
+    # 5. The parallel limit: the 429 inline, no card.
+    gateway.max_parallel = gateway.unfinished()  # every slot taken: the next POST is refused
+    try:
+        expect(generate).to_be_enabled()
+        generate.click()
+        expect(area).to_contain_text("parallel-task limit", timeout=30_000)
+        [*_, refused] = _new_posts(gateway, before, 3)
+        assert refused.status == 429, refused
+    finally:
+        gateway.max_parallel = None
+    expect(cards).to_have_count(2)
+    log(f"[{label}] the 429 shows inline and adds no card")
+
+    # 6. Extend the first card (the bottom one: newest first): one POST to video-extend, a new card on top.
+    extend = area.get_by_role("button", name="Extend").last
+    expect(extend).to_be_enabled(timeout=30_000)
+    extend.click()
+    expect(cards).to_have_count(3, timeout=30_000)
+    [*_, extended] = _new_posts(gateway, before, 4)
+    first = _posts(gateway)[before]
+    assert extended.path == "/kling/v1/videos/video-extend", extended.path
+    body = json.loads(extended.body)
+    with KlingClient(base_url=gateway.url, api_key=gateway.api_key, ledger=False) as client:
+        [source] = client.get_task(str(first.task_id)).videos
+    assert (body["video_id"], body["prompt"]) == (source.id, PROMPT), body  # the form's prompt
+    expect(video).to_have_count(3, timeout=60_000)
+    assert len(_posts(gateway)) == before + 4, "Extend sent more than one POST"
+    log(f"[{label}] Extend sent one video-extend POST and its card shows the video")
