@@ -792,6 +792,30 @@ def test_the_engine_reads_every_instant_from_its_clock(make_engine: Callable[...
     assert rec.updates[-1].elapsed == 250.0
 
 
+def test_polls_due_close_together_go_out_together(make_engine: Callable[..., Engine]) -> None:
+    now = [1000.0]
+    engine = make_engine(clock=lambda: now[0], policy=PollPolicy(poll_interval=10.0, max_poll_interval=10.0))
+    first, second = Script(task("IN_PROGRESS")), Script(task("IN_PROGRESS", "t-2"))
+    first_rec, second_rec = Recorder(), Recorder()
+    engine.watch(first, task_id="t-1", on_update=first_rec, timeout=None)
+    until(lambda: bool(first_rec.states))
+    now[0] += 0.5
+    engine.watch(second, task_id="t-2", on_update=second_rec, timeout=None)
+    until(lambda: bool(second_rec.states))
+    # Next polls due at 1010.0 and 1010.5 on the engine's clock; the second may go a tenth of its delay early.
+    now[0] = 1010.0
+    assert engine.watch(Script(task("SUCCESS", "t-3")), task_id="t-3").wait(WAIT)  # wakes the scheduler
+    until(lambda: first.calls == 2 and second.calls == 2)
+
+
+def until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds; fail after `WAIT` seconds."""
+    end = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.005)
+
+
 def test_set_default_engine(monkeypatch: pytest.MonkeyPatch, make_engine: Callable[..., Engine]) -> None:
     monkeypatch.setattr(_poller, "_default", None)
     mine = make_engine(policy=PollPolicy(poll_interval=0.5, max_poll_interval=2.0))

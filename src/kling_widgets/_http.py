@@ -45,7 +45,7 @@ MAX_BODY_BYTES = 16 << 20
 #: refreshes from Kling on every GET).
 CONNECT_TIMEOUT = 10.0
 _CHUNK = 1 << 16
-_SLACK = 0.1  # seconds a deadline may be enforced late
+_SLACK = 0.5  # seconds a deadline may be enforced late; while requests flow, the watchdog wakes that often
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from ._errors import KlingError
-from ._models import Task, TaskStatus
+from ._models import Task, TaskStatus, Video
 from ._text import clean_text, strip_credentials
 
 __all__ = [
@@ -285,6 +285,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 # What the ledger keeps of a task: state, capped fail reason, videos as JSON, units charged.
 _Fields = tuple[str, str | None, str, float | None]
+_Seen = tuple[TaskStatus, str | None, tuple[Video, ...], float | None]
 
 _COLUMNS = (
     "local_id, task_id, endpoint, gateway, key_id, params, state, fail_reason, videos, kept, "
@@ -331,7 +332,7 @@ class Ledger:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._inherited: list[sqlite3.Connection] = []  # a forked child's copies: never used, never closed
-        self._seen: dict[str, _Fields] = {}  # task id -> last state written from here
+        self._seen: dict[str, _Seen] = {}  # task id -> what was last written from here (`_seen_key`)
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.path)!r}, available={self._available})"
@@ -487,9 +488,10 @@ class Ledger:
         unfinished one (watchers in several processes may report out of order). Repeating what this
         ledger object last wrote costs nothing.
         """
-        fields = _task_fields(task)
-        if self._seen.get(task.task_id) == fields:
+        seen = _seen_key(task)
+        if self._seen.get(task.task_id) == seen:
             return
+        fields = _task_fields(task)
         state = fields[0]
 
         def update(db: sqlite3.Connection) -> None:
@@ -503,7 +505,7 @@ class Ledger:
         if task.is_terminal:  # nothing more will come: keep the memo as small as the number of live tasks
             self._seen.pop(task.task_id, None)
         else:
-            self._seen[task.task_id] = fields
+            self._seen[task.task_id] = seen
 
     def merge_remote(self, tasks: Iterable[Task], *, endpoint: str, gateway: str, key_id: str | None) -> int:
         """Bring in the account's tasks as the server lists them (`KlingClient.list_tasks`).
@@ -693,6 +695,11 @@ def _outside_stacklevel() -> int:
     while frame.f_back is not None and frame.f_code.co_filename == __file__:
         level, frame = level + 1, frame.f_back
     return level
+
+
+def _seen_key(task: Task) -> _Seen:
+    """What `_task_fields` is made of: compared on every poll, so it is taken as is (no JSON, no cleaning)."""
+    return task.status, task.fail_reason, task.videos, task.units
 
 
 def _task_fields(task: Task) -> _Fields:
