@@ -215,7 +215,8 @@ class Watch:
         Parameters
         ----------
         timeout : float or None
-            Seconds to wait at most; None waits for ever.
+            The longest to block, in seconds (None: until the watch is final, which its own deadline
+            bounds).
 
         Returns
         -------
