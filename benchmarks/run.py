@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/run.py --quick    # N = 1 only, heavily time-compressed (a smoke run)
 
 Workload: N tasks whose time from submission to SUCCESS is drawn (fixed seed) from a log-normal with median
-150 s and shape 0.4, kept within 60–300 s (Kling takes about 1–5 minutes; gateway-api.md §10.6); the first
-5–30 s of each (at most a third) are spent queued. Every arm watches the same draws.
+150 s and shape 0.4, kept within 60–300 s (Kling takes about 1–5 minutes; docs/gateway.md, "How long a task
+takes"); the first 5–30 s of each (at most a third) are spent queued. Every arm watches the same draws.
 
 Arms, each in its own process (so the simulator's CPU is not counted; it runs as ``kling-widgets simulate``
 in another process): ``ours`` is a `TaskGallery` (widgets included) on the shared engine with its default

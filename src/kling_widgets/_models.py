@@ -1,6 +1,7 @@
 """Parse any gateway JSON into an immutable `Task` snapshot.
 
-Three shapes are understood (see gateway-api.md §4, §6, §11):
+Three shapes are understood (docs/gateway.md, "The fetch envelope and the TaskDto", "Submit answer" and
+"Upstream New API differences"):
 
 - EZmodel's fetch envelope ``{"code": "success", "data": {TaskDto}}``, where the TaskDto's ``data`` holds
   Kling's own query response, ``fail_reason`` carries the video URL on success and usually the literal
@@ -205,7 +206,8 @@ def parse_task(payload: object, endpoint: str = "text2video") -> Task:
     kling = _mapping(_mapping(dto.get("data")).get("data"))
     videos = _videos(kling)
     if not videos and status is TaskStatus.SUCCESS:
-        # Upstream ≥ 2026 has result_url; EZmodel puts the URL in fail_reason (gateway-api.md §6.5, §11).
+        # Upstream ≥ 2026 has result_url; EZmodel puts the URL in fail_reason (docs/gateway.md,
+        # "The fail_reason quirks").
         url = _http_url(dto.get("result_url")) or _http_url(dto.get("fail_reason"))
         videos = (Video(url),) if url else ()
     return Task(
@@ -225,8 +227,8 @@ def parse_task(payload: object, endpoint: str = "text2video") -> Task:
 def parse_submission(payload: object, endpoint: str = "text2video") -> Task:
     """Parse a submit response (``POST …/{endpoint}``) into a `Task` of that ``endpoint``.
 
-    The id is the first of ``task_id``, ``id``, ``data.task_id`` (gateway-api.md §4.3). An empty or unknown
-    status (EZmodel sends ``""``) reads as SUBMITTED.
+    The id is the first of ``task_id``, ``id``, ``data.task_id`` (docs/gateway.md, "Submit answer"). An
+    empty or unknown status (EZmodel sends ``""``) reads as SUBMITTED.
 
     Raises
     ------

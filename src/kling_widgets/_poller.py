@@ -1,6 +1,6 @@
 """The polling engine: one scheduler thread and a few worker threads watch any number of tasks.
 
-Design (see DESIGN.md "Threading rules" and jupyter-widgets.md §0, §4):
+Design (see docs/architecture.md, "Threading rules" and "Closing, cell re-runs and kernel shutdown"):
 
 - Every thread is a daemon ``threading.Thread``; no asyncio (a task on the kernel loop freezes while a
   cell blocks) and no ``ThreadPoolExecutor`` (its workers are joined at interpreter exit).

@@ -1,12 +1,12 @@
 """When to poll next, and how long to wait before retrying: pure policy, no threads, no I/O.
 
 Polling follows the chance that the task finishes soon. Kling text-to-video takes about 1–5 minutes
-(gateway-api.md §10.6), so a task that is still queued, or only seconds old, is polled sparsely, and the
-gap shrinks to a couple of seconds around the time Kling usually finishes. The gap is the one that
-minimises "mean detection lag + `REQUEST_COST` per request" for a log-normal prior on the duration: with
-hazard rate h(t) (the chance per second of finishing now, given not finished yet), polling at rate
-sqrt(h / (2 · cost)) is optimal, i.e. a gap of sqrt(2 · cost / h). `poll_interval` and `max_poll_interval`
-clamp it, and a ±20 % jitter keeps tasks submitted together from polling in bursts.
+(docs/gateway.md, "How long a task takes"), so a task that is still queued, or only seconds old, is polled
+sparsely, and the gap shrinks to a couple of seconds around the time Kling usually finishes. The gap is the
+one that minimises "mean detection lag + `REQUEST_COST` per request" for a log-normal prior on the duration:
+with hazard rate h(t) (the chance per second of finishing now, given not finished yet), polling at rate
+sqrt(h / (2 · cost)) is optimal, i.e. a gap of sqrt(2 · cost / h). `poll_interval` and `max_poll_interval` clamp it,
+and a ±20 % jitter keeps tasks submitted together from polling in bursts.
 
 Retries use capped exponential backoff with equal jitter, never less than 1 s (Kling's advice for 429)
 and never less than the server's ``Retry-After``.
@@ -38,9 +38,9 @@ __all__ = [
 ]
 
 # The prior on how long a Kling text-to-video task takes from submission to SUCCESS. Observations
-# (gateway-api.md §10.6): 79–151 s for 5 s clips via fal, about 3 min in MIT Technology Review's test,
-# about 240 s for Kling 3.0 std. A log-normal with median 150 s and shape 0.45 puts 90 % of tasks
-# between 70 s and 315 s.
+# (docs/gateway.md, "How long a task takes"): 79–151 s for 5 s clips via fal, about 3 min in MIT Technology
+# Review's test, about 240 s for Kling 3.0 std. A log-normal with median 150 s and shape 0.45 puts 90 % of
+# tasks between 70 s and 315 s.
 PRIOR_MEDIAN = 150.0
 PRIOR_SIGMA = 0.45
 # What one request is worth, in seconds of mean detection lag: it sets how densely the likely window is
