@@ -5,8 +5,8 @@ Polling follows the chance that the task finishes soon. Kling text-to-video take
 sparsely, and the gap shrinks to a couple of seconds around the time Kling usually finishes. The gap is the
 one that minimises "mean detection lag + `REQUEST_COST` per request" for a log-normal prior on the duration:
 with hazard rate h(t) (the chance per second of finishing now, given not finished yet), polling at rate
-sqrt(h / (2 · cost)) is optimal, i.e. a gap of sqrt(2 · cost / h). `poll_interval` and `max_poll_interval` clamp it,
-and a ±20 % jitter keeps tasks submitted together from polling in bursts.
+sqrt(h / (2 · cost)) is optimal, i.e. a gap of sqrt(2 · cost / h). `poll_interval` and `max_poll_interval`
+clamp it, and a ±20 % jitter keeps tasks submitted together from polling in bursts.
 
 Retries use capped exponential backoff with equal jitter, never less than 1 s (Kling's advice for 429)
 and never less than the server's ``Retry-After``.
