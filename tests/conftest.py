@@ -123,3 +123,11 @@ def run_async() -> Callable[[Coroutine[Any, Any, T]], T]:
 def comms(monkeypatch: pytest.MonkeyPatch) -> list[RecordingComm]:
     """Every comm opened during the test, in order."""
     return record_comms(monkeypatch)
+
+
+@pytest.fixture
+def cli_env(sim: GatewaySimulator, monkeypatch: pytest.MonkeyPatch) -> GatewaySimulator:
+    """Point the CLI (which reads only the environment) at the simulator."""
+    monkeypatch.setenv("EZMODEL_API_KEY", sim.api_key)
+    monkeypatch.setenv("EZMODEL_BASE_URL", sim.url)
+    return sim

@@ -14,28 +14,17 @@ from typing import Any
 import pytest
 
 import kling_widgets
+from helpers import run_cli
 from kling_widgets import KlingClient, TaskStatus, _demo
 from kling_widgets.__main__ import main
 from kling_widgets.simulator import Fault, GatewaySimulator, Scenario
 
-
-@pytest.fixture(autouse=True)
-def gateway(sim: GatewaySimulator, monkeypatch: pytest.MonkeyPatch) -> GatewaySimulator:
-    """Point the CLI (which reads only the environment) at the simulator."""
-    monkeypatch.setenv("EZMODEL_API_KEY", sim.api_key)
-    monkeypatch.setenv("EZMODEL_BASE_URL", sim.url)
-    return sim
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def test_status_prints_a_one_line_summary(sim: GatewaySimulator, capsys: pytest.CaptureFixture[str]) -> None:
     task_id = sim.add_task(Scenario(polls=(0, 0)))
-    code, out, err = run(capsys, "status", task_id)
+    code, out, err = run_cli(capsys, "status", task_id)
     assert code == 0
     assert out.startswith(f"{task_id}: SUCCESS 100% {sim.url}")
     assert out.count("\n") == 1
@@ -44,7 +33,7 @@ def test_status_prints_a_one_line_summary(sim: GatewaySimulator, capsys: pytest.
 
 def test_status_json(sim: GatewaySimulator, capsys: pytest.CaptureFixture[str]) -> None:
     task_id = sim.add_task(Scenario(outcome="failure", polls=(0, 0), fail_message="Image pixel is invalid"))
-    code, out, _ = run(capsys, "status", task_id, "--endpoint", "image2video", "--json")
+    code, out, _ = run_cli(capsys, "status", task_id, "--endpoint", "image2video", "--json")
     assert code == 0
     task = json.loads(out)
     assert task["task_id"] == task_id
@@ -70,7 +59,7 @@ def test_status_json(sim: GatewaySimulator, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_status_of_an_unknown_task_is_an_error_line(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, "status", "404404404")
+    code, out, err = run_cli(capsys, "status", "404404404")
     assert code == 2
     assert out == ""
     assert err.startswith("kling-widgets: error: No such task")
@@ -82,14 +71,14 @@ def test_a_missing_key_names_the_variable(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("EZMODEL_API_KEY")
-    code, _, err = run(capsys, "status", "1")
+    code, _, err = run_cli(capsys, "status", "1")
     assert code == 2
     assert "EZMODEL_API_KEY" in err
 
 
 def test_watch_prints_the_video_url(sim: GatewaySimulator, capsys: pytest.CaptureFixture[str]) -> None:
     task_id = sim.add_task(Scenario(polls=(2, 2)))
-    code, out, err = run(capsys, "watch", task_id, "--interval", "0.01")
+    code, out, err = run_cli(capsys, "watch", task_id, "--interval", "0.01")
     assert code == 0
     final = KlingClient(sim.api_key, base_url=sim.url).get_task(task_id)
     assert out == f"{final.video_url}\n"  # only the URL on stdout, for $(kling-widgets watch ...)
@@ -124,7 +113,7 @@ def test_watch_failure_exits_1_with_the_reason(
     sim: GatewaySimulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     task_id = sim.add_task(Scenario(outcome="failure", polls=(1, 1), fail_message="risk control \x1b[31mred"))
-    code, out, err = run(capsys, "watch", task_id, "--interval", "0.01")
+    code, out, err = run_cli(capsys, "watch", task_id, "--interval", "0.01")
     assert code == 1
     assert out == ""
     assert err.splitlines()[-1] == "Failed: risk control \\x1b[31mred"  # no terminal escape gets through
@@ -133,7 +122,7 @@ def test_watch_failure_exits_1_with_the_reason(
 
 def test_watch_error_exits_2(sim: GatewaySimulator, capsys: pytest.CaptureFixture[str]) -> None:
     task_id = sim.add_task(Scenario(polls=(2, 2), faults=(Fault("revoke_key", at_poll=2),)))
-    code, out, err = run(capsys, "watch", task_id, "--interval", "0.01")
+    code, out, err = run_cli(capsys, "watch", task_id, "--interval", "0.01")
     assert code == 2
     assert out == ""
     assert err.splitlines()[-1].startswith("kling-widgets: error: The API key was rejected (401)")
@@ -142,7 +131,7 @@ def test_watch_error_exits_2(sim: GatewaySimulator, capsys: pytest.CaptureFixtur
 
 def test_watch_timeout_exits_2(sim: GatewaySimulator, capsys: pytest.CaptureFixture[str]) -> None:
     task_id = sim.add_task(Scenario(queued=10_000.0))
-    code, _, err = run(capsys, "watch", task_id, "--timeout", "0.2", "--interval", "0.02")
+    code, _, err = run_cli(capsys, "watch", task_id, "--timeout", "0.2", "--interval", "0.02")
     assert code == 2
     assert "did not finish within 0.2 s" in err
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_cli
 from kling_widgets import KlingClient, TransportError
-from kling_widgets.__main__ import main
 from kling_widgets.simulator import GatewaySimulator, Scenario
 
 CLIP_SHA256 = hashlib.sha256(
@@ -18,17 +18,7 @@ CLIP_SHA256 = hashlib.sha256(
 ).hexdigest()
 
 
-@pytest.fixture(autouse=True)
-def gateway(sim: GatewaySimulator, monkeypatch: pytest.MonkeyPatch) -> GatewaySimulator:
-    monkeypatch.setenv("EZMODEL_API_KEY", sim.api_key)
-    monkeypatch.setenv("EZMODEL_BASE_URL", sim.url)
-    return sim
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def test_history_lists_the_ledger_newest_first(
@@ -38,7 +28,7 @@ def test_history_lists_the_ledger_newest_first(
         client.text2video("a corgi\x1b[2J surfing").task_id, poll_interval=0.01, max_poll_interval=0.02
     )
     queued = client.text2video("a cat " * 20, duration=10)
-    code, out, err = run(capsys, "history")
+    code, out, err = run_cli(capsys, "history")
     assert (code, err) == (0, "")
     header, first, second = out.splitlines()
     assert header.split() == [
@@ -59,7 +49,7 @@ def test_history_lists_the_ledger_newest_first(
     assert second.split()[1:3] == [done.task_id, "SUCCESS"]
     assert "\x1b" not in out  # server or user text never drives the terminal
 
-    code, out, _ = run(capsys, "history", "--json", "--status", "success", "--limit", "5")
+    code, out, _ = run_cli(capsys, "history", "--json", "--status", "success", "--limit", "5")
     [entry] = json.loads(out)
     assert entry["task_id"] == done.task_id
     assert entry["videos"][0]["url"] == done.video_url
@@ -73,14 +63,14 @@ def test_keep_one_then_all(
         client.wait(client.text2video(p).task_id, poll_interval=0.01, max_poll_interval=0.02)
         for p in ("a corgi", "a cat")
     )
-    code, out, _ = run(capsys, "keep", first.task_id)
+    code, out, _ = run_cli(capsys, "keep", first.task_id)
     assert code == 0
     assert out.splitlines() == [str(private_home / "kling-videos" / f"{first.task_id}.mp4")]
-    code, out, _ = run(capsys, "keep", "--all")
+    code, out, _ = run_cli(capsys, "keep", "--all")
     assert code == 0
     assert out.splitlines() == [str(private_home / "kling-videos" / f"{second.task_id}.mp4")]
     assert hashlib.sha256(Path(out.strip()).read_bytes()).hexdigest() == CLIP_SHA256
-    code, out, err = run(capsys, "keep", "--all")
+    code, out, err = run_cli(capsys, "keep", "--all")
     assert (code, out) == (0, "")
     assert "Nothing to keep" in err
 
@@ -91,7 +81,7 @@ def test_keep_of_an_expired_link_exits_2_and_says_why(capsys: pytest.CaptureFixt
             task = client.wait(
                 client.text2video("a corgi").task_id, poll_interval=0.01, max_poll_interval=0.02
             )
-        code, out, err = run(capsys, "keep", "--all")
+        code, out, err = run_cli(capsys, "keep", "--all")
     assert (code, out) == (2, "")
     assert f"{task.task_id}: Cannot keep {task.task_id}: its video link expired" in err
 
@@ -106,7 +96,7 @@ def test_resume_watches_every_unfinished_task_to_its_end(
         pytest.raises(TransportError, match="did not answer"),
     ):
         impatient.text2video("in flight")
-    code, out, err = run(capsys, "resume", "--interval", "0.02")
+    code, out, err = run_cli(capsys, "resume", "--interval", "0.02")
     assert code == 0
     lines = out.splitlines()[1:]
     assert sorted(line.split()[1:3] for line in lines if line.split()[1] != "-") == sorted(
@@ -114,8 +104,8 @@ def test_resume_watches_every_unfinished_task_to_its_end(
     )
     assert [line.split()[1:3] for line in lines if line.split()[1] == "-"] == [["-", "unknown"]]
     assert "1 submission(s) got no answer" in err
-    code, out, _ = run(capsys, "resume")
+    code, out, _ = run_cli(capsys, "resume")
     assert code == 0
     assert "in flight" in out  # the unknown one stays listed: it may have been billed
-    code, out, _ = run(capsys, "history", "--json", "--status", "unknown")
+    code, out, _ = run_cli(capsys, "history", "--json", "--status", "unknown")
     assert [e["params"]["prompt"] for e in json.loads(out)] == ["in flight"]
