@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import FOREVER, WAIT
-from kling_widgets import KlingClient, RateLimitError
+from kling_widgets import KlingClient, RateLimitError, Task
 from kling_widgets.__main__ import main
 from kling_widgets._batch import BatchRow, BatchSubmitter, RowOutcome, RowState, read_batch, rows_from_prompts
 from kling_widgets.simulator import GatewaySimulator, Scenario
@@ -327,3 +327,21 @@ def test_the_batch_command_watches_rows_an_earlier_run_left_unfinished(
         ["3", "SUCCESS"],
     ]
     assert sum(1 for r in sim.requests() if r.method == "POST") == 3
+
+
+def test_a_bug_while_sending_stops_the_batch_and_reports_every_row() -> None:
+    class Broken(KlingClient):  # stands in for a bug in the submit path, which no gateway answer can cause
+        def text2video(self, prompt: str, **options: object) -> Task:  # type: ignore[override]
+            if prompt == "b":
+                raise RuntimeError("a bug")
+            return super().text2video(prompt, **options)  # type: ignore[arg-type]
+
+    with (
+        GatewaySimulator(scenario=Scenario(polls=(0, 0))) as sim,
+        Broken(base_url=sim.url, api_key=sim.api_key) as client,
+    ):
+        submitter, outcomes = run_batch(client, rows_from_prompts(["a", "b", "c"]), concurrency=5)
+    assert [o.state for o in outcomes] == [RowState.SUBMITTED, RowState.NOT_SENT, RowState.NOT_SENT]
+    assert outcomes[1].error is not None
+    assert outcomes[1].error.code == "internal_error"
+    assert submitter.wait(0)

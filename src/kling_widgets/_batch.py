@@ -389,7 +389,15 @@ class BatchSubmitter:
                 if halt is not None or not self._wait_for_slot():
                     self._report(RowOutcome(row, RowState.NOT_SENT, error=halt))
                     continue
-                outcome = self._earlier(row) or self._send(row)
+                try:
+                    outcome = self._earlier(row) or self._send(row)
+                except Exception as exc:  # a bug must not strand the batch: this and the rest are reported
+                    logger.exception("Batch row %d could not be handled; the batch stops", row.number)
+                    halt = KlingError(
+                        f"The batch stopped at row {row.number}: {type(exc).__name__}: {exc}",
+                        code="internal_error",
+                    )
+                    outcome = RowOutcome(row, RowState.NOT_SENT, error=halt)
                 self._report(outcome)
                 unanswered = (
                     unanswered + 1 if outcome.state is RowState.UNKNOWN and outcome.entry is None else 0
@@ -467,7 +475,7 @@ class BatchSubmitter:
                 continue
             except APIError as exc:
                 return RowOutcome(row, RowState.REFUSED, exc.task_id, exc)
-            except TransportError as exc:  # it may exist: never sent again
+            except (TransportError, KlingError) as exc:  # no usable answer: it may exist, never sent again
                 return RowOutcome(row, RowState.UNKNOWN, exc.task_id, exc)
             self._track(task.task_id)
             return RowOutcome(row, RowState.SUBMITTED, task.task_id)
