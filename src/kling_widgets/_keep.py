@@ -94,6 +94,11 @@ def keep(
             kling.close()
 
 
+# At most this many background downloads at once, across every widget of the process.
+MAX_BACKGROUND_DOWNLOADS = 4
+_DOWNLOADS = threading.BoundedSemaphore(MAX_BACKGROUND_DOWNLOADS)
+
+
 def keep_in_background(
     task: Task,
     directory: str | os.PathLike[str] | None,
@@ -101,6 +106,8 @@ def keep_in_background(
     on_done: Callable[[list[Path], KlingError | OSError | ValueError | None], None] | None = None,
 ) -> threading.Thread:
     """Keep a finished task's videos on a daemon thread: what a widget calls on SUCCESS.
+
+    At most `MAX_BACKGROUND_DOWNLOADS` of these download at once in a process; the others wait their turn.
 
     Nothing is printed and the caller never waits: the outcome goes to ``on_done(paths, error)`` (on that
     thread) with ``error`` None on success, else the `KlingError`, `OSError` or `ValueError` that stopped
@@ -130,7 +137,8 @@ def keep_in_background(
         target = Path(directory) if directory is not None else keep_directory()
         try:
             if target is not None:
-                paths = _keep(client, task, target)
+                with _DOWNLOADS:  # a batch finishing together downloads a few at a time, not all at once
+                    paths = _keep(client, task, target)
         except (KlingError, OSError, ValueError) as exc:
             error = exc
         if on_done is not None:
