@@ -18,6 +18,7 @@ import pytest
 
 from helpers import FOREVER, WAIT, png
 from kling_widgets import KlingClient, Studio, TaskStatusWidget, studio
+from kling_widgets._base import is_shared
 from kling_widgets._catalogue import model_spec, models_for
 from kling_widgets._studio import REARM_SECONDS, Image, image_dimensions, image_problem
 from kling_widgets.simulator import GatewaySimulator, Scenario
@@ -693,6 +694,8 @@ def test_lip_sync_on_a_finished_card_identifies_the_face_then_submits_once(
     monkeypatch.chdir(tmp_path)  # the Audio field's path is the kernel's, like the shown code's
     one = make()
     source, lip_sync = finished_card(one)
+    assert is_shared(lip_sync.layout)  # per card, the button is the only new model it brings
+    assert is_shared(lip_sync.style)
     lip_sync.click()  # no audio yet: refused at its field
     assert "Lip-sync needs an audio" in one._audio_error.value
     assert len(posts(sim)) == 1
