@@ -4,6 +4,7 @@ real simulator. A click runs its handler at once; the POST runs on the studio's 
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import struct
@@ -17,6 +18,7 @@ import pytest
 
 from helpers import FOREVER, WAIT, png
 from kling_widgets import KlingClient, Studio, TaskStatusWidget, studio
+from kling_widgets._base import is_shared
 from kling_widgets._catalogue import model_spec, models_for
 from kling_widgets._studio import REARM_SECONDS, Image, image_dimensions, image_problem
 from kling_widgets.simulator import GatewaySimulator, Scenario
@@ -419,10 +421,14 @@ def test_the_static_bundle_shows_the_cards(sim: GatewaySimulator, make: Callable
 # -- Extend ----------------------------------------------------------------------------------------
 
 
-def extend_button(one: Studio, index: int = 0) -> Any:
-    button = one._list.children[index].children[1].children[2]
-    assert button.description == "Extend"
+def card_button(one: Studio, name: str, index: int = 0) -> Any:
+    """The button called ``name`` on the card at ``index`` (newest first)."""
+    [button] = [b for b in one._list.children[index].children[1].children if b.description == name]
     return button
+
+
+def extend_button(one: Studio, index: int = 0) -> Any:
+    return card_button(one, "Extend", index)
 
 
 def test_extend_on_a_finished_card_submits_one_video_extend_task(
@@ -466,10 +472,14 @@ def test_extend_stays_disabled_until_a_task_succeeded(
     if sim.scenario.outcome == "failure":
         wait_for(card.done)
     wait_for(lambda: settled(one))
-    extend = extend_button(one)
+    extend, lip_sync = extend_button(one), card_button(one, "Lip-sync")
     assert extend.disabled
+    assert lip_sync.disabled
+    one._audio.value = "https://example.com/hello.mp3"
     extend.click()
     one.extend(card)
+    lip_sync.click()
+    one.lip_sync(card)
     assert len(posts(sim)) == 1
 
 
@@ -478,7 +488,7 @@ def test_extend_stays_disabled_until_a_task_succeeded(
 
 def test_the_routes_and_omni_choices_are_the_catalogues(make: Callable[..., Studio]) -> None:
     one = make()
-    assert one._route.options == ("text2video", "image2video", "omni-video")
+    assert one._route.options == ("text2video", "image2video", "omni-video", "multi-image2video")
     one._route.value = "omni-video"
     assert one._model.options == models_for("omni-video")
     for model in models_for("omni-video"):
@@ -579,3 +589,172 @@ def test_multi_shot_replaces_the_prompt_and_duration(
     code = run_shown_code(one, sim, monkeypatch)
     assert "shots=[{'prompt': 'a door opens', 'duration': '4'}" in code
     assert posts(sim)[1] == posts(sim)[0]
+
+
+def test_multi_image_choices_are_the_catalogues(make: Callable[..., Studio]) -> None:
+    one = make()
+    one._route.value = "multi-image2video"
+    assert one._model.options == models_for("multi-image2video")
+    for model in models_for("multi-image2video"):
+        one._model.value = model
+        spec = model_spec(model, "multi-image2video")
+        assert (one._duration.options, one._aspect.options, one._mode.options) == (
+            spec.durations, spec.aspect_ratios, spec.modes
+        )  # fmt: skip
+        shown = {
+            name: getattr(one, name).layout.display != "none"
+            for name in ("_sound", "_cfg", "_references", "_shots")
+        }
+        assert shown == {"_sound": spec.sound, "_cfg": spec.cfg_scale, "_references": True, "_shots": False}
+        assert (one._end.row.layout.display != "none") is spec.end_frame
+        assert f"1 to {spec.reference_images} images" in one._references.placeholder
+    upload(one._start, png(400, 300))
+    assert one.route == "multi-image2video"  # the start image is one of the images
+
+
+def test_multi_image_sends_the_form_once(
+    sim: GatewaySimulator, make: Callable[..., Studio], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    one = make()
+    one._route.value = "multi-image2video"
+    one._prompt.value = "the corgi plays on this beach"
+    one._negative.value = "blur"
+    one._duration.value, one._aspect.value, one._mode.value = "10", "1:1", "pro"
+    upload(one._start, png(400, 300))
+    one._references.value = "https://example.com/beach.jpg, https://example.com/ball.png"
+    one._generate.click()
+    one._generate.click()
+    [card] = wait_for(lambda: one.cards)
+    [(path, body)] = posts(sim)
+    assert path == "/kling/v1/videos/multi-image2video"
+    assert body == {
+        "model_name": "kling-v1-6", "prompt": "the corgi plays on this beach", "negative_prompt": "blur",
+        "mode": "pro", "duration": "10", "aspect_ratio": "1:1",
+        "image_list": [{"image": Image(data=png(400, 300)).field()},
+                       {"image": "https://example.com/beach.jpg"}, {"image": "https://example.com/ball.png"}],
+    }  # fmt: skip
+    finished = card.wait(WAIT)
+    assert (finished.status.value, finished.endpoint) == ("SUCCESS", "multi-image2video")
+    polls = {r.path for r in sim.requests() if r.method == "GET" and r.path.startswith("/kling/")}
+    assert f"/kling/v1/videos/multi-image2video/{card.task_id}" in polls
+    wait_for(lambda: settled(one))
+    (tmp_path / "corgi.png").write_bytes(png(400, 300))
+    monkeypatch.chdir(tmp_path)
+    code = run_shown_code(one, sim, monkeypatch)
+    assert "client.multi_image2video(\n    ['corgi.png', 'https://example.com/beach.jpg', " in code
+    assert "reference_images" not in code
+    assert posts(sim)[1] == posts(sim)[0]
+
+
+def test_multi_image_refusals_are_inline_and_send_nothing(
+    sim: GatewaySimulator, make: Callable[..., Studio]
+) -> None:
+    one = make()
+    one._route.value = "multi-image2video"
+    one._prompt.value = "a corgi"
+    one._generate.click()  # no image at all
+    assert "takes 1 to 4 images (the start image and these URLs), got 0" in one._omni_error.value
+    upload(one._start, png(400, 300))
+    one._references.value = " ".join(f"https://example.com/{n}.png" for n in range(4))
+    one._generate.click()
+    assert "got 5" in one._omni_error.value
+    one._references.value = "beach.jpg"
+    one._generate.click()
+    assert "is not an http(s) URL" in one._omni_error.value
+    one._references.value = ""
+    one._prompt.value = " "
+    one._generate.click()
+    assert "Write a prompt" in one._prompt_error.value
+    assert posts(sim) == []
+    assert one.cards == ()
+    assert not one._generate.disabled
+
+
+# -- Lip-sync --------------------------------------------------------------------------------------
+
+
+def finished_card(one: Studio) -> tuple[TaskStatusWidget, Any]:
+    """Generate a text2video task and wait until it succeeded and its Lip-sync button is enabled."""
+    one._prompt.value = "a corgi talks"
+    one._generate.click()
+    [card] = wait_for(lambda: one.cards)
+    card.wait(WAIT)
+    lip_sync = card_button(one, "Lip-sync")
+    wait_for(lambda: not lip_sync.disabled)  # written after the card is done, through deliver
+    return card, lip_sync
+
+
+MP3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(64)
+
+
+def test_lip_sync_on_a_finished_card_identifies_the_face_then_submits_once(
+    sim: GatewaySimulator, make: Callable[..., Studio], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "hello.mp3").write_bytes(MP3)
+    monkeypatch.chdir(tmp_path)  # the Audio field's path is the kernel's, like the shown code's
+    one = make()
+    source, lip_sync = finished_card(one)
+    assert is_shared(lip_sync.layout)  # per card, the button is the only new model it brings
+    assert is_shared(lip_sync.style)
+    lip_sync.click()  # no audio yet: refused at its field
+    assert "Lip-sync needs an audio" in one._audio_error.value
+    assert len(posts(sim)) == 1
+    one._audio.value = "hello.mp3"
+    one._audio_from.value, one._audio_to.value = 0.5, 3.25
+    lip_sync.click()
+    assert (lip_sync.disabled, one._generate.disabled) == (True, True)  # one submission at a time
+    lip_sync.click()
+    wait_for(lambda: len(one.cards) == 2)
+    [_, (face_path, face_body), (path, body)] = posts(sim)
+    video_id = source.task.videos[0].id if source.task else None
+    assert (face_path, face_body) == (
+        "/kling/v1/videos/identify-face", {"model_name": "kling-identify-face", "video_id": video_id}
+    )  # fmt: skip
+    assert path == "/kling/v1/videos/advanced-lip-sync"
+    session = body.pop("session_id")
+    assert isinstance(session, str)
+    assert body == {
+        "model_name": "kling-lip-sync",
+        "face_choose": [{"face_id": "0", "sound_file": base64.b64encode(MP3).decode(),
+                         "sound_start_time": 500, "sound_end_time": 3250, "sound_insert_time": 0}],
+    }  # fmt: skip
+    card = one.cards[0]  # the new one on top
+    assert card.wait(WAIT).status.value == "SUCCESS"
+    polls = {r.path for r in sim.requests() if r.method == "GET" and r.path.startswith("/kling/")}
+    assert f"/kling/v1/videos/advanced-lip-sync/{card.task_id}" in polls
+    assert one._audio_error.value == ""
+    wait_for(lambda: settled(one))
+    assert len(posts(sim)) == 3
+    code = run_shown_code(one, sim, monkeypatch)  # the lip-sync's card: the same two POSTs again
+    assert f"client.lip_sync(\n    {video_id!r},\n    audio='hello.mp3',\n    sound_start_time=500," in code
+    [*_, (again_face, again_face_body), (again_path, again_body)] = posts(sim)
+    assert (again_face, again_face_body, again_path) == (face_path, face_body, path)
+    assert again_body.pop("session_id") != session  # a new identify-face, a new session
+    assert again_body == body
+
+
+def test_lip_sync_refusals_show_at_the_audio_field(
+    sim: GatewaySimulator, make: Callable[..., Studio]
+) -> None:
+    one = make()
+    _, lip_sync = finished_card(one)
+    one._audio.value = "hello.ogg"  # the client refuses it before identify-face
+    lip_sync.click()
+    wait_for(lambda: one._audio_error.value)
+    assert "audio must be an http(s) URL or a path to a .mp3/.wav/.m4a/.aac file" in one._audio_error.value
+    wait_for(lambda: settled(one))
+    one._audio.value = "https://example.com/hello.mp3"
+    one._audio_from.value, one._audio_to.value = 3.0, 2.0
+    lip_sync.click()
+    wait_for(lambda: "must be after sound_start_time" in one._audio_error.value)
+    wait_for(lambda: settled(one))
+    assert len(posts(sim)) == 1  # nothing sent, not even identify-face
+    sim.max_parallel = sim.unfinished()  # the lip-sync POST itself is refused (429), after identify-face
+    one._audio_from.value = 0.0
+    lip_sync.click()
+    wait_for(lambda: "parallel-task limit" in one._audio_error.value)
+    assert [(r.path.rsplit("/", 1)[-1], r.status) for r in sim.requests() if r.method == "POST"][1:] == [
+        ("identify-face", 200), ("advanced-lip-sync", 429)
+    ]  # fmt: skip
+    assert len(one.cards) == 1
+    assert one._generate_error.value == ""

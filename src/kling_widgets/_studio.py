@@ -6,7 +6,7 @@ POST per click: the button is disabled until the answer is in, and the POST runs
 kernel stays free; what the answer changes on screen (a card, an inline refusal, the balance line) is
 written through `kling_widgets._frontend.deliver`, the one path widget updates from other threads take
 (docs/architecture.md, "Threading rules"). Each card is a `TaskStatusWidget` on the same client and the
-one shared engine, with "Again", "Show code" and "Extend" (docs/studio.md).
+one shared engine, with "Again", "Show code", "Extend" and "Lip-sync" (docs/studio.md).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import ipywidgets
 
@@ -39,6 +39,7 @@ __all__ = [
     "MIN_IMAGE_PIXELS",
     "Extension",
     "Image",
+    "LipSync",
     "Studio",
     "Submission",
     "extendable",
@@ -62,6 +63,7 @@ _ROW = {"display": "flex", "flex_flow": "row wrap", "align_items": "center", "gr
 _COLUMN = {"display": "flex", "flex_flow": "column", "grid_gap": "6px"}
 _PICK = {"width": "auto", "min_width": "150px"}
 _AUTO = {"width": "auto"}
+_WIDE = {"width": "auto", "min_width": "360px"}
 _ERROR_STYLE = "color: var(--jp-error-color1, #d32f2f)"
 #: After a task is created, Generate stays disabled this long: a double click's second click, arriving
 #: after a fast answer, must not bill a second task.
@@ -166,9 +168,18 @@ class Submission:
     def _shot_list(self) -> list[dict[str, str]] | None:
         return [{"prompt": prompt, "duration": seconds} for seconds, prompt in self.shots] or None
 
+    @property
+    def images(self) -> tuple[Image, ...]:
+        """multi-image2video's images: the start image, if any, then the reference URLs."""
+        start = () if self.image is None else (self.image,)
+        return start + tuple(Image(url=url) for url in self.reference_images)
+
     def send(self, client: KlingClient) -> Task:
         """Submit it (one POST; the client checks every option first)."""
         start, end = (image.field() if image is not None else None for image in (self.image, self.image_tail))
+        if self.route == "multi-image2video":
+            images = [image.field() for image in self.images]
+            return client.multi_image2video(images, self.prompt, **self.options())
         if self.route == "omni-video":
             return client.omni_video(
                 None if self.shots else self.prompt, start_frame=start, end_frame=end,
@@ -189,9 +200,11 @@ class Submission:
         arguments = [f"shots={self._shot_list()!r}" if self.shots else repr(self.prompt)]
         if self.image is not None and self.route == "image2video":
             arguments.insert(0, repr(self.image.code()))
+        if self.route == "multi-image2video":  # the images are one list, the first argument
+            arguments.insert(0, repr([image.code() for image in self.images]))
         arguments += [f"{name}={value!r}" for name, value in self.options().items()]
         arguments += [f"{name}={image.code()!r}" for name, image in self._keyword_images().items()]
-        if self.reference_images:
+        if self.reference_images and self.route == "omni-video":
             arguments.append(f"reference_images={list(self.reference_images)!r}")
         uploads = [image for image in (self.image, self.image_tail) if image is not None and not image.url]
         note = (
@@ -252,8 +265,45 @@ def extendable(card: TaskStatusWidget) -> bool:
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class LipSync:
+    """What "Lip-sync" on a finished card sends: identify-face on the first video of ``source``, then an
+    advanced-lip-sync task in which its first face speaks ``audio`` from ``start_ms`` to ``end_ms``."""
+
+    source: Task
+    audio: str  # an http(s) URL or a local .mp3/.wav/.m4a/.aac path, as typed
+    start_ms: int
+    end_ms: int
+    route: ClassVar[str] = "advanced-lip-sync"
+
+    def send(self, client: KlingClient) -> Task:
+        """Submit it (identify-face, then one POST; the client checks the audio and the times first)."""
+        return client.lip_sync(
+            self.source, audio=self.audio, sound_start_time=self.start_ms, sound_end_time=self.end_ms
+        )
+
+    def code(self) -> str:
+        """The same call with the video's id, so the code does not need the task object."""
+        video = self.source.videos[0].id if self.source.videos else None
+        arguments = [repr(video), f"audio={strip_credentials(self.audio)!r}"]
+        arguments += [f"sound_start_time={self.start_ms}"] if self.start_ms else []
+        arguments.append(f"sound_end_time={self.end_ms}")
+        note = f"# The first video of task {self.source.task_id}; its first face speaks.\n"
+        return _code(note, "lip_sync", self.route, arguments)
+
+    @property
+    def caption(self) -> str:
+        """The card's heading: whose video speaks, and what."""
+        return f"Lip-sync of {self.source.task_id}: {strip_credentials(self.audio)}"
+
+
+#: What one click submits: the form, a card's video extended, or a card's video lip-synced.
+_Action: TypeAlias = "Submission | Extension | LipSync"
+
 #: The routes the form can build from its fields, in the catalogue's order.
-FORM_ROUTES = tuple(route for route in ROUTES if route in ("text2video", "image2video", "omni-video"))
+FORM_ROUTES = tuple(
+    route for route in ROUTES if route in ("text2video", "image2video", "omni-video", "multi-image2video")
+)
 
 
 def reference_urls(text: str) -> tuple[str, ...]:
@@ -334,6 +384,14 @@ def _refusal_text(exc: BaseException) -> str:
     if isinstance(exc, PermissionDeniedError) and (exc.code == "quota_not_enough" or "quota" in str(exc)):
         return "No quota left (403): top up the key's balance, then Generate again. Nothing was created."
     return clean_text(str(exc))
+
+
+def _card_button(description: str, tooltip: str, disabled: bool = False) -> ipywidgets.Button:
+    """A card's button, on the shared layout and style: per card, only the button itself is a new model."""
+    return ipywidgets.Button(
+        description=description, tooltip=tooltip, disabled=disabled, layout=shared_layout(**_AUTO),
+        style=shared_style(ipywidgets.widgets.widget_button.ButtonStyle),
+    )  # fmt: skip
 
 
 # -- the widget -----------------------------------------------------------------------------------------
@@ -432,9 +490,9 @@ class Studio(KlingWidget):
 
     Notes
     -----
-    One submission at a time: while a POST is in flight, Generate, "Again" and "Extend" are disabled and a
-    click does nothing, so a double click bills once. A refusal (blank prompt, a bad image, the parallel
-    limit, no quota) shows next to the field it concerns and creates no card.
+    One submission at a time: while a POST is in flight, Generate, "Again", "Extend" and "Lip-sync" are
+    disabled and a click does nothing, so a double click bills once. A refusal (blank prompt, a bad image,
+    the parallel limit, no quota) shows next to the field it concerns and creates no card.
     """
 
     def __init__(
@@ -449,7 +507,7 @@ class Studio(KlingWidget):
     ) -> None:
         self._cards: list[TaskStatusWidget] = []  # before anything can fail: close() reads it
         self._again: list[ipywidgets.Button] = []
-        self._extend: list[tuple[ipywidgets.Button, TaskStatusWidget]] = []
+        self._video_actions: list[tuple[ipywidgets.Button, TaskStatusWidget]] = []  # Extend, Lip-sync
         self._sending = False
         self._refreshing = False
         self._options = WatchOptions(None, poll_interval, max_poll_interval, timeout)  # a card: its route
@@ -486,11 +544,17 @@ class Studio(KlingWidget):
             "3 s or more. Shots replace the prompt and Seconds.",
             rows=2, layout=shared_layout(**_HIDDEN),
         )  # fmt: skip
-        self._references = ipywidgets.Textarea(
-            placeholder="Reference image URLs (https://…), separated by spaces; <<<image_1>>>… in the prompt",
-            rows=1, layout=shared_layout(**_HIDDEN),
-        )  # fmt: skip
+        self._references = ipywidgets.Textarea(rows=1, layout=shared_layout(**_HIDDEN))  # _refresh says what
         self._omni_error = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
+        self._audio = ipywidgets.Text(
+            description="Audio", placeholder="for Lip-sync on a done card: an https URL or a .mp3/.wav/.m4a/"
+            ".aac path", layout=shared_layout(**_WIDE),
+            style=shared_style(ipywidgets.widgets.widget_string.TextStyle, description_width="initial"),
+        )  # fmt: skip
+        seconds = {"min": 0.0, "max": 3600.0, "step": 0.1, **pick}
+        self._audio_from = ipywidgets.BoundedFloatText(0.0, description="from (s)", **seconds)
+        self._audio_to = ipywidgets.BoundedFloatText(5.0, description="to (s)", **seconds)
+        self._audio_error = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
         self._generate = ipywidgets.Button(
             description="Generate", button_style="primary", tooltip="Submit one task (it may be billed)"
         )
@@ -502,14 +566,18 @@ class Studio(KlingWidget):
             layout=shared_layout(**_ROW),
         )
         actions = ipywidgets.Box([self._generate, self._generate_error], layout=shared_layout(**_ROW))
+        audio = ipywidgets.Box(
+            [self._audio, self._audio_from, self._audio_to, self._audio_error], layout=shared_layout(**_ROW)
+        )
         parts = [
             self._title, self._prompt, self._count, self._prompt_error, self._negative,
             self._negative_error, choices, self._start.row, self._end.row, self._shots, self._references,
-            self._omni_error, actions, self._balance, self._list,
+            self._omni_error, audio, actions, self._balance, self._list,
         ]  # fmt: skip
         self.own(
             *parts, self._route, self._model, self._duration, self._aspect, self._mode, self._sound,
-            self._cfg, self._generate, self._generate_error, *self._start.models, *self._end.models,
+            self._cfg, self._audio, self._audio_from, self._audio_to, self._audio_error, self._generate,
+            self._generate_error, *self._start.models, *self._end.models,
         )  # fmt: skip
         self.children = tuple(parts)
         self._prompt.observe(self._counted, "value")
@@ -570,6 +638,12 @@ class Studio(KlingWidget):
         self._cfg.layout = shared_layout(**(_PICK if spec.cfg_scale else _HIDDEN))
         self._end.row.layout = shared_layout(**(_ROW if spec.end_frame else _HIDDEN))
         self._references.layout = shared_layout(**(_FULL if spec.reference_images else _HIDDEN))
+        self._references.placeholder = (
+            f"More image URLs (https://…), separated by spaces: 1 to {spec.reference_images} images with "
+            "the start image"
+            if self.route == "multi-image2video"
+            else "Reference image URLs (https://…), separated by spaces; <<<image_1>>>… in the prompt"
+        )
         self._shots.layout = shared_layout(**(_FULL if spec.max_shots else _HIDDEN))
 
     def submission(self) -> Submission:
@@ -603,6 +677,14 @@ class Studio(KlingWidget):
         if submission.route == "image2video" and submission.image is None:
             self._start.show_error("image2video needs a start image: upload one or give its URL.")
             return
+        most = self._spec().reference_images
+        if submission.route == "multi-image2video" and not 1 <= len(submission.images) <= most:
+            self._show(
+                self._omni_error,
+                f"multi-image2video takes 1 to {most} images (the start image and these URLs), got "
+                f"{len(submission.images)}. Nothing was sent.",
+            )
+            return
         if not submission.prompt.strip() and not submission.shots:
             self._show(self._prompt_error, "Write a prompt first: Kling needs one. Nothing was sent.")
             return
@@ -619,13 +701,30 @@ class Studio(KlingWidget):
         prompt = self._prompt.value if self._prompt.value.strip() else None
         self._submit(Extension(card.task, prompt))
 
-    def _submit(self, submission: Submission | Extension) -> None:
+    def lip_sync(self, card: TaskStatusWidget) -> None:
+        """Make the first face in ``card``'s video speak the form's Audio (what its Lip-sync button does);
+        nothing if its task has not succeeded or a submission is in flight.
+
+        The seconds typed (from, to) are sent as milliseconds of the audio; a blank Audio is refused at
+        its field, and so is anything the client or the gateway refuses (nothing is sent twice).
+        """
+        if card.task is None or not extendable(card):  # identify-face needs what Extend needs: a video id
+            return
+        if not self._audio.value.strip():
+            self._show(self._audio_error, "Lip-sync needs an audio: an https URL or a local .mp3/.wav/.m4a/"
+                       ".aac file. Nothing was sent.")  # fmt: skip
+            return
+        start, end = (round(field.value * 1000) for field in (self._audio_from, self._audio_to))
+        self._submit(LipSync(card.task, self._audio.value.strip(), start, end))
+
+    def _submit(self, submission: _Action) -> None:
         with self._lock:
             if self._sending or self._closed:
                 return  # a second click while the first POST is in flight: one task, one bill
             self._sending = True
         self._enable(False)
-        for label in (self._prompt_error, self._negative_error, self._omni_error, self._generate_error):
+        errors = (self._prompt_error, self._negative_error, self._omni_error, self._audio_error)
+        for label in (*errors, self._generate_error):
             self._show(label, "")
         for slot in (self._start, self._end):
             slot.show_error("")
@@ -634,7 +733,7 @@ class Studio(KlingWidget):
             target=self._post, args=(submission,), name="kling-studio-submit", daemon=True
         ).start()
 
-    def _post(self, submission: Submission | Extension) -> None:
+    def _post(self, submission: _Action) -> None:
         task: Task | str | None = None
         refusal: BaseException | None = None
         try:
@@ -648,7 +747,7 @@ class Studio(KlingWidget):
 
     def _settle(
         self,
-        submission: Submission | Extension,
+        submission: _Action,
         task: Task | str | None,
         refusal: BaseException | None,
         balance: Balance | None,
@@ -664,13 +763,14 @@ class Studio(KlingWidget):
             return
         if refusal is not None:
             message = _refusal_text(refusal)
-            field = _field_of(refusal)
+            # A lip-sync's every refusal (audio, times, identify-face, the POST) concerns the audio.
+            field = "audio" if isinstance(submission, LipSync) else _field_of(refusal)
             if field in ("image", "image_tail", "start_frame", "end_frame"):
                 (self._start if field in ("image", "start_frame") else self._end).show_error(message)
             else:
                 label = {
                     "prompt": self._prompt_error, "negative_prompt": self._negative_error,
-                    "reference": self._omni_error, "shots": self._omni_error,
+                    "reference": self._omni_error, "shots": self._omni_error, "audio": self._audio_error,
                 }  # fmt: skip
                 self._show(label.get(field, self._generate_error), message)
         if task is not None:
@@ -690,42 +790,43 @@ class Studio(KlingWidget):
         if not closed:
             self._enable(True)
 
-    def _add_card(self, task: Task | str, submission: Submission | Extension) -> None:
+    def _add_card(self, task: Task | str, submission: _Action) -> None:
         options = replace(self._options, endpoint=submission.route)
         card = TaskStatusWidget(
             task, client=self._client, endpoint=options.endpoint, poll_interval=options.poll_interval,
             max_poll_interval=options.max_poll_interval, timeout=options.timeout, caption=submission.caption,
         )  # fmt: skip
-        again = ipywidgets.Button(description="Again", tooltip="The same parameters: a new task (billed)")
-        show = ipywidgets.Button(description="Show code", tooltip="The Python call that makes the same task")
+        again = _card_button("Again", "The same parameters: a new task (billed)")
+        show = _card_button("Show code", "The Python call that makes the same task")
         code = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
-        extend = ipywidgets.Button(
-            description="Extend", disabled=True,
-            tooltip="4-5 s more of this video, with the form's prompt if any: a new task (billed)",
-        )  # fmt: skip
+        extend = _card_button(
+            "Extend", "4-5 s more of this video, with the form's prompt if any: a new task (billed)", True
+        )
+        lip_sync = _card_button(
+            "Lip-sync", "Its face speaks the form's Audio: identify-face, then a task (both billed)", True
+        )
         again.on_click(lambda _button: self._submit(submission))
         show.on_click(lambda _button: self._toggle_code(show, code, submission))
         extend.on_click(lambda _button: self.extend(card))
-        for button in (again, show, extend):
-            button.layout = shared_layout(**_AUTO)
-        row = ipywidgets.Box([again, show, extend], layout=shared_layout(**_ROW))
+        lip_sync.on_click(lambda _button: self.lip_sync(card))
+        row = ipywidgets.Box([again, show, extend, lip_sync], layout=shared_layout(**_ROW))
         box = ipywidgets.Box([card, row, code], layout=shared_layout(**_COLUMN))
-        self.own(card, again, show, extend, code, row, box)
+        self.own(card, again, show, extend, lip_sync, code, row, box)
         self._cards.insert(0, card)
         self._again.append(again)
-        self._extend.append((extend, card))
+        self._video_actions += [(extend, card), (lip_sync, card)]
         again.disabled = self._sending
         self._list.children = (box, *self._list.children)
         # On the engine's or the keeping thread: the button's write goes the one cross-thread path.
-        card.add_done_callback(lambda _card: deliver(self._offer_extend, self._frontend))
+        card.add_done_callback(lambda _card: deliver(self._offer_video_actions, self._frontend))
 
-    def _offer_extend(self) -> None:
+    def _offer_video_actions(self) -> None:
         with self._lock:
             sending, closed = self._sending, self._closed
         if not closed:
             self._enable(not sending)
 
-    def _toggle_code(self, button: Any, code: Any, submission: Submission | Extension) -> None:
+    def _toggle_code(self, button: Any, code: Any, submission: _Action) -> None:
         showing = button.description == "Hide code"
         code.value = "" if showing else f"<pre>{html.escape(submission.code())}</pre>"
         code.layout = shared_layout(**(_HIDDEN if showing else {}))
@@ -734,8 +835,8 @@ class Studio(KlingWidget):
     def _enable(self, enabled: bool) -> None:
         for button in (self._generate, *self._again):
             button.disabled = not enabled
-        for extend, card in self._extend:
-            extend.disabled = not (enabled and extendable(card))
+        for button, card in self._video_actions:
+            button.disabled = not (enabled and extendable(card))
 
     def _show(self, label: Any, message: str) -> None:
         label.value = f'<span style="{_ERROR_STYLE}">{html.escape(message)}</span>' if message else ""

@@ -8,13 +8,18 @@ Notebook 7, tests/e2e/test_e2e_voila.py for Voila), judged from the DOM and from
 4. an uploaded PNG (with its thumbnail) makes the next task an image2video POST carrying the image;
 5. at the account's parallel limit the gateway's 429 shows inline and no card is added;
 6. Extend on the first card (it succeeded): exactly one POST to video-extend naming that card's video, and a
-   new card on top that plays.
+   new card on top that plays;
+7. Lip-sync on the first card, with an audio URL typed in the Audio field: identify-face naming that card's
+   video, then exactly one POST to advanced-lip-sync with the audio, and a new card on top that reaches done;
+8. multi-image2video picked in the Route dropdown, with a reference URL: exactly one POST to
+   multi-image2video carrying the uploaded start image and the URL, and a new card that reaches done.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable
 
 from e2e_harness import VIDEO_LOADED_JS, VIDEO_PLAY_JS, log, wait_until
@@ -27,6 +32,8 @@ from kling_widgets.simulator import GatewaySimulator, RequestRecord
 PROMPT = "a corgi surfing at sunset, cinematic"
 MODEL, ASPECT = "kling-v2-5-turbo", "9:16"
 IMAGE = png(480, 320)
+AUDIO = "https://example.com/hello.mp3"
+BEACH = "https://example.com/beach.jpg"
 DONE = 90_000  # ms: Voila runs the notebook before it shows anything; a task takes ~5 s on this gateway
 
 
@@ -131,3 +138,35 @@ def drive_studio(
     expect(video).to_have_count(3, timeout=60_000)
     assert len(_posts(gateway)) == before + 4, "Extend sent more than one POST"
     log(f"[{label}] Extend sent one video-extend POST and its card shows the video")
+
+    # 7. Lip-sync the first card with the Audio field's URL: identify-face, one POST, a new card done.
+    area.locator(".widget-text", has_text="Audio").locator("input").fill(AUDIO)
+    lip_sync = area.get_by_role("button", name="Lip-sync").last
+    expect(lip_sync).to_be_enabled(timeout=30_000)
+    lip_sync.click()
+    expect(cards).to_have_count(4, timeout=30_000)
+    [*_, face, synced] = _new_posts(gateway, before, 6)
+    assert [r.path.rsplit("/", 1)[1] for r in (face, synced)] == ["identify-face", "advanced-lip-sync"]
+    assert json.loads(face.body)["video_id"] == source.id, face.body
+    [choice] = json.loads(synced.body)["face_choose"]
+    assert (choice["sound_file"], choice["sound_end_time"]) == (AUDIO, 5000), choice  # the form's defaults
+    expect(video).to_have_count(4, timeout=60_000)  # the new card reached done and shows its video
+    assert len(_posts(gateway)) == before + 6, "Lip-sync sent more than identify-face and one POST"
+    log(f"[{label}] Lip-sync sent identify-face and one advanced-lip-sync POST; its card is done")
+
+    # 8. multi-image2video from the Route dropdown: the start image and a reference URL, one POST.
+    _pick(area, "Route", "multi-image2video")
+    references = area.get_by_placeholder(re.compile("More image URLs"))
+    expect(references).to_be_visible()
+    references.fill(BEACH)
+    expect(generate).to_be_enabled()
+    generate.click()
+    expect(cards).to_have_count(5, timeout=30_000)
+    [*_, multi] = _new_posts(gateway, before, 7)
+    body = json.loads(multi.body)
+    assert multi.path == "/kling/v1/videos/multi-image2video", multi.path
+    assert body["image_list"] == [{"image": base64.b64encode(IMAGE).decode()}, {"image": BEACH}], body
+    assert (body["model_name"], body["prompt"]) == ("kling-v1-6", PROMPT), body
+    expect(video).to_have_count(5, timeout=60_000)
+    assert len(_posts(gateway)) == before + 7, "multi-image2video sent more than one POST"
+    log(f"[{label}] multi-image2video sent one POST with both images; its card is done")
