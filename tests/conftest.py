@@ -120,6 +120,15 @@ def run_async() -> Callable[[Coroutine[Any, Any, T]], T]:
 
 
 @pytest.fixture
+def widgets() -> Iterator[list[Any]]:
+    """Widgets (or galleries, studios) a test made: append them, and they are all closed afterwards."""
+    made: list[Any] = []
+    yield made
+    for widget in made:
+        widget.close()
+
+
+@pytest.fixture
 def comms(monkeypatch: pytest.MonkeyPatch) -> list[RecordingComm]:
     """Every comm opened during the test, in order."""
     return record_comms(monkeypatch)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +44,6 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sim: GatewaySimulato
     monkeypatch.setenv("EZMODEL_BASE_URL", sim.url)
     monkeypatch.setenv("EZMODEL_API_KEY", sim.api_key)
     return tmp_path
-
-
-@pytest.fixture
-def widgets() -> Iterator[list[TaskStatusWidget]]:
-    """Every widget an example made, closed after the test."""
-    made: list[TaskStatusWidget] = []
-    yield made
-    for widget in made:
-        widget.close()
 
 
 def run(code: str, namespace: dict[str, Any], widgets: list[TaskStatusWidget]) -> dict[str, Any]:

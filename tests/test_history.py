@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,19 +39,10 @@ HOSTILE = '<script>window.pwned=1</script><img src=x onerror="alert(1)">'
 
 
 @pytest.fixture
-def made() -> Iterator[list[Any]]:
-    """Widgets a test makes, closed after it."""
-    widgets: list[Any] = []
-    yield widgets
-    for widget in widgets:
-        widget.close()
-
-
-@pytest.fixture
-def history_of(client: KlingClient, made: list[Any]) -> Callable[..., TaskHistory]:
+def history_of(client: KlingClient, widgets: list[Any]) -> Callable[..., TaskHistory]:
     def make(**kwargs: Any) -> TaskHistory:
-        made.append(history(client, **kwargs))
-        return made[-1]  # type: ignore[no-any-return]
+        widgets.append(history(client, **kwargs))
+        return widgets[-1]  # type: ignore[no-any-return]
 
     return make
 
@@ -289,7 +280,7 @@ def test_open_plays_the_kept_copy_once_the_link_expired(
 def test_an_expired_link_without_a_kept_copy_says_the_video_is_gone(
     sim: GatewaySimulator, client: KlingClient, history_of: Callable[..., TaskHistory]
 ) -> None:
-    sim.url_lifetime = -60.0  # links made expired
+    sim.url_lifetime = -60.0  # links widgets expired
     task = finished(client, "a corgi surfing")
     h = history_of()
     h.play(task.task_id)
@@ -322,7 +313,7 @@ def posts(sim: GatewaySimulator) -> int:
 
 
 def test_resume_brings_every_unfinished_task_to_its_end_and_shows_unanswered_posts(
-    sim: GatewaySimulator, client: KlingClient, made: list[Any]
+    sim: GatewaySimulator, client: KlingClient, widgets: list[Any]
 ) -> None:
     finished(client, "already done")  # final: not resumed
     running = [client.text2video(f"take {i}") for i in range(3)]  # nobody watches them
@@ -333,7 +324,7 @@ def test_resume_brings_every_unfinished_task_to_its_end_and_shows_unanswered_pos
     sent = posts(sim)
 
     g = resume(client, **FAST)
-    made.append(g)
+    widgets.append(g)
     assert isinstance(g, TaskGallery)
     assert len(g) == 4
     succeeded = g.wait(WAIT)
@@ -355,10 +346,10 @@ def test_resume_brings_every_unfinished_task_to_its_end_and_shows_unanswered_pos
     ] == [TaskStatus.SUCCESS.value] * 3
 
 
-def test_resume_with_nothing_unfinished_is_an_empty_gallery(client: KlingClient, made: list[Any]) -> None:
+def test_resume_with_nothing_unfinished_is_an_empty_gallery(client: KlingClient, widgets: list[Any]) -> None:
     finished(client, "already done")
     g = resume(client, **FAST)
-    made.append(g)
+    widgets.append(g)
     assert len(g) == 0
     assert g.wait(WAIT) == []
 
@@ -383,13 +374,13 @@ def test_resume_with_its_own_client_closes_it_with_the_gallery(
 
 
 def test_resume_reads_the_ledger_of_the_client(
-    sim: GatewaySimulator, tmp_path: Path, made: list[Any]
+    sim: GatewaySimulator, tmp_path: Path, widgets: list[Any]
 ) -> None:
     ledger = Ledger(tmp_path / "elsewhere.sqlite3")
     with KlingClient(base_url=sim.url, api_key=sim.api_key, ledger=ledger) as kling:
         task = kling.text2video("recorded elsewhere")
         g = resume(kling, **FAST)
-        made.append(g)
+        widgets.append(g)
         assert [t.task_id for t in g.wait(WAIT)] == [task.task_id]
 
 
@@ -410,9 +401,9 @@ def test_the_key_is_nowhere_in_the_history_or_resume_widgets(
     g = resume(client, **FAST)
     g.wait(WAIT)
     seen = [repr(h), repr(g), *h._repr_mimebundle_().values(), *g.static_bundle().values(), caplog.text]
-    for made in comms:  # everything that would reach the front end
-        seen.append(json.dumps(made.open_data, default=lambda b: bytes(b).hex()))
-        seen.extend(json.dumps(message, default=lambda b: bytes(b).hex()) for message in made.sent)
+    for widgets in comms:  # everything that would reach the front end
+        seen.append(json.dumps(widgets.open_data, default=lambda b: bytes(b).hex()))
+        seen.extend(json.dumps(message, default=lambda b: bytes(b).hex()) for message in widgets.sent)
     seen.extend(str(error) for error in g.failed)
     h.close()
     g.close()
@@ -426,14 +417,14 @@ def test_the_key_is_nowhere_in_the_history_or_resume_widgets(
 
 @pytest.mark.parametrize("flavor", ["kling"])
 def test_sync_brings_in_the_tasks_this_ledger_never_saw(
-    sim: GatewaySimulator, client: KlingClient, tmp_path: Path, made: list[Any]
+    sim: GatewaySimulator, client: KlingClient, tmp_path: Path, widgets: list[Any]
 ) -> None:
-    tasks = [finished(client, f"made elsewhere {i}") for i in range(3)]  # recorded in another ledger
+    tasks = [finished(client, f"widgets elsewhere {i}") for i in range(3)]  # recorded in another ledger
     keys = {"access_key": sim.access_key, "secret_key": sim.secret_key}
     other = KlingClient(base_url=sim.url, ledger=tmp_path / "new.sqlite3", **keys)
-    made.append(before := history(other))
+    widgets.append(before := history(other))
     assert before.entries == []
-    made.append(widget := history(other, sync=True))
+    widgets.append(widget := history(other, sync=True))
     assert {entry.task_id for entry in widget.entries} == {task.task_id for task in tasks}
     assert {entry.state for entry in widget.entries} == {"SUCCESS"}
     other.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
@@ -52,15 +51,6 @@ TEXT2VIDEO = "/kling/v1/videos/text2video/"
 def no_keeping(monkeypatch: pytest.MonkeyPatch) -> None:
     """These tests read the request log and the card's HTML: no video download in between."""
     monkeypatch.setenv("KLING_WIDGETS_KEEP", "0")
-
-
-@pytest.fixture
-def widgets() -> Iterator[list[TaskStatusWidget]]:
-    """Widgets a test made; all closed afterwards."""
-    made: list[TaskStatusWidget] = []
-    yield made
-    for widget in made:
-        widget.close()
 
 
 def watch(
