@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypeVar
@@ -36,6 +37,7 @@ __all__ = [
     "kept_line",
     "label_text",
     "live_html",
+    "results_html",
     "seconds_since",
     "static_html",
     "static_text",
@@ -213,13 +215,7 @@ def _success(task: Task, took: float) -> View:
     blocked: dict[tuple[str, str], None] = {}
     videos = _playable(task.videos, "video", blocked)
     images = _playable(task.images, "image", blocked)
-    audios = []
-    for audio in _playable(task.audios, "sound", blocked):
-        wav = strip_credentials(audio.wav_url) if audio.wav_url is not None else None
-        if wav is not None and not embeddable(wav):
-            blocked[("sound", _scheme(wav))] = None
-            wav = None
-        audios.append(replace(audio, wav_url=wav))
+    audios = _playable_audios(task.audios, blocked)
     shown_videos = videos[:MAX_PLAYERS]
     shown_images = images[: MAX_PLAYERS - len(shown_videos)]
     shown_audios = audios[: MAX_PLAYERS - len(shown_videos) - len(shown_images)]
@@ -255,6 +251,18 @@ def _playable(items: tuple[_MediaT, ...], noun: str, blocked: dict[tuple[str, st
             playable.append(replace(item, url=url))
         else:
             blocked[(noun, _scheme(item.url))] = None
+    return playable
+
+
+def _playable_audios(audios: tuple[Audio, ...], blocked: dict[tuple[str, str], None]) -> list[Audio]:
+    """`_playable` for sounds, whose WAV link is checked too (and dropped when it may not be embedded)."""
+    playable = []
+    for audio in _playable(audios, "sound", blocked):
+        wav = strip_credentials(audio.wav_url) if audio.wav_url is not None else None
+        if wav is not None and not embeddable(wav):
+            blocked[("sound", _scheme(wav))] = None
+            wav = None
+        playable.append(replace(audio, wav_url=wav))
     return playable
 
 
@@ -392,17 +400,37 @@ def _media_html(view: View, now: datetime, playback_note: str | None) -> list[st
             blocks.append(
                 f"<div>{_links_html(video, now, video.duration)} · {html.escape(playback_note)}</div>"
             )
-    for number, image in enumerate(view.images, 1):
+    blocks.extend(_image_and_sound_html(view.images, view.audios, now))
+    blocks.extend(f"<div>{html.escape(note)}</div>" for note in _notes(view))
+    return blocks
+
+
+def _image_and_sound_html(images: Sequence[Image], audios: Sequence[Audio], now: datetime) -> list[str]:
+    """An ``<img>`` per image and an ``<audio controls>`` per sound, each with its links; the URLs must be
+    embeddable."""
+    blocks = []
+    for number, image in enumerate(images, 1):
         src = html.escape(image.url, quote=True)
         blocks.append(
             f'<img src="{src}" alt="Generated image {number}" width="{_VIDEO_WIDTH}" style="max-width:100%">'
         )
         blocks.append(f"<div>{_links_html(image, now)}</div>")
-    for audio in view.audios:
+    for audio in audios:
         blocks.append(f'<audio src="{html.escape(audio.url, quote=True)}" controls></audio>')
         blocks.append(f"<div>{_links_html(audio, now, audio.duration, audio.wav_url)}</div>")
-    blocks.extend(f"<div>{html.escape(note)}</div>" for note in _notes(view))
     return blocks
+
+
+def results_html(images: Sequence[Image], audios: Sequence[Audio], now: datetime) -> str:
+    """Images and sounds as a card shows them (e.g. from the ledger): credentials removed, only http(s)
+    links, at most `MAX_PLAYERS` in all; a note for the refused links."""
+    blocked: dict[tuple[str, str], None] = {}
+    shown_images = _playable(tuple(images), "image", blocked)[:MAX_PLAYERS]
+    shown_audios = _playable_audios(tuple(audios), blocked)[: MAX_PLAYERS - len(shown_images)]
+    view = View(line="", blocked=tuple(blocked))
+    blocks = _image_and_sound_html(shown_images, shown_audios, now)
+    blocks.extend(f"<div>{html.escape(note)}</div>" for note in _notes(view))
+    return "".join(blocks)
 
 
 def caption_html(caption: str) -> str:
