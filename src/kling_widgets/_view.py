@@ -183,7 +183,8 @@ class View:
     more : tuple of (str, int)
         How many playable results of each kind (``"video"``, ``"image"``, ``"sound"``) are beyond those.
     blocked : tuple of (str, str)
-        The kind and the (cleaned) scheme of the links that were refused, each pair once.
+        The kind and the (cleaned) scheme of the links that were refused, each pair once, at most
+        `MAX_PLAYERS` schemes of each kind.
     final : bool
         True once watching has ended.
     kept : str
@@ -237,7 +238,7 @@ def _success(task: Task, took: float) -> View:
         images=tuple(shown_images),
         audios=tuple(shown_audios),
         more=tuple((noun, playable - shown) for noun, _, playable, shown in counts if playable > shown),
-        blocked=tuple(list(blocked)[:MAX_PLAYERS]),
+        blocked=_first_schemes(blocked),
         final=True,
     )
 
@@ -252,6 +253,18 @@ def _playable(items: tuple[_MediaT, ...], noun: str, blocked: dict[tuple[str, st
         else:
             blocked[(noun, _scheme(item.url))] = None
     return playable
+
+
+def _first_schemes(blocked: dict[tuple[str, str], None]) -> tuple[tuple[str, str], ...]:
+    """The refused (kind, scheme) pairs, at most `MAX_PLAYERS` schemes of each kind: a hostile list of
+    links must not make the note long."""
+    counted: dict[str, int] = {}
+    kept = []
+    for noun, scheme in blocked:
+        counted[noun] = counted.get(noun, 0) + 1
+        if counted[noun] <= MAX_PLAYERS:
+            kept.append((noun, scheme))
+    return tuple(kept)
 
 
 def _playable_audios(audios: tuple[Audio, ...], blocked: dict[tuple[str, str], None]) -> list[Audio]:
@@ -427,7 +440,7 @@ def results_html(images: Sequence[Image], audios: Sequence[Audio], now: datetime
     blocked: dict[tuple[str, str], None] = {}
     shown_images = _playable(tuple(images), "image", blocked)[:MAX_PLAYERS]
     shown_audios = _playable_audios(tuple(audios), blocked)[: MAX_PLAYERS - len(shown_images)]
-    view = View(line="", blocked=tuple(blocked))
+    view = View(line="", blocked=_first_schemes(blocked))
     blocks = _image_and_sound_html(shown_images, shown_audios, now)
     blocks.extend(f"<div>{html.escape(note)}</div>" for note in _notes(view))
     return "".join(blocks)
