@@ -15,6 +15,10 @@ a task following the simulator's `Scenario`, GET on any of them reads any task),
 identify-face, which answers Kling's own JSON with one face and opens a session for lip-sync. Each route
 refuses what the gateway refuses, with its error shape and words.
 
+The kling flavor also serves Kling's image and audio routes (`MEDIA_ROUTES`; docs/kling-api.md, "The
+simulator's kling flavor"): their tasks succeed with images or sounds, a PNG and a WAV made in code and
+served like the clip.
+
 Account-wide behaviour: ``max_parallel`` caps the tasks unfinished at once, as Kling's parallel-task limit
 does; a POST over it answers the gateway's 429 and creates nothing. `GatewaySimulator.drop_next_submits`
 makes the next POSTs create their task and then send no answer (the connection is closed, or held until the
@@ -181,9 +185,11 @@ class Scenario:
     fail_message
         Kling's ``task_status_msg`` on failure (any string; hostile ones welcome).
     videos
-        How many videos a successful task has.
+        How many videos a successful task has (on a media route of the kling flavor: how many images or
+        sounds, see `MEDIA_ROUTES`).
     video_url
-        If set, every video URL (and the success ``fail_reason``) is exactly this string.
+        If set, every result URL (videos, images, sounds) and the success ``fail_reason`` is exactly this
+        string.
     faults
         Scripted faults of the status GETs.
     url_lifetime
@@ -852,7 +858,8 @@ class GatewaySimulator:
         ``iss`` is `access_key` (checked: signature, ``iss``, ``exp``, ``nbf``; an expired token gets 401
         code 1004), Kling's envelopes, lookups by ``external_task_id``, the task list
         (``?pageNum=&pageSize=``), ``final_unit_deduction`` on success and the parallel limit as 429 code
-        1303. The control API still takes `api_key`.
+        1303, and Kling's image and audio routes (`MEDIA_ROUTES`) with their generated PNG and WAV. The
+        control API still takes `api_key`.
     access_key, secret_key
         Kling's key pair for the kling flavor; random when None.
     balance
