@@ -49,6 +49,8 @@ def test_status_json(sim: GatewaySimulator, capsys: pytest.CaptureFixture[str]) 
         "status",
         "progress",
         "video_url",
+        "image_urls",
+        "audio_urls",
         "fail_reason",
         "submit_time",
         "start_time",
@@ -56,6 +58,7 @@ def test_status_json(sim: GatewaySimulator, capsys: pytest.CaptureFixture[str]) 
         "units",
     }
     assert task["units"] is None  # the gateway bills its own quota
+    assert task["image_urls"] == task["audio_urls"] == []
 
 
 def test_status_of_an_unknown_task_is_an_error_line(capsys: pytest.CaptureFixture[str]) -> None:

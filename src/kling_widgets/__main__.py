@@ -156,8 +156,8 @@ def _watch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("Stopped watching; the task keeps running on the server.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    for video in task.videos:
-        print(video.url)
+    for result in (*task.videos, *task.images, *task.audios):
+        print(result.url)
     return EXIT_OK
 
 
@@ -195,6 +195,8 @@ def _task_json(task: Task) -> dict[str, Any]:
         "status": task.status.value,
         "progress": task.progress,
         "video_url": task.video_url,
+        "image_urls": [image.url for image in task.images],  # the image routes
+        "audio_urls": [audio.url for audio in task.audios],  # the audio routes
         "fail_reason": task.fail_reason,
         "submit_time": iso(task.submit_time),
         "start_time": iso(task.start_time),

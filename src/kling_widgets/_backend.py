@@ -37,6 +37,7 @@ __all__ = [
     "KLING_DEFAULT_BASE_URL",
     "MAX_PAGE",
     "MAX_PAGE_SIZE",
+    "MEDIA_FAMILIES",
     "SECRET_KEY_ENV",
     "TOKEN_LIFETIME",
     "Backend",
@@ -56,6 +57,9 @@ ACCESS_KEY_ENV = "KLING_ACCESS_KEY"
 SECRET_KEY_ENV = "KLING_SECRET_KEY"  # noqa: S105 - the variable's name, not a key
 KLING_BASE_URL_ENV = "KLING_BASE_URL"
 KLING_DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
+
+#: The route prefixes that are not under ``/v1/videos/``: Kling's image and audio routes.
+MEDIA_FAMILIES = ("images/", "audio/")
 
 #: Seconds a Kling JWT is valid: Kling's documented 30 minutes.
 TOKEN_LIFETIME = 1800.0
@@ -185,8 +189,11 @@ class Backend(abc.ABC):
         """``text`` without any credential, should an error message from elsewhere quote one."""
 
     def path(self, endpoint: str, segment: str | None = None) -> str:
-        """The route of ``endpoint`` (e.g. ``text2video``), and of one task when ``segment`` is given."""
-        route = f"{self._prefix}/v1/videos/{endpoint}"
+        """The route of ``endpoint`` (e.g. ``text2video``, ``images/generations``), and of one task when
+        ``segment`` is given. Video routes are under ``videos/``; the image and audio routes name their
+        own family (docs/routes.md, "Results that are not videos")."""
+        family = "" if endpoint.startswith(MEDIA_FAMILIES) else "videos/"
+        route = f"{self._prefix}/v1/{family}{endpoint}"
         return f"{route}/{segment}" if segment is not None else route
 
     def prepare(self, body: Mapping[str, Any]) -> dict[str, Any]:

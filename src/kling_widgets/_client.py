@@ -87,8 +87,9 @@ __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_BASE_URL", "ENDPOINTS", "Klin
 
 logger = logging.getLogger("kling_widgets")
 
-#: Kling task endpoints under ``/kling/v1/videos/`` that answer ``GET …/{task_id}``
-#: (docs/gateway.md, "Routes").
+#: Kling task endpoints that answer ``GET …/{task_id}``: the video routes under ``/kling/v1/videos/``
+#: (docs/gateway.md, "Routes"), and Kling's image and audio routes, whose results are images or sounds
+#: (docs/routes.md, "Results that are not videos").
 ENDPOINTS = frozenset(
     {
         "text2video",
@@ -100,6 +101,11 @@ ENDPOINTS = frozenset(
         "video-extend",
         "multi-elements",
         "avatar/image2video",
+        "images/generations",
+        "images/omni-image",
+        "images/multi-image2image",
+        "audio/text-to-audio",
+        "audio/video-to-audio",
     }
 )
 

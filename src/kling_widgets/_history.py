@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import html
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,9 @@ from ._errors import KlingError
 from ._gallery import TaskGallery
 from ._keep import keep
 from ._ledger import REFUSED, SUBMITTING, UNANSWERED, LedgerEntry, LedgerVideo
-from ._models import Task, TaskStatus
+from ._models import Media, Task, TaskStatus
 from ._text import clean_text, strip_credentials
-from ._view import embeddable
+from ._view import embeddable, results_html
 from ._widget import TaskStatusWidget
 
 __all__ = [
@@ -459,12 +459,18 @@ class TaskHistory(KlingWidget):
             self._say("Pick a task first.")
             return
         videos = [video for video in entry.videos if embeddable(video.url)]
-        if entry.state != TaskStatus.SUCCESS.value or not entry.videos:
+        if entry.state != TaskStatus.SUCCESS.value or not (entry.videos or entry.images or entry.audios):
             self._say(f"Nothing to play: {_status_text(entry)}.")
             return
         now = datetime.now(timezone.utc)
+        if not entry.videos:  # images or sounds: shown from their links (only videos are kept)
+            self._show_detail([ipywidgets.HTML(results_html(entry.images, entry.audios, now))])
+            expiry = _expiry_text((*entry.images, *entry.audios), now)
+            self._say(f"The links of {_short_id(entry)} {expiry}." if expiry.startswith("expired") else "")
+            return
         if videos and len(videos) == len(entry.videos) and not any(v.expired for v in videos):
-            self._show_detail([ipywidgets.HTML(_players_html(videos[:_MAX_PLAYERS], now))])
+            players = _players_html(videos[:_MAX_PLAYERS], now)  # and video-to-audio's sounds after them
+            self._show_detail([ipywidgets.HTML(players + results_html(entry.images, entry.audios, now))])
             self._say("")
             return
         kept = _existing(entry.kept)
@@ -637,7 +643,7 @@ def _row_html(entry: LedgerEntry, now: datetime) -> str:
             kept[0].name + (f" +{len(kept) - 1}" if len(kept) > 1 else "") if kept else "",
             title=", ".join(str(path) for path in kept) or None,
         ),
-        f'<td style="{_CELL_STYLE}">{_link_html(entry.videos, now)}</td>',
+        f'<td style="{_CELL_STYLE}">{_link_html(entry.videos or entry.images or entry.audios, now)}</td>',
     ]
     return f"<tr>{''.join(cells)}</tr>"
 
@@ -647,13 +653,13 @@ def _cell(text: str, *, title: str | None = None) -> str:
     return f'<td style="{_CELL_STYLE}"{hover}>{html.escape(clean_text(text))}</td>'
 
 
-def _link_html(videos: tuple[LedgerVideo, ...], now: datetime) -> str:
-    """``open · expires 29 Dec 2026`` for the first video; only an http(s) link becomes one."""
+def _link_html(videos: Sequence[LedgerVideo | Media], now: datetime) -> str:
+    """``open · expires 29 Dec 2026`` for the first result; only an http(s) link becomes one."""
     if not videos:
         return ""
     video = videos[0]
     expiry = html.escape(_expiry_text(videos, now))
-    if video.expired or not embeddable(video.url):
+    if (video.expires_at is not None and video.expires_at <= now) or not embeddable(video.url):
         return expiry
     href = html.escape(video.url, quote=True)
     title = html.escape(clean_text(strip_credentials(video.url), 300), quote=True)
@@ -683,7 +689,7 @@ def _status_text(entry: LedgerEntry) -> str:
     return clean_text(entry.state, 40)
 
 
-def _expiry_text(videos: tuple[LedgerVideo, ...], now: datetime) -> str:
+def _expiry_text(videos: Sequence[LedgerVideo | Media], now: datetime) -> str:
     dates = [video.expires_at for video in videos if video.expires_at is not None]
     if not dates:
         return ""

@@ -2,7 +2,8 @@
 
 A row is written *before* the POST (state ``submitting``) and updated when the answer comes (the task id, or
 the refusal, or ``unknown`` when no answer came: the task may exist and may have been charged), then again
-whenever a watcher sees a new status, the failure reason, the video URLs with their expiry, and kept files.
+whenever a watcher sees a new status, the failure reason, the video URLs with their expiry (and the image and
+sound URLs of the image and audio routes), and kept files.
 
 What is stored, and what never is:
 
@@ -45,7 +46,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from ._errors import KlingError
-from ._models import Task, TaskStatus, Video
+from ._models import Audio, Image, Task, TaskStatus, Video
 from ._text import clean_text, strip_credentials
 
 __all__ = [
@@ -80,7 +81,8 @@ REFUSED = "refused"  # the gateway answered with an error: nothing was created
 _TERMINAL = (TaskStatus.SUCCESS.value, TaskStatus.FAILURE.value)
 FINAL_STATES = frozenset({*_TERMINAL, REFUSED})
 
-# Bounds on a row: a hostile or broken gateway must not grow the file by megabytes per poll.
+# Bounds on a row: a hostile or broken gateway must not grow the file by megabytes per poll. MAX_VIDEOS
+# bounds the images and the sounds too, each kind on its own.
 MAX_VIDEOS = 16
 MAX_URL_CHARS = 4096
 # Parameters: a string this long without spaces that decodes as base64 is data, not text...
@@ -229,6 +231,8 @@ class LedgerEntry:
         What the submission came from, when the caller said (e.g. a batch file and row): a re-run skips it.
     units : float or None
         The units Kling charged (`Task.units`), once known; None through the gateway.
+    images, audios : tuple of Image, tuple of Audio
+        The results of the image and audio routes (`Task.images`, `Task.audios`), once the task succeeded.
     """
 
     local_id: int
@@ -245,6 +249,8 @@ class LedgerEntry:
     updated_at: datetime
     source: str | None = None
     units: float | None = None
+    images: tuple[Image, ...] = ()
+    audios: tuple[Audio, ...] = ()
 
     @property
     def is_final(self) -> bool:
@@ -278,18 +284,26 @@ def _add_units_v2(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE tasks ADD COLUMN units REAL")  # Kling's final_unit_deduction (Task.units)
 
 
+def _add_media_v3(db: sqlite3.Connection) -> None:
+    # The results that are not videos: {"images": [...], "audios": [...]} (Task.images, Task.audios).
+    db.execute("ALTER TABLE tasks ADD COLUMN media TEXT NOT NULL DEFAULT '{}'")
+
+
 # Entry i brings a database from schema version i to i + 1 (``PRAGMA user_version``); a new schema is
 # one more function here.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1, _add_units_v2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1, _add_units_v2, _add_media_v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
-# What the ledger keeps of a task: state, capped fail reason, videos as JSON, units charged.
-_Fields = tuple[str, str | None, str, float | None]
-_Seen = tuple[TaskStatus, str | None, tuple[Video, ...], float | None]
+# What the ledger keeps of a task: state, capped fail reason, videos as JSON, units charged, the other
+# results as JSON.
+_Fields = tuple[str, str | None, str, float | None, str]
+_Seen = tuple[TaskStatus, str | None, tuple[Video, ...], float | None, tuple[Image, ...], tuple[Audio, ...]]
+# The columns _Fields fills, in its order.
+_FIELD_COLUMNS = "state = ?, fail_reason = ?, videos = ?, units = ?, media = ?"
 
 _COLUMNS = (
     "local_id, task_id, endpoint, gateway, key_id, params, state, fail_reason, videos, kept, "
-    "created_at, updated_at, source, units"
+    "created_at, updated_at, source, units, media"
 )
 
 
@@ -461,7 +475,7 @@ class Ledger:
         """The POST answered with ``task``: record its id and status."""
         self._update(
             local_id,
-            "task_id = ?, state = ?, fail_reason = ?, videos = ?, units = ?",
+            f"task_id = ?, {_FIELD_COLUMNS}",
             (task.task_id, *_task_fields(task)),
         )
 
@@ -496,7 +510,7 @@ class Ledger:
 
         def update(db: sqlite3.Connection) -> None:
             db.execute(
-                "UPDATE tasks SET state = ?, fail_reason = ?, videos = ?, units = ?, updated_at = ?"
+                f"UPDATE tasks SET {_FIELD_COLUMNS}, updated_at = ?"  # noqa: S608 - fixed text
                 " WHERE task_id = ? AND (state NOT IN (?, ?) OR state = ?)",
                 (*fields, time.time(), task.task_id, *_TERMINAL, state),
             )
@@ -543,7 +557,7 @@ class Ledger:
                     filled = (
                         task.external_task_id is not None
                         and db.execute(
-                            "UPDATE tasks SET task_id = ?, state = ?, fail_reason = ?, videos = ?, units = ?,"
+                            f"UPDATE tasks SET task_id = ?, {_FIELD_COLUMNS},"  # noqa: S608 - fixed text
                             " updated_at = ? WHERE task_id IS NULL AND gateway = ? AND key_id IS ?"
                             " AND json_extract(params, '$.external_task_id') = ?",
                             (task.task_id, *fields, now, host, key_id, task.external_task_id),
@@ -553,8 +567,8 @@ class Ledger:
                         created = task.submit_time.timestamp() if task.submit_time else now
                         db.execute(
                             "INSERT INTO tasks (task_id, endpoint, gateway, key_id, params, state,"
-                            " fail_reason, videos, units, created_at, updated_at)"
-                            " VALUES (?, ?, ?, ?, '{}', ?, ?, ?, ?, ?, ?)",
+                            " fail_reason, videos, units, media, created_at, updated_at)"
+                            " VALUES (?, ?, ?, ?, '{}', ?, ?, ?, ?, ?, ?, ?)",
                             (task.task_id, endpoint, host, key_id, *fields, created, now),
                         )
                     merged += 1
@@ -699,27 +713,53 @@ def _outside_stacklevel() -> int:
 
 def _seen_key(task: Task) -> _Seen:
     """What `_task_fields` is made of: compared on every poll, so it is taken as is (no JSON, no cleaning)."""
-    return task.status, task.fail_reason, task.videos, task.units
+    return task.status, task.fail_reason, task.videos, task.units, task.images, task.audios
 
 
 def _task_fields(task: Task) -> _Fields:
-    """(state, capped fail reason, videos as JSON, units) of a task: all the ledger keeps of it."""
-    kept = [video for video in task.videos if len(video.url) <= MAX_URL_CHARS][:MAX_VIDEOS]
+    """(state, capped fail reason, videos as JSON, units, images and sounds as JSON) of a task: all the
+    ledger keeps of it."""
     videos = [
         {
             "url": video.url,
             "duration": video.duration,
             "expires_at": expires.timestamp() if (expires := video.expires_at) is not None else None,
         }
-        for video in kept
+        for video in _bounded(task.videos)
     ]
+    media = {
+        "images": [
+            {"url": image.url, "index": image.index, "watermark_url": _bounded_url(image.watermark_url)}
+            for image in _bounded(task.images)
+        ],
+        "audios": [
+            {
+                "url": audio.url,
+                "duration": audio.duration,
+                "wav_url": _bounded_url(audio.wav_url),
+                "id": audio.id,
+            }
+            for audio in _bounded(task.audios)
+        ],
+    }
     reason = clean_text(task.fail_reason) if task.fail_reason else None
-    return task.status.value, reason, _dumps(videos), task.units
+    return task.status.value, reason, _dumps(videos), task.units, _dumps(media)
+
+
+_ResultT = TypeVar("_ResultT", Video, Image, Audio)
+
+
+def _bounded(results: tuple[_ResultT, ...]) -> list[_ResultT]:
+    return [result for result in results if len(result.url) <= MAX_URL_CHARS][:MAX_VIDEOS]
+
+
+def _bounded_url(url: str | None) -> str | None:
+    return url if url is not None and len(url) <= MAX_URL_CHARS else None
 
 
 def _entry(row: sqlite3.Row) -> LedgerEntry:
     """A row as a `LedgerEntry`; a damaged JSON column reads as empty rather than failing the listing."""
-    params = _loads(row["params"])
+    params, media = _loads(row["params"]), _loads(row["media"])
     return LedgerEntry(
         local_id=row["local_id"],
         task_id=row["task_id"],
@@ -735,6 +775,8 @@ def _entry(row: sqlite3.Row) -> LedgerEntry:
         updated_at=_utc(row["updated_at"]),
         source=row["source"],
         units=row["units"],
+        images=tuple(_image(item) for item in _items(media, "images")),
+        audios=tuple(_audio(item) for item in _items(media, "audios")),
     )
 
 
@@ -744,6 +786,33 @@ def _video(item: dict[str, Any]) -> LedgerVideo:
         url=str(item.get("url", "")),
         duration=float(duration) if isinstance(duration, (int, float)) else None,
         expires_at=_utc(expires) if isinstance(expires, (int, float)) else None,
+    )
+
+
+def _items(media: object, key: str) -> list[dict[str, Any]]:
+    """The objects with a text ``url`` in ``media[key]``: a damaged column reads as empty."""
+    items = media.get(key) if isinstance(media, dict) else None
+    if not isinstance(items, list):
+        return []
+    return [item for item in items if isinstance(item, dict) and isinstance(item.get("url"), str)]
+
+
+def _image(item: dict[str, Any]) -> Image:
+    index, watermark = item.get("index"), item.get("watermark_url")
+    return Image(
+        url=item["url"],
+        index=index if isinstance(index, int) else None,
+        watermark_url=watermark if isinstance(watermark, str) else None,
+    )
+
+
+def _audio(item: dict[str, Any]) -> Audio:
+    duration, wav, audio_id = item.get("duration"), item.get("wav_url"), item.get("id")
+    return Audio(
+        url=item["url"],
+        duration=float(duration) if isinstance(duration, (int, float)) else None,
+        wav_url=wav if isinstance(wav, str) else None,
+        id=audio_id if isinstance(audio_id, str) else None,
     )
 
 

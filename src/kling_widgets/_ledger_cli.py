@@ -8,6 +8,7 @@ progress to stderr, plain text only (docs/durable.md, "Command line").
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import threading
@@ -288,6 +289,8 @@ def entry_json(entry: LedgerEntry) -> dict[str, Any]:
         "videos": [
             {"url": v.url, "duration": v.duration, "expires_at": _iso(v.expires_at)} for v in entry.videos
         ],
+        "images": [dataclasses.asdict(image) for image in entry.images],
+        "audios": [dataclasses.asdict(audio) for audio in entry.audios],
         "kept": [str(p) for p in entry.kept],
         "created_at": _iso(entry.created_at),
         "updated_at": _iso(entry.updated_at),

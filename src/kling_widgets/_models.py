@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlsplit
 from ._errors import TransportError
 from ._text import clean_text
 
-__all__ = ["Task", "TaskStatus", "Video", "parse_submission", "parse_task"]
+__all__ = ["Audio", "Image", "Media", "Task", "TaskStatus", "Video", "parse_submission", "parse_task"]
 
 # Kling's lowercase task_status and the OpenAI-video statuses that are not simply our names in lower case.
 _STATUS_ALIASES = {
@@ -92,7 +92,30 @@ class TaskStatus(str, enum.Enum):
 
 
 @dataclass(frozen=True)
-class Video:
+class Media:
+    """A generated file Kling links to: the part every result kind (`Video`, `Image`, `Audio`) shares.
+
+    Attributes
+    ----------
+    url : str
+        Kling's signed CDN link (it stops working after about 30 days).
+    """
+
+    url: str
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the signed URL stops working (its ``Expires`` query parameter), or None if it does not say."""
+        try:
+            query = urlsplit(self.url).query
+        except ValueError:  # e.g. an unbalanced "[" in the host
+            return None
+        expires = [value for key, value in parse_qsl(query) if key.lower() == "expires"]
+        return _timestamp(expires[0]) if expires else None
+
+
+@dataclass(frozen=True)
+class Video(Media):
     """One generated video.
 
     Attributes
@@ -105,19 +128,47 @@ class Video:
         Kling's video id.
     """
 
-    url: str
     duration: float | None = None
     id: str | None = None
 
-    @property
-    def expires_at(self) -> datetime | None:
-        """When the signed URL stops working (its ``Expires`` query parameter), or None if it does not say."""
-        try:
-            query = urlsplit(self.url).query
-        except ValueError:  # e.g. an unbalanced "[" in the host
-            return None
-        expires = [value for key, value in parse_qsl(query) if key.lower() == "expires"]
-        return _timestamp(expires[0]) if expires else None
+
+@dataclass(frozen=True)
+class Image(Media):
+    """One generated image (the image routes; docs/routes.md, "Results that are not videos").
+
+    Attributes
+    ----------
+    url : str
+        Kling's signed link to the PNG.
+    index : int or None
+        Its place among the task's images, as Kling numbered it.
+    watermark_url : str or None
+        The same image with Kling's watermark, when Kling made one.
+    """
+
+    index: int | None = None
+    watermark_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Audio(Media):
+    """One generated sound (the audio routes; docs/routes.md, "Results that are not videos").
+
+    Attributes
+    ----------
+    url : str
+        The MP3 link, else the WAV link.
+    duration : float or None
+        Length in seconds, when Kling said.
+    wav_url : str or None
+        The WAV link, when Kling gave one beside the MP3.
+    id : str or None
+        Kling's audio id.
+    """
+
+    duration: float | None = None
+    wav_url: str | None = None
+    id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +196,9 @@ class Task:
     external_task_id : str or None
         The id the client chose at submission, as Kling's own API reports it (``task_info``); None
         through the gateway.
+    images, audios : tuple of Image, tuple of Audio
+        The results of the image and audio routes, on SUCCESS (video-to-audio has both ``videos`` and
+        ``audios``).
     raw : Mapping
         The whole decoded response, read-only. Left out of ``==`` and ``repr``.
     """
@@ -160,6 +214,8 @@ class Task:
     endpoint: str = "text2video"
     units: float | None = None
     external_task_id: str | None = None
+    images: tuple[Image, ...] = ()
+    audios: tuple[Audio, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
 
     # A read-only view of the raw answer cannot be pickled; its dict can (multiprocessing, TaskFailedError).
@@ -204,8 +260,8 @@ def parse_task(payload: object, endpoint: str = "text2video") -> Task:
         raise _not_a_task(payload, "missing data.task_id")
     status = TaskStatus.parse(dto.get("status"))
     kling = _mapping(_mapping(dto.get("data")).get("data"))
-    videos = _videos(kling)
-    if not videos and status is TaskStatus.SUCCESS:
+    videos, images, audios = _videos(kling), _images(kling), _audios(kling)
+    if not (videos or images or audios) and status is TaskStatus.SUCCESS:
         # Upstream ≥ 2026 has result_url; EZmodel puts the URL in fail_reason (docs/gateway.md,
         # "The fail_reason quirks").
         url = _http_url(dto.get("result_url")) or _http_url(dto.get("fail_reason"))
@@ -220,6 +276,8 @@ def parse_task(payload: object, endpoint: str = "text2video") -> Task:
         start_time=_timestamp(dto.get("start_time")),
         finish_time=_timestamp(dto.get("finish_time")),
         endpoint=_ACTION_ENDPOINTS.get(str(dto.get("action")), endpoint),
+        images=images,
+        audios=audios,
         raw=MappingProxyType(dict(payload)),
     )
 
@@ -272,24 +330,63 @@ def _parse_kling(payload: Mapping[Any, Any], kling: Mapping[Any, Any], endpoint:
         endpoint=endpoint,
         units=_non_negative(kling.get("final_unit_deduction")),
         external_task_id=_external_task_id(kling),
+        images=_images(kling),
+        audios=_audios(kling),
         raw=MappingProxyType(dict(payload)),
     )
 
 
 def _videos(kling: Mapping[Any, Any]) -> tuple[Video, ...]:
     """``task_result.videos[]`` of Kling's query data; entries without a URL are skipped."""
-    items = _mapping(kling.get("task_result")).get("videos")
+    return tuple(
+        Video(url, duration=_non_negative(entry.get("duration")), id=_text(entry.get("id")))
+        for entry, url in _results(kling, "videos", "url")
+    )
+
+
+def _images(kling: Mapping[Any, Any]) -> tuple[Image, ...]:
+    """``task_result.images[]`` (the image routes); entries without a URL are skipped."""
+    return tuple(
+        Image(url, index=_index(entry.get("index")), watermark_url=_text(entry.get("watermark_url")))
+        for entry, url in _results(kling, "images", "url")
+    )
+
+
+def _audios(kling: Mapping[Any, Any]) -> tuple[Audio, ...]:
+    """``task_result.audios[]`` (the audio routes): the MP3 first, the WAV kept beside it."""
+    audios = []
+    for entry, url in _results(kling, "audios", "url_mp3", "url_wav"):
+        wav = _text(entry.get("url_wav"))
+        duration = _non_negative(entry.get("duration_mp3"))
+        audios.append(
+            Audio(
+                url,
+                duration=_non_negative(entry.get("duration_wav")) if duration is None else duration,
+                wav_url=wav if wav != url else None,
+                id=_text(entry.get("id")),
+            )
+        )
+    return tuple(audios)
+
+
+def _results(kling: Mapping[Any, Any], key: str, *url_keys: str) -> list[tuple[Mapping[Any, Any], str]]:
+    """(entry, URL) of each object in ``task_result[key]`` with a URL under the first of ``url_keys``
+    that has one; anything else in the list is skipped."""
+    items = _mapping(kling.get("task_result")).get(key)
     if not isinstance(items, list):
-        return ()
-    videos = []
+        return []
+    found = []
     for item in items:
         entry = _mapping(item)
-        url = _text(entry.get("url"))
+        url = next((text for name in url_keys if (text := _text(entry.get(name)))), None)
         if url:
-            videos.append(
-                Video(url, duration=_non_negative(entry.get("duration")), id=_text(entry.get("id")))
-            )
-    return tuple(videos)
+            found.append((entry, url))
+    return found
+
+
+def _index(value: object) -> int | None:
+    number = _non_negative(value)
+    return int(number) if number is not None and number.is_integer() else None
 
 
 def _external_task_id(kling: Mapping[Any, Any]) -> str | None:

@@ -1,7 +1,8 @@
 """What a task's card shows, as pure values and HTML: no widgets, no threads, no clock of its own.
 
-`describe` turns one engine `Update` into a `View` (the status line, the bar, the playable videos: see
-docs/architecture.md, "What a watch shows, state by state"); the builders turn a `View` into the HTML of
+`describe` turns one engine `Update` into a `View` (the status line, the bar, the playable videos, images
+and sounds: see docs/architecture.md, "What a watch shows, state by state", and docs/routes.md, "Results
+that are not videos"); the builders turn a `View` into the HTML of
 the live card and the static ``text/html`` / ``text/plain`` fallback. Every server string is capped and
 cleaned with `clean_text` and ``html.escape``d where it becomes HTML; every shown URL loses its
 credentials (`strip_credentials`: browsers refuse such links for players anyway) and is embedded only
@@ -12,12 +13,14 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from ._errors import KlingError, RateLimitError, TaskTimeoutError, TransportError
-from ._models import Task, TaskStatus, Video
+from ._models import Audio, Image, Media, Task, TaskStatus, Video
 from ._poller import Update, WatchState
 from ._text import clean_text, strip_credentials
 
@@ -34,6 +37,7 @@ __all__ = [
     "kept_line",
     "label_text",
     "live_html",
+    "results_html",
     "seconds_since",
     "static_html",
     "static_text",
@@ -69,6 +73,10 @@ _BAR_COLOURS = {
     "warning": "var(--jp-warn-color1,#ff9800)",
     "danger": "var(--jp-error-color1,#f44336)",
 }
+# What a result of each kind is called in the card, and the `Task` attribute that holds them all.
+_ATTRIBUTES = {"video": "videos", "image": "images", "sound": "audios"}
+_MediaT = TypeVar("_MediaT", bound=Media)
+
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -170,12 +178,13 @@ class View:
         ``"info"``, ``"success"``, ``"warning"`` or ``"danger"``.
     error : str
         Why watching ended without a video (cleaned), else "".
-    videos : tuple of Video
-        At most `MAX_PLAYERS` playable videos: http(s) links, credentials removed.
-    more : int
-        Playable videos beyond those.
-    blocked : tuple of str
-        The (cleaned) schemes of the links that were refused, each once.
+    videos, images, audios : tuple of Video, tuple of Image, tuple of Audio
+        At most `MAX_PLAYERS` playable results in all, videos first: http(s) links, credentials removed.
+    more : tuple of (str, int)
+        How many playable results of each kind (``"video"``, ``"image"``, ``"sound"``) are beyond those.
+    blocked : tuple of (str, str)
+        The kind and the (cleaned) scheme of the links that were refused, each pair once, at most
+        `MAX_PLAYERS` schemes of each kind.
     final : bool
         True once watching has ended.
     kept : str
@@ -187,8 +196,10 @@ class View:
     bar_style: str = "info"
     error: str = ""
     videos: tuple[Video, ...] = ()
-    more: int = 0
-    blocked: tuple[str, ...] = ()
+    images: tuple[Image, ...] = ()
+    audios: tuple[Audio, ...] = ()
+    more: tuple[tuple[str, int], ...] = ()
+    blocked: tuple[tuple[str, str], ...] = ()
     final: bool = False
     kept: str = ""
 
@@ -201,25 +212,82 @@ def initial_view(task: Task | None) -> View:
 
 
 def _success(task: Task, took: float) -> View:
-    """The final view of a task that succeeded: its playable videos, capped, and the refused links."""
-    playable = []
-    blocked: dict[str, None] = {}
-    for video in task.videos:
-        url = strip_credentials(video.url)
-        if embeddable(url):
-            playable.append(replace(video, url=url))
-        else:
-            blocked[_scheme(video.url)] = None
-    line = f"Done in {clock(took)}" if task.videos else f"Done in {clock(took)}, but without a video link"
+    """The final view of a task that succeeded: its playable results, capped in all, and the refused links."""
+    blocked: dict[tuple[str, str], None] = {}
+    videos = _playable(task.videos, "video", blocked)
+    images = _playable(task.images, "image", blocked)
+    audios = _playable_audios(task.audios, blocked)
+    shown_videos = videos[:MAX_PLAYERS]
+    shown_images = images[: MAX_PLAYERS - len(shown_videos)]
+    shown_audios = audios[: MAX_PLAYERS - len(shown_videos) - len(shown_images)]
+    counts = (
+        ("video", len(task.videos), len(videos), len(shown_videos)),
+        ("image", len(task.images), len(images), len(shown_images)),
+        ("sound", len(task.audios), len(audios), len(shown_audios)),
+    )
+    line = f"Done in {clock(took)}"
+    if not (task.videos or task.images or task.audios):
+        line += f", but without {_expected_result(task.endpoint)} link"
+    elif task.images or task.audios:  # "video" alone is what every card says; other results are named
+        line += " · " + ", ".join(_count(noun, total) for noun, total, _, _ in counts if total)
     return View(
         line=line,
         progress=100,
         bar_style="success",
-        videos=tuple(playable[:MAX_PLAYERS]),
-        more=max(len(playable) - MAX_PLAYERS, 0),
-        blocked=tuple(list(blocked)[:MAX_PLAYERS]),
+        videos=tuple(shown_videos),
+        images=tuple(shown_images),
+        audios=tuple(shown_audios),
+        more=tuple((noun, playable - shown) for noun, _, playable, shown in counts if playable > shown),
+        blocked=_first_schemes(blocked),
         final=True,
     )
+
+
+def _playable(items: tuple[_MediaT, ...], noun: str, blocked: dict[tuple[str, str], None]) -> list[_MediaT]:
+    """The items whose link may be embedded, credentials removed; the others' schemes go to ``blocked``."""
+    playable = []
+    for item in items:
+        url = strip_credentials(item.url)
+        if embeddable(url):
+            playable.append(replace(item, url=url))
+        else:
+            blocked[(noun, _scheme(item.url))] = None
+    return playable
+
+
+def _first_schemes(blocked: dict[tuple[str, str], None]) -> tuple[tuple[str, str], ...]:
+    """The refused (kind, scheme) pairs, at most `MAX_PLAYERS` schemes of each kind: a hostile list of
+    links must not make the note long."""
+    counted: dict[str, int] = {}
+    kept = []
+    for noun, scheme in blocked:
+        counted[noun] = counted.get(noun, 0) + 1
+        if counted[noun] <= MAX_PLAYERS:
+            kept.append((noun, scheme))
+    return tuple(kept)
+
+
+def _playable_audios(audios: tuple[Audio, ...], blocked: dict[tuple[str, str], None]) -> list[Audio]:
+    """`_playable` for sounds, whose WAV link is checked too (and dropped when it may not be embedded)."""
+    playable = []
+    for audio in _playable(audios, "sound", blocked):
+        wav = strip_credentials(audio.wav_url) if audio.wav_url is not None else None
+        if wav is not None and not embeddable(wav):
+            blocked[("sound", _scheme(wav))] = None
+            wav = None
+        playable.append(replace(audio, wav_url=wav))
+    return playable
+
+
+def _expected_result(endpoint: str) -> str:
+    """What a task of ``endpoint`` should have made, with its article: "a video", "an image", "a sound"."""
+    if endpoint.startswith("images/"):
+        return "an image"
+    return "a sound" if endpoint.startswith("audio/") else "a video"
+
+
+def _count(noun: str, count: int) -> str:
+    return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
 def describe(
@@ -271,28 +339,31 @@ def describe(
 # -- HTML and text builders ---------------------------------------------------------------------------
 
 
-def _expiry(video: Video, now: datetime) -> str | None:
+def _expiry(item: Media, now: datetime) -> str | None:
     """``link expires 29 Dec 2026`` from the signed URL's ``Expires`` parameter, if it has one."""
-    expires = video.expires_at
+    expires = item.expires_at
     if expires is None:
         return None
     verb = "expired" if expires <= now else "expires"
     return f"link {verb} {expires.day} {_MONTHS[expires.month - 1]} {expires.year}"
 
 
-def _links_html(video: Video, now: datetime) -> str:
-    """``5.1 s · Open in new tab · Download · link expires 29 Dec 2026``; the URL must be embeddable."""
-    href = html.escape(video.url, quote=True)
+def _links_html(item: Media, now: datetime, duration: float | None = None, wav_url: str | None = None) -> str:
+    """``5.1 s · Open in new tab · Download · link expires 29 Dec 2026`` (and ``WAV`` for a sound that has
+    one); the URLs must be embeddable."""
+    href = html.escape(item.url, quote=True)
     parts = []
-    if video.duration is not None and math.isfinite(video.duration):
-        parts.append(f"{video.duration:g} s")
+    if duration is not None and math.isfinite(duration):
+        parts.append(f"{duration:g} s")
     # target=_blank on Download too: browsers ignore `download` for cross-origin links and would otherwise
     # navigate the notebook tab away. One styled span for both links: every byte here is saved per task.
-    link = f'href="{href}" target="_blank" rel="noopener noreferrer"'
-    parts.append(
-        f'<span style="{_LINK_STYLE}"><a {link}>Open in new tab</a> · <a {link} download>Download</a></span>'
-    )
-    expiry = _expiry(video, now)
+    new_tab = 'target="_blank" rel="noopener noreferrer"'
+    link = f'href="{href}" {new_tab}'
+    links = f"<a {link}>Open in new tab</a> · <a {link} download>Download</a>"
+    if wav_url is not None:
+        links += f' · <a href="{html.escape(wav_url, quote=True)}" {new_tab} download>WAV</a>'
+    parts.append(f'<span style="{_LINK_STYLE}">{links}</span>')
+    expiry = _expiry(item, now)
     if expiry:
         parts.append(expiry)
     return " · ".join(parts)
@@ -312,33 +383,67 @@ def kept_line(files: list[str], error: BaseException | None) -> str:
 
 
 def _notes(view: View) -> list[str]:
-    """Plain-text lines about videos that are not shown as players, and where they were kept."""
-    notes = []
-    if view.more:
-        notes.append(f"and {view.more} more video{'s' if view.more != 1 else ''} (all are in task.videos)")
-    if view.blocked:
-        listed = ", ".join(view.blocked)
-        notes.append(
-            f"Not shown: the gateway's video link is not http(s) ({listed}), so it was not embedded."
-        )
+    """Plain-text lines about results that are not shown as players, and where the videos were kept."""
+    notes = [
+        f"and {_count(f'more {noun}', count)} (all are in task.{_ATTRIBUTES[noun]})"
+        for noun, count in view.more
+    ]
+    for noun in _ATTRIBUTES:
+        listed = ", ".join(scheme for kind, scheme in view.blocked if kind == noun)
+        if listed:
+            notes.append(
+                f"Not shown: the gateway's {noun} link is not http(s) ({listed}), so it was not embedded."
+            )
     if view.kept:
         notes.append(view.kept)
     return notes
 
 
 def _media_html(view: View, now: datetime, playback_note: str | None) -> list[str]:
-    """The players (or, where they cannot play, ``playback_note`` beside each link), the links, the notes."""
+    """The players (or, where videos cannot play, ``playback_note`` beside each link), the images, the
+    sound players, the links, the notes."""
     blocks = []
     for video in view.videos:
         if playback_note is None:
             src = html.escape(video.url, quote=True)
             player = f'<video src="{src}" controls width="{_VIDEO_WIDTH}" style="max-width:100%"></video>'
             blocks.append(player)
-            blocks.append(f"<div>{_links_html(video, now)}</div>")
+            blocks.append(f"<div>{_links_html(video, now, video.duration)}</div>")
         else:  # a player that never starts (VS Code) would only mislead: docs/frontends.md
-            blocks.append(f"<div>{_links_html(video, now)} · {html.escape(playback_note)}</div>")
+            blocks.append(
+                f"<div>{_links_html(video, now, video.duration)} · {html.escape(playback_note)}</div>"
+            )
+    blocks.extend(_image_and_sound_html(view.images, view.audios, now))
     blocks.extend(f"<div>{html.escape(note)}</div>" for note in _notes(view))
     return blocks
+
+
+def _image_and_sound_html(images: Sequence[Image], audios: Sequence[Audio], now: datetime) -> list[str]:
+    """An ``<img>`` per image and an ``<audio controls>`` per sound, each with its links; the URLs must be
+    embeddable."""
+    blocks = []
+    for number, image in enumerate(images, 1):
+        src = html.escape(image.url, quote=True)
+        blocks.append(
+            f'<img src="{src}" alt="Generated image {number}" width="{_VIDEO_WIDTH}" style="max-width:100%">'
+        )
+        blocks.append(f"<div>{_links_html(image, now)}</div>")
+    for audio in audios:
+        blocks.append(f'<audio src="{html.escape(audio.url, quote=True)}" controls></audio>')
+        blocks.append(f"<div>{_links_html(audio, now, audio.duration, audio.wav_url)}</div>")
+    return blocks
+
+
+def results_html(images: Sequence[Image], audios: Sequence[Audio], now: datetime) -> str:
+    """Images and sounds as a card shows them (e.g. from the ledger): credentials removed, only http(s)
+    links, at most `MAX_PLAYERS` in all; a note for the refused links."""
+    blocked: dict[tuple[str, str], None] = {}
+    shown_images = _playable(tuple(images), "image", blocked)[:MAX_PLAYERS]
+    shown_audios = _playable_audios(tuple(audios), blocked)[: MAX_PLAYERS - len(shown_images)]
+    view = View(line="", blocked=_first_schemes(blocked))
+    blocks = _image_and_sound_html(shown_images, shown_audios, now)
+    blocks.extend(f"<div>{html.escape(note)}</div>" for note in _notes(view))
+    return "".join(blocks)
 
 
 def caption_html(caption: str) -> str:
@@ -376,8 +481,8 @@ def _bar_html(view: View) -> str:
 def static_html(
     task_id: str, view: View, now: datetime, caption: str | None = None, playback_note: str | None = None
 ) -> str:
-    """The ``text/html`` fallback: the same state as the card, as plain HTML with ``<video>`` tags (or the
-    ``playback_note`` where those cannot play)."""
+    """The ``text/html`` fallback: the same state as the card, as plain HTML with ``<video>``, ``<img>`` and
+    ``<audio>`` tags (or the ``playback_note`` where videos cannot play)."""
     title = html.escape(clean_text(task_id, _TITLE_CHARS), quote=True)
     label = f'<span title="{title}">{html.escape(label_text(task_id))}</span>'
     parts = [caption_html(caption)] if caption is not None else []
@@ -389,7 +494,7 @@ def static_html(
 def static_text(task_id: str, view: View) -> str:
     """The ``text/plain`` fallback."""
     lines = [f"Kling task {clean_text(task_id, _TITLE_CHARS)}: {view.line}"]
-    lines.extend(video.url for video in view.videos)
+    lines.extend(item.url for item in (*view.videos, *view.images, *view.audios))
     lines.extend(_notes(view))
     return "\n".join(lines)
 

@@ -386,11 +386,13 @@ class TaskStatusWidget(KlingWidget, AsyncWait[Task]):
                 now=now,
             )
             self._view, self.task = view, task
-            keep_to = self._keep_to if update.state is WatchState.SUCCESS else None
+            # Keeping downloads videos; a task of only images or sounds has nothing to keep.
+            succeeded = update.state is WatchState.SUCCESS and task is not None and bool(task.videos)
+            keep_to = self._keep_to if succeeded else None
             if keep_to is not None:
                 self._unsettled.add("kept")
         if keep_to is not None:
-            assert task is not None  # SUCCESS comes with its task
+            assert task is not None  # checked above
             # Started first: an observer of the final values may wait() for the files.
             keep_in_background(task, keep_to, self._client, self._on_kept)
         self.deliver(lambda: self._apply(view, task, now))

@@ -15,6 +15,10 @@ a task following the simulator's `Scenario`, GET on any of them reads any task),
 identify-face, which answers Kling's own JSON with one face and opens a session for lip-sync. Each route
 refuses what the gateway refuses, with its error shape and words.
 
+The kling flavor also serves Kling's image and audio routes (`MEDIA_ROUTES`; docs/kling-api.md, "The
+simulator's kling flavor"): their tasks succeed with images or sounds, a PNG and a WAV made in code and
+served like the clip.
+
 Account-wide behaviour: ``max_parallel`` caps the tasks unfinished at once, as Kling's parallel-task limit
 does; a POST over it answers the gateway's 429 and creates nothing. `GatewaySimulator.drop_next_submits`
 makes the next POSTs create their task and then send no answer (the connection is closed, or held until the
@@ -45,15 +49,20 @@ import dataclasses
 import hashlib
 import hmac
 import importlib.resources
+import io
 import json
 import logging
+import math
 import re
 import secrets
 import socket
 import string
+import struct
 import threading
 import time
 import uuid
+import wave
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -94,10 +103,25 @@ ACTIONS = {
     "video-extend": "videoExtend",
     "advanced-lip-sync": "advancedLipSync",
 }
+#: Kling's image and audio routes (the kling flavor only: the gateway forwards none of them) and the kinds of
+#: result each gives (docs/routes.md, "Results that are not videos"). A task on one of them carries its
+#: route as its action.
+MEDIA_ROUTES: dict[str, tuple[str, ...]] = {
+    "images/generations": ("images",),
+    "images/omni-image": ("images",),
+    "images/multi-image2image": ("images",),
+    "audio/text-to-audio": ("audios",),
+    "audio/video-to-audio": ("videos", "audios"),
+}
+#: The media routes a POST creates a task on (the others are scripted with `GatewaySimulator.add_task`).
+MEDIA_SUBMIT_ROUTES = ("images/generations", "audio/text-to-audio")
+MAX_IMAGES = 9  # Kling's limit for ``n`` on images/generations
+AUDIO_SECONDS = (3.0, 10.0)  # Kling's range for ``duration`` on audio/text-to-audio
 VIDEO_PATH_PREFIX = "/bs2/upload-ylab-stunt-sgp/muse/"
 # Kling deletes generated videos after 30 days (docs/gateway.md, "Signed video URLs and their expiry").
 URL_LIFETIME = 30 * 24 * 3600
 CLIP_DURATION = "5.0"  # seconds, as Kling writes it: a decimal string
+SOUND_SECONDS = 1.0  # the generated sound's length
 BILLING_PATHS = ("/v1/dashboard/billing/subscription", "/v1/dashboard/billing/usage")
 MAX_BODY = 20 * 1024 * 1024  # image2video bodies may carry base64 images
 
@@ -161,9 +185,11 @@ class Scenario:
     fail_message
         Kling's ``task_status_msg`` on failure (any string; hostile ones welcome).
     videos
-        How many videos a successful task has.
+        How many videos a successful task has (on a media route of the kling flavor: how many images or
+        sounds, see `MEDIA_ROUTES`).
     video_url
-        If set, every video URL (and the success ``fail_reason``) is exactly this string.
+        If set, every result URL (videos, images, sounds) and the success ``fail_reason`` is exactly this
+        string.
     faults
         Scripted faults of the status GETs.
     url_lifetime
@@ -312,6 +338,8 @@ class _Task:
     created_ms: int = field(default_factory=lambda: time.time_ns() // 10**6)
     create_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     video_ids: tuple[str, ...] = ()
+    image_urls: tuple[str, ...] = ()
+    audios: tuple[tuple[str, str, str], ...] = ()  # (id, MP3 link, WAV link)
     gets: int = 0  # every status GET that reached the task
     answered: int = 0  # GETs answered with the task's state: they drive a poll-driven timeline
     start_ms: int = 0  # first time IN_PROGRESS was observed (0: never, as when Kling jumps straight to done)
@@ -417,13 +445,29 @@ class _Task:
         }
         if kling_status == "succeed":
             task["final_unit_deduction"] = "1"
-            task["task_result"] = {
-                "videos": [
+            task["task_result"] = self._result()
+        return _sorted({"code": 0, "message": "SUCCEED", "request_id": str(uuid.uuid4()), "data": task})
+
+    def _result(self) -> dict[str, Any]:
+        """Kling's ``task_result``: the route's kinds of result (docs/routes.md, "Results that are not
+        videos")."""
+        result: dict[str, Any] = {}
+        for kind in MEDIA_ROUTES.get(self.action, ("videos",)):
+            if kind == "videos":
+                result[kind] = [
                     {"id": video_id, "url": url, "duration": CLIP_DURATION}
                     for video_id, url in zip(self.video_ids, self.video_urls, strict=True)
                 ]
-            }
-        return _sorted({"code": 0, "message": "SUCCEED", "request_id": str(uuid.uuid4()), "data": task})
+            elif kind == "images":
+                result[kind] = [{"index": index, "url": url} for index, url in enumerate(self.image_urls)]
+            else:
+                seconds = f"{SOUND_SECONDS:g}"
+                result[kind] = [
+                    {"id": audio_id, "url_mp3": mp3, "url_wav": wav, "duration_mp3": seconds,
+                     "duration_wav": seconds}
+                    for audio_id, mp3, wav in self.audios
+                ]  # fmt: skip
+        return result
 
 
 # --- faults -------------------------------------------------------------------------------------------
@@ -496,8 +540,9 @@ KLING_FAULT_REPLIES: dict[str, Callable[[Fault, str], Reply]] = {
 }
 
 
-def _check_kling_submit(content_type: str, raw: bytes) -> dict[str, Any]:
-    """Validate a submit the way Kling's API does (code 1201 for any bad parameter); the decoded body."""
+def _check_kling_submit(route: str, content_type: str, raw: bytes) -> dict[str, Any]:
+    """Validate a submit to ``route`` the way Kling's API does (code 1201 for any bad parameter); the
+    decoded body."""
 
     def bad(message: str) -> _Rejected:
         return _Rejected(_kling_reply(400, 1201, message))
@@ -510,6 +555,11 @@ def _check_kling_submit(content_type: str, raw: bytes) -> dict[str, Any]:
         raise bad("request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise bad("request body must be a JSON object")
+    if not isinstance(body.get("external_task_id", ""), str):
+        raise bad("external_task_id must be a string")
+    if route in MEDIA_ROUTES:
+        _check_kling_media(route, body)
+        return body
     model = body.get("model_name", "kling-v1")  # Kling's own default
     if model not in KLING_MODELS:
         raise bad(f"model_name is invalid: {model}")
@@ -520,9 +570,24 @@ def _check_kling_submit(content_type: str, raw: bytes) -> dict[str, Any]:
         raise bad("duration must be 5 or 10")
     if body.get("mode", "std") not in ("std", "pro"):
         raise bad("mode must be std or pro")
-    if not isinstance(body.get("external_task_id", ""), str):
-        raise bad("external_task_id must be a string")
     return body
+
+
+def _check_kling_media(route: str, body: dict[str, Any]) -> None:
+    """Kling's required fields of images/generations (``prompt``, ``n`` 1–9) and audio/text-to-audio
+    (``prompt``, ``duration`` 3.0–10.0 s)."""
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise _Rejected(_kling_reply(400, 1201, "prompt is required"))
+    if route == "images/generations":
+        n = body.get("n", 1)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_IMAGES:
+            raise _Rejected(_kling_reply(400, 1201, f"n must be an integer from 1 to {MAX_IMAGES}"))
+        return
+    low, high = AUDIO_SECONDS
+    duration = body.get("duration")
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not low <= duration <= high:
+        raise _Rejected(_kling_reply(400, 1201, f"duration must be a number from {low:g} to {high:g}"))
 
 
 # --- submit validation ----------------------------------------------------------------------------------
@@ -793,7 +858,8 @@ class GatewaySimulator:
         ``iss`` is `access_key` (checked: signature, ``iss``, ``exp``, ``nbf``; an expired token gets 401
         code 1004), Kling's envelopes, lookups by ``external_task_id``, the task list
         (``?pageNum=&pageSize=``), ``final_unit_deduction`` on success and the parallel limit as 429 code
-        1303. The control API still takes `api_key`.
+        1303, and Kling's image and audio routes (`MEDIA_ROUTES`) with their generated PNG and WAV. The
+        control API still takes `api_key`.
     access_key, secret_key
         Kling's key pair for the kling flavor; random when None.
     balance
@@ -849,17 +915,26 @@ class GatewaySimulator:
         self._address = (host, port)
         self._lock = threading.RLock()  # scripting methods also run inside the submit's critical section
         self._tasks: dict[str, _Task] = {}
-        self._video_owner: dict[str, str | None] = {}  # video path -> task id (None for clip_url)
+        self._video_owner: dict[str, str | None] = {}  # media path -> task id (None for clip_url)
         self._log: list[RequestRecord] = []
         self._revoked = False
         self._sessions: set[str] = set()  # identify-face sessions lip-sync may use
         self._stopping = threading.Event()
         self._signing_key = secrets.token_bytes(16)
         self._muse_id = _numeric_id()
-        self._clip = (
-            importlib.resources.files(__package__ or "kling_widgets").joinpath("_data/demo.mp4").read_bytes()
-        )
-        self._clip_etag = f'"{hashlib.md5(self._clip).hexdigest()}"'  # noqa: S324 - an ETag, not security
+        data = importlib.resources.files(__package__ or "kling_widgets").joinpath("_data")
+        clip = data.joinpath("demo.mp4").read_bytes()
+        sound = _sound()
+        # What a media link serves, by the suffix of its path: (bytes, content type, ETag). The MP3 link
+        # serves the WAV too: a valid MP3 needs an encoder (docs/kling-api.md, "The simulator's kling
+        # flavor").
+        self._files = {
+            suffix: (data, kind, f'"{hashlib.md5(data).hexdigest()}"')  # noqa: S324 - an ETag, not security
+            for suffix, data, kind in (
+                (".mp4", clip, "video/mp4"), (".png", _picture(), "image/png"),
+                (".mp3", sound, "audio/wav"), (".wav", sound, "audio/wav"),
+            )
+        }  # fmt: skip
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._clip_url = ""
@@ -891,7 +966,7 @@ class GatewaySimulator:
         if self._server is not None:
             raise RuntimeError("the simulator was already started")
         self._server = _Server(self._address, self)
-        self._clip_url = self._new_video_url(None, self.url_lifetime)
+        self._clip_url = self._new_media_url(None, self.url_lifetime, ".mp4")
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
             name="kling-simulator", daemon=True,
@@ -936,11 +1011,13 @@ class GatewaySimulator:
     def add_task(
         self, scenario: Scenario | None = None, *, task_id: str | None = None, endpoint: str = "text2video"
     ) -> str:
-        """Create a task of ``endpoint`` (a key of `ACTIONS`) following ``scenario`` (default: the
-        simulator's); return its id."""
-        if endpoint not in ACTIONS:
-            raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {', '.join(ACTIONS)}")
-        return self._create_task(scenario or self.scenario, ACTIONS[endpoint], task_id).task_id
+        """Create a task of ``endpoint`` (a key of `ACTIONS`, or, in the kling flavor, of `MEDIA_ROUTES`)
+        following ``scenario`` (default: the simulator's); return its id. On a media route the
+        scenario's ``videos`` counts the task's images or sounds."""
+        routes = [*ACTIONS, *MEDIA_ROUTES] if self.flavor == "kling" else list(ACTIONS)
+        if endpoint not in routes:
+            raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {', '.join(routes)}")
+        return self._create_task(scenario or self.scenario, _action(endpoint), task_id).task_id
 
     def requests(self, task_id: str | None = None) -> list[RequestRecord]:
         """The request log, oldest first; only requests about ``task_id`` when given."""
@@ -1004,27 +1081,42 @@ class GatewaySimulator:
 
     # internals -----------------------------------------------------------------------------------------
 
-    def _create_task(self, scenario: Scenario, action: str, task_id: str | None) -> _Task:
+    def _create_task(
+        self, scenario: Scenario, action: str, task_id: str | None, count: int | None = None
+    ) -> _Task:
+        """A new task with ``count`` results of each kind its route gives (default: the scenario's
+        ``videos``)."""
         with self._lock:
             if task_id is None:
                 task_id = _numeric_id()
             elif task_id in self._tasks:
                 raise ValueError(f"task {task_id!r} already exists")
-            video_ids = tuple(_numeric_id() for _ in range(scenario.videos))
+            kinds = MEDIA_ROUTES.get(action, ("videos",))
+            results = range(scenario.videos if count is None else count)
             lifetime = self.url_lifetime if scenario.url_lifetime is None else scenario.url_lifetime
-            if scenario.video_url is not None:
-                urls = tuple(scenario.video_url for _ in video_ids)
-            else:
-                urls = tuple(self._new_video_url(task_id, lifetime) for _ in video_ids)
-            task = self._tasks[task_id] = _Task(task_id, scenario, action, urls, video_ids=video_ids)
+
+            def link(suffix: str) -> str:
+                if scenario.video_url is not None:
+                    return scenario.video_url
+                return self._new_media_url(task_id, lifetime, suffix)
+
+            video_ids = tuple(_numeric_id() for _ in results) if "videos" in kinds else ()
+            task = self._tasks[task_id] = _Task(
+                task_id, scenario, action, tuple(link(".mp4") for _ in video_ids), video_ids=video_ids,
+                image_urls=tuple(link(".png") for _ in results) if "images" in kinds else (),
+                audios=tuple((_numeric_id(), link(".mp3"), link(".wav")) for _ in results)
+                if "audios" in kinds else (),
+            )  # fmt: skip
             self._peak_unfinished = max(self._peak_unfinished, self.unfinished())
         return task
 
-    def _new_video_url(self, task_id: str | None, lifetime: float) -> str:
-        """A fresh Kling-like signed URL of the clip for ``task_id``, valid for ``lifetime`` seconds."""
+    def _new_media_url(self, task_id: str | None, lifetime: float, suffix: str) -> str:
+        """A fresh Kling-like signed URL of the bundled file with ``suffix`` (``.mp4``, ``.png``, ``.mp3``,
+        ``.wav``) for ``task_id``, valid for ``lifetime`` seconds."""
         expires = int(time.time() + lifetime)
         day = datetime.now(timezone.utc).strftime("%Y%m%d")
-        path = f"{VIDEO_PATH_PREFIX}{self._muse_id}/VIDEO/{day}/{uuid.uuid4()}.mp4"
+        kind = {".mp4": "VIDEO", ".png": "IMAGE"}.get(suffix, "AUDIO")
+        path = f"{VIDEO_PATH_PREFIX}{self._muse_id}/{kind}/{day}/{uuid.uuid4()}{suffix}"
         cache_key = base64.urlsafe_b64encode(secrets.token_bytes(45)).decode()
         signature = self._sign(path, str(expires))
         self._video_owner[path] = task_id
@@ -1080,7 +1172,7 @@ class GatewaySimulator:
         kling = self.flavor == "kling"
         try:
             if kling:
-                body = _check_kling_submit(content_type, raw)
+                body = _check_kling_submit(route, content_type, raw)
             else:
                 body = _check_submit(route, content_type, raw, request_id)
             self._check_references(route, body)
@@ -1091,7 +1183,7 @@ class GatewaySimulator:
         if route in ("text2video", "image2video"):  # the body, not the path, picks Kling's route
             action = "generate" if body.get("image") or body.get("image_tail") else "textGenerate"
         else:
-            action = ACTIONS[route]
+            action = _action(route)
         external_id = body.get("external_task_id") if kling else None
         with self._lock:  # counting and creating at once: parallel submits cannot both take the last slot
             if external_id and any(t.external_task_id == external_id for t in self._tasks.values()):
@@ -1103,7 +1195,9 @@ class GatewaySimulator:
                     return _json_reply(403, _shape_a("quota_not_enough", "user quota is not enough")), None
                 self.balance -= self.task_price
                 self.used += self.task_price
-            task = self._create_task(self.scenario, action, None)
+            # Kling makes n images; every other route one result per the scenario (docs/routes.md).
+            count = body.get("n", 1) if route == "images/generations" else None
+            task = self._create_task(self.scenario, action, None, count)
             task.external_task_id = external_id
             dropped = self._drops.pop(0) if self._drops else None
         if dropped is not None:
@@ -1165,7 +1259,7 @@ class GatewaySimulator:
     def _kling_query(self, endpoint: str, query: str, request_id: str) -> tuple[Reply, str | None]:
         """``GET /v1/videos/{endpoint}?…``: one task by ``external_task_id``, else a page of the task list."""
         params = {key: values[0] for key, values in parse_qs(query).items()}
-        action = ACTIONS[endpoint]
+        action = _action(endpoint)
         with self._lock:
             tasks = [t for t in self._tasks.values() if t.action == action]
         if "external_task_id" in params:
@@ -1224,34 +1318,68 @@ class GatewaySimulator:
         task_id = parse_qs(query).get("task_id", [None])[0]
         return _json_reply(200, [dataclasses.asdict(r) for r in self.requests(task_id)])
 
-    def _video(self, path: str, query: str, range_header: str | None) -> tuple[Reply, str | None]:
-        """Serve the clip like a signed CDN: 403 unless signed and unexpired, then single byte ranges (206)
-        and 416 for anything else in Range."""
+    def _media(self, path: str, query: str, range_header: str | None) -> tuple[Reply, str | None]:
+        """Serve the bundled file a link names (the clip, the picture or the sound) like a signed CDN: 403
+        unless signed and unexpired, then single byte ranges (206) and 416 for anything else in Range."""
         with self._lock:
             if path not in self._video_owner:
                 return Reply(404, b"Not Found", "text/plain"), None
             owner = self._video_owner[path]
+        data, content_type, etag = self._files[path[path.rindex(".") :]]
         signed = parse_qs(query)
         expires, signature = signed.get("Expires", [""])[0], signed.get("Signature", [""])[0]
         valid = hmac.compare_digest(signature, self._sign(path, expires))
         if not valid or not expires.isdigit() or int(expires) <= time.time():
             return Reply(403, b"Forbidden", "text/plain", (("Access-Control-Allow-Origin", "*"),)), owner
-        size = len(self._clip)
+        size = len(data)
         headers = [
             ("Accept-Ranges", "bytes"),
-            ("ETag", self._clip_etag),
+            ("ETag", etag),
             ("Access-Control-Allow-Origin", "*"),
             ("Cache-Control", "max-age=2592000"),
         ]
         if range_header is None:
-            return Reply(200, self._clip, "video/mp4", tuple(headers)), owner
+            return Reply(200, data, content_type, tuple(headers)), owner
         byte_range = _parse_range(range_header, size)
         if byte_range is None:
             headers.append(("Content-Range", f"bytes */{size}"))
-            return Reply(416, b"", "video/mp4", tuple(headers)), owner
+            return Reply(416, b"", content_type, tuple(headers)), owner
         start, end = byte_range
         headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
-        return Reply(206, self._clip[start : end + 1], "video/mp4", tuple(headers)), owner
+        return Reply(206, data[start : end + 1], content_type, tuple(headers)), owner
+
+
+def _action(route: str) -> str:
+    """The action a task of ``route`` carries: the gateway's for a video route, the route itself for a
+    media route (which the gateway does not forward)."""
+    return ACTIONS.get(route, route)
+
+
+def _picture(size: int = 64) -> bytes:
+    """A valid PNG, ``size`` pixels square, in one colour: what the simulated image routes make."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    rows = b"".join(b"\x00" + bytes((66, 133, 244)) * size for _ in range(size))  # filter 0, then pixels
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+def _sound(rate: int = 8000) -> bytes:
+    """A valid WAV of `SOUND_SECONDS` of a quiet 440 Hz tone: what the simulated audio routes make."""
+    frames = b"".join(
+        struct.pack("<h", int(3000 * math.sin(2 * math.pi * 440 * i / rate)))
+        for i in range(int(rate * SOUND_SECONDS))
+    )
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(frames)
+    return out.getvalue()
 
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -1276,8 +1404,10 @@ _TASK_PATH = re.compile(
     r"|motion-control|multi-elements|avatar/image2video)/([^/]+)"
 )
 _SUBMIT_ROUTES = {f"/kling/v1/videos/{route}": route for route in (*ACTIONS, "identify-face")}
-# Kling's own routes: submit and list on the endpoint, query below it (flavor "kling").
-_KLING_PATH = re.compile(rf"/v1/videos/({'|'.join(map(re.escape, ACTIONS))})(?:/([^/]+))?")
+# Kling's own routes: submit and list on the endpoint, query below it (flavor "kling"). The video routes are
+# under videos/, the media routes name their own family.
+_KLING_ROUTES = {f"videos/{route}": route for route in ACTIONS} | {route: route for route in MEDIA_ROUTES}
+_KLING_PATH = re.compile(rf"/v1/({'|'.join(map(re.escape, _KLING_ROUTES))})(?:/([^/]+))?")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -1327,7 +1457,7 @@ class _Handler(BaseHTTPRequestHandler):
         self, sim: GatewaySimulator, method: str, path: str, query: str, raw: bytes, request_id: str
     ) -> tuple[Reply, str | None]:
         if path.startswith(VIDEO_PATH_PREFIX) and method in ("GET", "HEAD"):
-            return sim._video(path, query, self.headers.get("Range"))
+            return sim._media(path, query, self.headers.get("Range"))
         task_match = _TASK_PATH.fullmatch(path)
         task_id = unquote(task_match.group(1)) if task_match else None
         if path.startswith("/_simulator/"):
@@ -1356,7 +1486,9 @@ class _Handler(BaseHTTPRequestHandler):
         match = _KLING_PATH.fullmatch(path)
         if match is None or method not in ("GET", "POST") or (method == "POST" and match.group(2)):
             return _kling_reply(404, 1202, f"Invalid URL ({method} {path})"), None
-        endpoint, task_id = match.group(1), unquote(match.group(2)) if match.group(2) else None
+        endpoint, task_id = _KLING_ROUTES[match.group(1)], unquote(match.group(2)) if match.group(2) else None
+        if method == "POST" and endpoint in MEDIA_ROUTES and endpoint not in MEDIA_SUBMIT_ROUTES:
+            return _kling_reply(404, 1202, f"Invalid URL ({method} {path})"), None
         rejected = sim._authenticate_jwt(self.headers.get("Authorization"))
         if rejected is not None:
             return rejected, task_id
