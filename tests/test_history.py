@@ -290,6 +290,7 @@ def test_an_expired_link_without_a_kept_copy_says_the_video_is_gone(
 
 
 def test_close_releases_every_model(sim: GatewaySimulator, client: KlingClient, comms: list[Any]) -> None:
+    earlier = set(ipywidgets.widgets.widget._instances)  # models another test left open are not ours
     task = finished(client, "a corgi surfing")
     h = TaskHistory(client=client)
     h.play(task.task_id)
@@ -299,7 +300,7 @@ def test_close_releases_every_model(sim: GatewaySimulator, client: KlingClient, 
     h.close()
     h.close()  # idempotent
     assert comms
-    live = list(ipywidgets.widgets.widget._instances.values())
+    live = [m for key, m in list(ipywidgets.widgets.widget._instances.items()) if key not in earlier]
     shared = {m.comm for m in live if _base.is_shared(m)}
     assert all(c.closed for c in comms if c not in shared)
     assert not [w for w in live if isinstance(w, (TaskHistory, TaskStatusWidget))]

@@ -353,7 +353,9 @@ def run_shown_code(one: Studio, sim: GatewaySimulator, monkeypatch: pytest.Monke
     monkeypatch.setenv("EZMODEL_API_KEY", sim.api_key)
     monkeypatch.setenv("EZMODEL_BASE_URL", sim.url)
     scope: dict[str, Any] = {}
-    exec(code, scope)
+    *calls, last = code.rstrip().split("\n")
+    exec("\n".join(calls), scope)
+    eval(last, scope).close()  # the code ends with the widget: closed, so no model outlives the test
     scope["client"].close()
     return code
 
