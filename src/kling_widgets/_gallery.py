@@ -82,8 +82,7 @@ _CARD = {
     "padding": "4px 8px",
 }
 _HIDDEN = {"display": "none"}
-_PICK = {"width": "auto", "max_width": "280px"}
-_PICK_CHARS = 40  # a pick's label: one line of the dropdown, and few bytes per card in a saved notebook
+_PICK_CHARS = 32  # a pick's label: one line of the dropdown, and few bytes per card in a saved notebook
 _STATIC_GRID = f"display:grid;grid-template-columns:repeat(auto-fill,minmax({_CARD_WIDTH},1fr));gap:8px"
 _STATIC_CARD = "border:1px solid var(--jp-border-color2,#e0e0e0);padding:4px 8px"
 # What each final watch state counts as in the summary, in the order the summary lists them.
@@ -219,12 +218,12 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         self._extend_button = ipywidgets.Button(
             description="Extend",
             disabled=True,
-            tooltip="4-5 s more of the chosen video: a new task (billed)",
+            tooltip="4-5 s more of the chosen video (a new task, billed)",
             layout=shared_layout(width="auto"),
             style=shared_style(ipywidgets.widgets.widget_button.ButtonStyle),
         )
         self._extend_pick = ipywidgets.Dropdown(
-            layout=shared_layout(**_PICK),
+            layout=shared_layout(width="auto"),
             style=shared_style(ipywidgets.widgets.widget_description.DescriptionStyle),
         )
         self._extend_button.on_click(self._on_extend_click)
@@ -636,7 +635,7 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
             self._finished_at = now
         text = self._summary_text(now)
         choices = tuple(
-            (f"{i + 1} · {clean_text(self._captions[i] or card.task_id, _PICK_CHARS)}", i)
+            (f"{i + 1}. {clean_text(self._captions[i] or card.task_id, _PICK_CHARS)}", i)
             for i, card in enumerate(self._cards)
             if isinstance(card, TaskStatusWidget) and extendable(card)
         )
