@@ -2,9 +2,10 @@
 
 Each front-end's server (the session's ``nb_run`` server) gets a notebook whose one cell shows a
 ``generate_many`` of two prompts on the session's simulator. Once both cards are done the gallery's output is
-static HTML; the Extend control, in its own output below it, is double-clicked: exactly one POST to
-video-extend naming the first card's video, the gallery's output turns live again with a third card, and
-ends static with three players (judged from the DOM and the simulator's request log).
+static HTML; in the Extend control, in its own output below it, the first card is picked and Extend
+double-clicked: exactly one POST to video-extend naming that card's video, the gallery's output turns live
+again with a third card, and ends static with three players (judged from the DOM and the simulator's request
+log).
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from e2e_harness import KERNEL_IDLE_JS, RUN_ALL_JS, TOKEN, NotebookRun, log, write_notebook
+from e2e_harness import (
+    KERNEL_IDLE_JS,
+    RUN_ALL_JS,
+    TOKEN,
+    NotebookRun,
+    log,
+    save_screenshot,
+    write_notebook,
+)
 from playwright.sync_api import expect
 
 from kling_widgets import KlingClient
@@ -57,6 +66,9 @@ def test_extend_a_done_gallery_card(nb_run: NotebookRun, e2e_workdir: Path) -> N
         expect(extend).to_be_enabled(timeout=30_000)
         log(f"[{app}] the gallery ended static; Extend is offered")
 
+        pick = area.locator("select")
+        expect(pick.locator("option")).to_have_count(2)
+        pick.select_option(index=0)  # the first prompt's card (the pick starts at whichever ended first)
         extend.dblclick()
         expect(area).to_contain_text("3 tasks", timeout=30_000)
         expect(area).to_contain_text("1 running", timeout=30_000)  # the gallery's output is live again
@@ -69,6 +81,7 @@ def test_extend_a_done_gallery_card(nb_run: NotebookRun, e2e_workdir: Path) -> N
             [source] = client.get_task(str(first.task_id)).videos
         assert json.loads(extended.body) == {"model_name": "kling-video-extend", "video_id": source.id}
         assert f"Extends {first.task_id}" in area.inner_text()
+        save_screenshot(area, f"{app}-gallery-extend")
         log(f"[{app}] Extend sent one video-extend POST; its card ended done with a player")
     finally:
         page.close()
