@@ -146,6 +146,9 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
     -----
     ``len(gallery.wait()) + len(gallery.failed) == len(gallery)`` once every card has ended: `wait`
     returns the tasks that produced a video, and `failed` explains every other card.
+
+    Displayed, the gallery shows an Extend control under it once a card's task has made a video
+    (`extend`); an extension is one more card, from the moment its POST answers.
     """
 
     def __init__(
@@ -651,7 +654,7 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         return write
 
     def _release_waiters(self, ended: bool) -> None:
-        if ended:
+        if ended or self._closed:  # a write delivered late (Colab) must not hold wait() after close
             self._all_ended.set()
         else:
             self._all_ended.clear()
