@@ -6,9 +6,11 @@ the simulator's request log.
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import ipywidgets
 import pytest
@@ -21,11 +23,13 @@ from kling_widgets import (
     TaskStatus,
     TaskStatusWidget,
     _base,
+    _gallery,
 )
 from kling_widgets._gallery import TaskGallery, generate_many
 from kling_widgets._poller import default_engine
-from kling_widgets.simulator import Fault, GatewaySimulator, Scenario
+from kling_widgets.simulator import Fault, GatewaySimulator, RequestRecord, Scenario
 
+T = TypeVar("T")
 FAST = {"poll_interval": 0.02, "max_poll_interval": 0.02}
 
 
@@ -413,3 +417,173 @@ def test_waiting_cards_turn_live_without_a_model_more(
         assert len(html_models) == 3  # the summary, and one per card: the waiting card's, reused
     finally:
         g.close()
+
+
+# -- Extend on a done card (issue 12, item 4) -----------------------------------------------------------
+
+
+def wait_for(check: Callable[[], T]) -> T:
+    deadline = time.monotonic() + WAIT
+    while not (value := check()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+    return value
+
+
+def extend_posts(sim: GatewaySimulator) -> list[RequestRecord]:
+    return [r for r in sim.requests() if r.method == "POST" and r.path.endswith("/video-extend")]
+
+
+def offered(g: TaskGallery) -> list[int]:
+    """The cards the Extend pick offers, once the button works."""
+    return [] if g._extend_button.disabled else [index for _, index in g._extend_pick.options]
+
+
+def test_extend_on_a_done_card_posts_one_video_extend_task_that_joins_the_gallery(
+    sim: GatewaySimulator, client: KlingClient
+) -> None:
+    g = generate_many(["a corgi", "a cat"], client=client, **FAST)
+    try:
+        first, second = g.wait(WAIT)
+        assert g._extender.layout.display != "none"
+        wait_for(lambda: offered(g) == [0, 1])
+        g._extend_pick.value = 1
+        g._extend_button.click()
+        g._extend_button.click()  # a double click: one task, one bill
+        assert g._extend_button.disabled
+        wait_for(lambda: len(g) == 3)
+        (post,) = extend_posts(sim)
+        assert post.path == "/kling/v1/videos/video-extend"
+        assert json.loads(post.body) == {"model_name": "kling-video-extend", "video_id": second.videos[0].id}
+        card = g.cards[2]
+        assert isinstance(card, TaskStatusWidget)
+        assert card.task_id == post.task_id
+        assert [t.task_id for t in g.wait(WAIT)] == [first.task_id, second.task_id, card.task_id]
+        assert card.status == TaskStatus.SUCCESS.value
+        polls = {r.path for r in sim.requests(card.task_id) if r.method == "GET"}
+        assert f"/kling/v1/videos/video-extend/{card.task_id}" in polls
+        assert g.summary().startswith("3 tasks · 3 done · ")
+        assert f"Extends {second.task_id}" in g.static_bundle()["text/html"]
+        wait_for(lambda: offered(g) == [0, 1, 2])  # an extension can be extended again
+        assert g._extend_pick.value == 1  # the choice is kept
+        assert len(extend_posts(sim)) == 1
+    finally:
+        g.close()
+
+
+@pytest.mark.parametrize("sim", [Scenario(outcome="failure", polls=(0, 1))], indirect=True)
+def test_a_failed_card_offers_no_extend(sim: GatewaySimulator, gallery: Any) -> None:
+    g = gallery([sim.add_task(), sim.add_task(Scenario(polls=(0, 1)))])
+    g.wait(WAIT)
+    failed, done = g.cards
+    wait_for(lambda: offered(g) == [1])
+    g.extend(failed)
+    assert not g._extend_button.disabled  # nothing was started
+    assert extend_posts(sim) == []
+    assert done.task.videos[0].id
+
+
+def test_an_extension_without_an_answer_becomes_an_unknown_card_and_is_not_resent(
+    sim: GatewaySimulator, gallery: Any
+) -> None:
+    g = gallery([sim.add_task()])
+    g.wait(WAIT)
+    wait_for(lambda: offered(g) == [0])
+    sim.drop_next_submits(1)
+    g._extend_button.click()
+    wait_for(lambda: len(g) == 2)
+    assert len(g.wait(WAIT)) == 1
+    (error,) = g.failed
+    assert error.code == "unknown"
+    assert "1 done · 1 unknown" in g.summary()
+    assert "Unknown — may have been charged" in g.static_bundle()["text/html"]
+    wait_for(lambda: offered(g) == [0])  # re-armed: a new click is a new task, but nothing is resent
+    assert len(extend_posts(sim)) == 1
+
+
+def gate_extensions(client: KlingClient, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """Hold each extension's answer after the gateway gave it: (answered, release) events."""
+    answered, release = threading.Event(), threading.Event()
+    real = client.extend_video
+
+    def extend_video(video: Any, **options: Any) -> Any:
+        task = real(video, **options)
+        answered.set()
+        release.wait(WAIT)
+        return task
+
+    monkeypatch.setattr(client, "extend_video", extend_video)
+    return answered, release
+
+
+def test_close_while_the_extension_is_answered_sends_nothing_more_and_logs_its_id(
+    sim: GatewaySimulator, client: KlingClient, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    g = TaskGallery([sim.add_task()], client=client, **FAST)
+    g.wait(WAIT)
+    wait_for(lambda: offered(g) == [0])
+    answered, release = gate_extensions(client, monkeypatch)
+    g._extend_button.click()
+    assert answered.wait(WAIT)
+    g.close()
+    g.extend(g.cards[0])  # type: ignore[arg-type]  # after close: nothing
+    release.set()
+    (post,) = extend_posts(sim)
+    wait_for(lambda: post.task_id in caplog.text)
+    assert f"Task {post.task_id} was submitted as the gallery closed; it is not watched." in caplog.text
+    assert len(g) == 1
+    assert_no_request_follows(sim, [post.task_id])
+    assert not [r for r in sim.requests(post.task_id) if r.method == "GET"]
+    assert len(extend_posts(sim)) == 1
+
+
+def test_stop_all_while_an_extension_is_in_flight_stops_its_card(
+    sim: GatewaySimulator, client: KlingClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim.scenario = FOREVER
+    g = TaskGallery([sim.add_task(Scenario(polls=(0, 1)))], client=client, **FAST)
+    try:
+        g.wait(WAIT)
+        wait_for(lambda: offered(g) == [0])
+        answered, release = gate_extensions(client, monkeypatch)
+        g._extend_button.click()
+        assert answered.wait(WAIT)
+        g._stop_all.click()
+        release.set()
+        wait_for(lambda: len(g) == 2)
+        assert len(g.wait(WAIT)) == 1
+        (error,) = g.failed
+        assert error.code == "stopped"
+        assert g.cards[1].task_id == extend_posts(sim)[0].task_id  # type: ignore[union-attr]
+        assert g.summary().startswith("2 tasks · 1 done · 1 stopped · ")
+    finally:
+        g.close()
+
+
+def test_an_ended_display_turns_live_again_for_an_extension_then_static(
+    sim: GatewaySimulator, gallery: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Handle:
+        def __init__(self) -> None:
+            self.updates: list[dict[str, Any]] = []
+
+        def update(self, obj: dict[str, Any], **kwargs: Any) -> None:
+            self.updates.append(obj)
+
+    handle = Handle()
+    monkeypatch.setattr(_base, "display", lambda obj, **kwargs: handle)
+    shown: list[dict[str, Any]] = []
+    monkeypatch.setattr(_gallery, "display", lambda obj, **kwargs: shown.append(obj))
+    g = gallery([sim.add_task()], autostart=False)
+    g._ipython_display_()
+    (extender,) = shown  # an output of its own, below the gallery
+    assert extender["application/vnd.jupyter.widget-view+json"]["model_id"] == g._extender.model_id
+    g.start().wait(WAIT)
+    wait_for(lambda: offered(g) == [0])
+    g._extend_button.click()
+    wait_for(lambda: len(handle.updates) == 3)
+    ended, live, final = handle.updates
+    assert list(ended) == list(final) == ["text/plain", "text/html"]
+    assert "application/vnd.jupyter.widget-view+json" in live
+    assert final["text/html"].count("<video src=") == 2
+    assert "2 done" in final["text/plain"]

@@ -349,6 +349,19 @@ class KlingWidget(ipywidgets.Box):  # type: ignore[misc]  # ipywidgets is untype
             for handle in handles:
                 handle.update(bundle, raw=True)
 
+    def _reopen_display(self) -> None:
+        """Show the live widget again in every display of it that `_end_display` ended: it has work
+        again (a gallery's new card)."""
+        with self._lock:
+            if not self._ended:
+                return
+            self._ended = False
+            handles = list(self._handles)
+        if handles:
+            bundle = self._repr_mimebundle_()
+            for handle in handles:
+                handle.update(bundle, raw=True)
+
 
 class AsyncWait(Generic[R]):
     """``wait_async`` for a widget with a blocking ``wait``."""

@@ -12,6 +12,14 @@ saved notebook grows by nothing); a refusal becomes an error card, and a POST wi
 "unknown" card (it may have created, and billed, a task whose id never came back). Each live card's watch
 frees its slot when it ends. Stop all and `close` stop the submitter too: no POST follows.
 
+A finished card whose task made a Kling video can be extended (issue 12): `extend` sends one video-extend
+POST on a daemon thread, and its task joins the gallery as a new card, counted like every other. The
+control is one "Extend" button and a pick of the done cards, shown in an output of its own under the
+gallery: once every card has ended the gallery's output turns into static HTML (docs/architecture.md,
+"Comms, display handles and the static fallback"), and a button inside it would go with it; a new card
+turns that output live again until it ends. One control, not one per card, also keeps a saved notebook
+small (docs/architecture.md, "Saved notebooks").
+
 The summary counts outcomes, not what the cards display: each card's `Watch` reports its final state
 through ``add_done_callback`` (also when the card was closed from outside), so "done", "failed", "error",
 "timed out" and "stopped" are what happened. Redraws run on whichever thread reports, one at a time and
@@ -31,17 +39,28 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 import ipywidgets
+from IPython.display import display
 
-from ._base import AsyncWait, KlingWidget, WatchOptions, resolve_client, shared_layout, shared_style
+from ._base import (
+    AsyncWait,
+    KlingWidget,
+    WatchOptions,
+    close_model,
+    resolve_client,
+    shared_layout,
+    shared_style,
+)
 from ._batch import BatchRow, BatchSubmitter, RowOutcome, RowState, rows_from_prompts
 from ._client import KlingClient
-from ._errors import KlingError
+from ._errors import APIError, KlingError
+from ._extend import REARM_SECONDS, Extension, extendable
 from ._frontend import Frontend
 from ._models import Task
 from ._params import VideoOptions, video_body
 from ._poller import WatchState
+from ._text import clean_text
 from ._view import clock, error_card_html, waiting_card_html
-from ._widget import WIDGET_OPTIONS, TaskStatusWidget, keep_folder
+from ._widget import WIDGET_OPTIONS, TaskStatusWidget, keep_folder, unwatched_error
 
 __all__ = ["TaskGallery", "generate_many"]
 
@@ -62,6 +81,8 @@ _CARD = {
     "border": "1px solid var(--jp-border-color2, #e0e0e0)",
     "padding": "4px 8px",
 }
+_HIDDEN = {"display": "none"}
+_PICK_CHARS = 32  # a pick's label: one line of the dropdown, and few bytes per card in a saved notebook
 _STATIC_GRID = f"display:grid;grid-template-columns:repeat(auto-fill,minmax({_CARD_WIDTH},1fr));gap:8px"
 _STATIC_CARD = "border:1px solid var(--jp-border-color2,#e0e0e0);padding:4px 8px"
 # What each final watch state counts as in the summary, in the order the summary lists them.
@@ -125,6 +146,9 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
     -----
     ``len(gallery.wait()) + len(gallery.failed) == len(gallery)`` once every card has ended: `wait`
     returns the tasks that produced a video, and `failed` explains every other card.
+
+    Displayed, the gallery shows an Extend control under it once a card's task has made a video
+    (`extend`); an extension is one more card, from the moment its POST answers.
     """
 
     def __init__(
@@ -190,6 +214,26 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         self._header = ipywidgets.Box([self._summary, self._stop_all], layout=shared_layout(**_HEADER))
         self._grid = ipywidgets.GridBox(layout=shared_layout(**_GRID))
         self.own(self._summary, self._stop_all, self._header, self._grid)
+        # Extend: hidden until a card can be extended (see the module docstring).
+        self._sending = False  # an Extend POST is in flight, or just answered (see REARM_SECONDS)
+        self._stops = 0  # how many times stop() ran: an extension sent before a stop is stopped on arrival
+        self._choices: tuple[tuple[str, int], ...] = ()
+        self._extend_button = ipywidgets.Button(
+            description="Extend",
+            disabled=True,
+            tooltip="4-5 s more of the chosen video (a new task, billed)",
+            layout=shared_layout(width="auto"),
+            style=shared_style(ipywidgets.widgets.widget_button.ButtonStyle),
+        )
+        self._extend_pick = ipywidgets.Dropdown(
+            layout=shared_layout(width="auto"),
+            style=shared_style(ipywidgets.widgets.widget_description.DescriptionStyle),
+        )
+        self._extend_button.on_click(self._on_extend_click)
+        self._extender = ipywidgets.Box(
+            [self._extend_button, self._extend_pick], layout=shared_layout(**_HIDDEN)
+        )
+        self.own(self._extend_button, self._extend_pick, self._extender)
         self._views: list[Any] = []  # what the grid shows for each card
         try:
             for entry, caption in zip(entries, self._captions, strict=True):
@@ -212,13 +256,16 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         if autostart:
             self.start()
 
-    def _card(self, entry: Task | str, caption: str | None, text_block: Any = None) -> TaskStatusWidget:
-        """A card: a `TaskStatusWidget` with the caption, no Stop button of its own, not yet started."""
+    def _card(
+        self, entry: Task | str, caption: str | None, text_block: Any = None, endpoint: str | None = None
+    ) -> TaskStatusWidget:
+        """A card: a `TaskStatusWidget` with the caption, no Stop button of its own, not yet started; it
+        polls ``endpoint``, by default the gallery's."""
         options = self._options
         return TaskStatusWidget(
             entry,
             client=self._client,
-            endpoint=options.endpoint_of(entry if isinstance(entry, Task) else None),
+            endpoint=endpoint or options.endpoint_of(entry if isinstance(entry, Task) else None),
             poll_interval=options.poll_interval,
             max_poll_interval=options.max_poll_interval,
             timeout=options.timeout,
@@ -291,11 +338,38 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
 
     def stop(self) -> None:
         """Stop submitting and watching, at once. The tasks keep running on the server; prompts not sent
-        yet become "not submitted" cards."""
+        yet become "not submitted" cards, and an extension in flight a stopped card."""
+        with self._lock:
+            self._stops += 1
         if self._submitter is not None:
             self._submitter.stop()
         for card in self._widgets():
             card.stop()
+
+    def extend(self, card: TaskStatusWidget) -> None:
+        """Extend ``card``'s first video by 4-5 s (what the Extend button does): one video-extend task,
+        billed, which joins the gallery as a new card.
+
+        The POST runs on a daemon thread; one at a time, so a second call while it is in flight (or just
+        after it answered, a double click) does nothing, as does a call for a card whose task did not
+        succeed with a Kling video id, or after `close`. A refusal becomes an error card, a POST without
+        an answer an "unknown" card; a task the gateway created is always watched.
+        """
+        task = card.task
+        with self._lock:
+            mine = any(card is each for each in self._cards)
+            if self._closed or self._sending or not mine or task is None or not extendable(card):
+                return
+            self._sending = True
+            stops = self._stops
+        self.redraw()  # the button greys out
+        # The POST waits on the network: a daemon thread keeps the kernel free meanwhile.
+        threading.Thread(
+            target=self._send_extension,
+            args=(Extension(task), stops),
+            name="kling-gallery-extend",
+            daemon=True,
+        ).start()
 
     def wait(self, timeout: float | None = None) -> list[Task]:
         """Block until every card has ended and the gallery shows it; never raises for one task.
@@ -377,6 +451,14 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
     def __repr__(self) -> str:
         return f"TaskGallery({self.summary()})"
 
+    def _ipython_display_(self) -> None:
+        super()._ipython_display_()
+        if self._closed:  # nothing to extend; ipywidgets has no view of a closed model
+            return
+        # The Extend control in an output of its own, which stays live when the gallery's turns static.
+        view = self._extender._repr_mimebundle_()
+        display({**view, "text/plain": ""}, raw=True)  # type: ignore[no-untyped-call]
+
     def static_bundle(self) -> dict[str, str]:
         """The summary and every card as ``text/plain`` and ``text/html`` (cards in a CSS grid)."""
         cards = [
@@ -384,7 +466,7 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
             if isinstance(card, TaskStatusWidget)
             else waiting_card_html(caption or "")
             if card is None
-            else error_card_html(card, _UNKNOWN_HEADING if card.code == _UNKNOWN else "Not submitted")
+            else error_card_html(card, _heading(card))
             for card, caption in zip(self._cards, self._captions, strict=True)
         ]
         body = "".join(f'<div style="{_STATIC_CARD}">{card}</div>' for card in cards)
@@ -404,6 +486,89 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         # May run on the main thread or a kernel subshell thread: only stop (docs/architecture.md,
         # "Threading rules").
         self.stop()
+
+    def _on_extend_click(self, _button: Any) -> None:
+        # May run on the main thread or a kernel subshell thread: `extend` only starts a thread.
+        index = self._extend_pick.value
+        card = self._cards[index] if isinstance(index, int) else None
+        if isinstance(card, TaskStatusWidget):
+            self.extend(card)
+
+    def _send_extension(self, extension: Extension, stops: int) -> None:
+        """Send one extension and add what came of it (on its own daemon thread)."""
+        if self._closed:  # closed since the click: nothing is sent
+            return
+        entry: Task | str | None = None
+        error: KlingError | None = None
+        try:
+            entry = extension.send(self._client)
+        except KlingError as exc:
+            entry, error = exc.task_id, exc if isinstance(exc, APIError) else _unanswered(exc)
+        except (ValueError, TypeError) as exc:  # refused before sending
+            error = KlingError(f"{exc} (nothing was sent).", code="not_sent")
+        try:
+            self._add_extension(extension, entry, error, stops)
+        finally:
+            if entry is None:
+                self._rearm()
+            else:  # a double click's second click, after a fast answer, must not bill a second task
+                timer = threading.Timer(REARM_SECONDS, self._rearm)
+                timer.daemon = True
+                timer.start()
+
+    def _add_extension(
+        self, extension: Extension, entry: Task | str | None, error: KlingError | None, stops: int
+    ) -> None:
+        """Add the extension's card: its task watched (a task the gateway created is never lost), or the
+        error card for a refusal or a POST without an answer."""
+        task_id = entry if isinstance(entry, str) else entry.task_id if entry is not None else None
+        card: TaskStatusWidget | KlingError
+        with self._lock:
+            closed = self._closed
+        if closed:
+            if task_id is not None:  # it runs and may bill; the ledger has it too
+                _log.warning("Task %s was submitted as the gallery closed; it is not watched.", task_id)
+            return
+        if entry is not None:
+            try:
+                card = self._card(entry, extension.caption, endpoint=extension.route)
+            except Exception as exc:  # e.g. closed meanwhile: say which task runs unwatched
+                card = unwatched_error([cast(str, task_id)], exc)
+        else:
+            assert error is not None  # no task without an error
+            card = error
+            if card.code != _UNKNOWN:
+                _log.warning("Could not extend task %s: %s", extension.source.task_id, card)
+        view = card if isinstance(card, TaskStatusWidget) else self._card_view(card, _heading(card))
+        with self._lock:
+            closed = self._closed  # close() sets it under this lock, then closes the cards it finds
+            if not closed:
+                self._cards.append(card)
+                self._captions.append(extension.caption)
+                self._views.append(view)
+                self._finished_at = None  # the gallery has work again
+                if isinstance(card, KlingError):
+                    self._counts[_UNKNOWN if card.code == _UNKNOWN else "failed"] += 1
+                stopped = self._stops != stops
+            children = tuple(self._views)
+        if closed:  # close() ran and did not find this card
+            if isinstance(card, TaskStatusWidget):
+                card.close()
+                _log.warning("Task %s was submitted as the gallery closed; it is not watched.", task_id)
+            else:
+                close_model(view)
+            return
+        if isinstance(card, TaskStatusWidget):
+            self._follow(card)
+            if stopped:  # Stop all ran while it was being sent
+                card.stop()
+        self.deliver(lambda: setattr(self._grid, "children", children))
+        self.redraw()
+
+    def _rearm(self) -> None:
+        with self._lock:
+            self._sending = False
+        self.redraw()
 
     def _on_card_end(self, card: TaskStatusWidget) -> None:
         with self._lock:
@@ -442,7 +607,7 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
             unknown = card.code == _UNKNOWN
             if not unknown:
                 _log.warning("Could not submit a task: %s", card)
-            body = error_card_html(card, _UNKNOWN_HEADING if unknown else "Not submitted")
+            body = error_card_html(card, _heading(card))
             self.deliver(lambda: setattr(waiting, "value", body))
             view = waiting
         with self._lock:
@@ -472,13 +637,27 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         if ending:
             self._finished_at = now
         text = self._summary_text(now)
+        choices = tuple(
+            (f"{i + 1}. {clean_text(self._captions[i] or card.task_id, _PICK_CHARS)}", i)
+            for i, card in enumerate(self._cards)
+            if isinstance(card, TaskStatusWidget) and extendable(card)
+        )
+        sending = self._sending
 
         def write() -> None:
             self.deliver(functools.partial(self._show_summary, text, ended, ending))
-            if ended:  # here too: in Colab the writes wait for the main thread, and wait() must not
-                self._all_ended.set()
+            self.deliver(functools.partial(self._show_extender, choices, sending))
+            # Here too: in Colab the writes wait for the main thread, and wait() must not. Cleared again
+            # when an extension's card gives the gallery work after it had ended.
+            self._release_waiters(ended)
 
         return write
+
+    def _release_waiters(self, ended: bool) -> None:
+        if ended or self._closed:  # a write delivered late (Colab) must not hold wait() after close
+            self._all_ended.set()
+        else:
+            self._all_ended.clear()
 
     def _show_summary(self, text: str, ended: bool, ending: bool) -> None:
         # The values first, the notifications after wait() is released: an observer may call wait().
@@ -487,8 +666,22 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
             self._stop_all.disabled = ended
             if ending:
                 self._end_display()
-            if ended:
-                self._all_ended.set()
+            elif not ended:
+                self._reopen_display()  # an extension's card: live again until it ends
+            self._release_waiters(ended)
+
+    def _show_extender(self, choices: tuple[tuple[str, int], ...], sending: bool) -> None:
+        """Offer Extend for the done cards that made a video, keeping the one chosen."""
+        pick = self._extend_pick
+        if choices != self._choices:
+            self._choices = choices
+            indices = [index for _, index in choices]
+            chosen = pick.value if pick.value in indices else next(iter(indices), None)
+            with pick.hold_sync():  # new options clear the value: set the kept choice (else the first) again
+                pick.options = choices
+                pick.value = chosen
+        self._extend_button.disabled = sending or not choices
+        self._extender.layout = shared_layout(**(_HEADER if choices else _HIDDEN))
 
     def _running(self) -> int:
         """Cards neither ended nor waiting to be submitted."""
@@ -515,16 +708,26 @@ def _check_together(params: dict[str, Any]) -> None:
     video_body("text2video", "a prompt", cast(VideoOptions, options))
 
 
+def _unanswered(cause: BaseException | None) -> KlingError:
+    """The error card's error for a POST without an answer."""
+    said = f" ({cause})" if cause is not None else ""
+    return KlingError(
+        f"The submission got no answer{said}; it may have created a task, which may be charged, but its id "
+        "was not returned. It is not sent again: look for it with `kling-widgets history --status unknown` "
+        "or in your account.",
+        code=_UNKNOWN,
+    )
+
+
+def _heading(error: KlingError) -> str:
+    """An error card's heading."""
+    return _UNKNOWN_HEADING if error.code == _UNKNOWN else "Not submitted"
+
+
 def _row_error(outcome: RowOutcome) -> KlingError:
     """The error card's error for a row that will not be watched: refused, unanswered, or not sent."""
     if outcome.state is RowState.UNKNOWN:
-        cause = f" ({outcome.error})" if outcome.error is not None else ""
-        return KlingError(
-            f"The submission got no answer{cause}; it may have created a task, which may be charged, but "
-            "its id was not returned. It is not sent again: look for it with `kling-widgets history "
-            "--status unknown` or in your account.",
-            code=_UNKNOWN,
-        )
+        return _unanswered(outcome.error)
     if outcome.error is not None:
         return outcome.error
     return KlingError("The batch stopped before this prompt was sent; nothing was created.", code="not_sent")

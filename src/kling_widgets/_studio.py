@@ -27,8 +27,9 @@ from ._billing import Balance
 from ._catalogue import ROUTES, ModelSpec, model_spec, models_for
 from ._client import KlingClient
 from ._errors import KlingError, PermissionDeniedError, RateLimitError
+from ._extend import REARM_SECONDS, Extension, extendable, script
 from ._frontend import deliver, detect
-from ._models import Task, TaskStatus
+from ._models import Task
 from ._params import MAX_IMAGE_BYTES, MAX_PROMPT_CHARS
 from ._text import clean_text, strip_credentials
 from ._widget import TaskStatusWidget
@@ -37,12 +38,10 @@ __all__ = [
     "FORM_ROUTES",
     "MAX_IMAGE_RATIO",
     "MIN_IMAGE_PIXELS",
-    "Extension",
     "Image",
     "LipSync",
     "Studio",
     "Submission",
-    "extendable",
     "image_problem",
     "reference_urls",
     "shot_lines",
@@ -65,9 +64,6 @@ _PICK = {"width": "auto", "min_width": "150px"}
 _AUTO = {"width": "auto"}
 _WIDE = {"width": "auto", "min_width": "360px"}
 _ERROR_STYLE = "color: var(--jp-error-color1, #d32f2f)"
-#: After a task is created, Generate stays disabled this long: a double click's second click, arriving
-#: after a fast answer, must not bill a second task.
-REARM_SECONDS = 0.6
 
 
 # -- images (pure) ----------------------------------------------------------------------------------
@@ -210,59 +206,12 @@ class Submission:
         note = (
             "# Put the uploaded image(s) next to this notebook, or use an http(s) URL.\n" if uploads else ""
         )
-        return _code(note, self.route.replace("-", "_"), self.route, arguments)
+        return script(note, self.route.replace("-", "_"), self.route, arguments)
 
     @property
     def caption(self) -> str:
         """The card's heading: the prompt, or the shots' prompts."""
         return " / ".join(prompt for _, prompt in self.shots) if self.shots else self.prompt
-
-
-@dataclass(frozen=True)
-class Extension:
-    """What "Extend" on a finished card sends: a video-extend task for the first video of ``source``."""
-
-    source: Task
-    prompt: str | None = None
-    route: ClassVar[str] = "video-extend"
-
-    def send(self, client: KlingClient) -> Task:
-        """Submit it (one POST; the client checks the task has a video and the prompt first)."""
-        return client.extend_video(self.source, prompt=self.prompt)
-
-    def code(self) -> str:
-        """The same call with the video's id, so the code does not need the task object."""
-        video = self.source.videos[0].id if self.source.videos else None
-        arguments = [repr(video)] + ([] if self.prompt is None else [f"prompt={self.prompt!r}"])
-        return _code(
-            f"# The first video of task {self.source.task_id}.\n", "extend_video", self.route, arguments
-        )
-
-    @property
-    def caption(self) -> str:
-        """The card's heading: what it extends, and the prompt if any."""
-        extends = f"Extends {self.source.task_id}"
-        return extends if self.prompt is None else f"{extends}: {self.prompt}"
-
-
-def _code(note: str, method: str, route: str, arguments: list[str]) -> str:
-    """A script that makes the same task with ``client.<method>(*arguments)`` and watches it."""
-    call = ",\n    ".join(arguments)
-    return (
-        "from kling_widgets import KlingClient, TaskStatusWidget\n\n"
-        f"{note}client = KlingClient()\n"
-        f"task = client.{method}(\n    {call},\n)\n"
-        f"TaskStatusWidget(task, client=client, endpoint={route!r})"
-    )
-
-
-def extendable(card: TaskStatusWidget) -> bool:
-    """Whether Extend may be offered for ``card``: its task succeeded with a Kling video id."""
-    task = card.task
-    return (
-        card.done() and task is not None and task.status is TaskStatus.SUCCESS
-        and bool(task.videos) and task.videos[0].id is not None
-    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -289,7 +238,7 @@ class LipSync:
         arguments += [f"sound_start_time={self.start_ms}"] if self.start_ms else []
         arguments.append(f"sound_end_time={self.end_ms}")
         note = f"# The first video of task {self.source.task_id}; its first face speaks.\n"
-        return _code(note, "lip_sync", self.route, arguments)
+        return script(note, "lip_sync", self.route, arguments)
 
     @property
     def caption(self) -> str:
