@@ -445,16 +445,19 @@ def test_extend_on_a_done_card_posts_one_video_extend_task_that_joins_the_galler
     g = generate_many(["a corgi", "a cat"], client=client, **FAST)
     try:
         first, second = g.wait(WAIT)
-        assert g._extender.layout.display != "none"
+        assert g._extender.children  # shown
         wait_for(lambda: offered(g) == [0, 1])
         g._extend_pick.value = 1
+        g._extend_prompt.value = "  the sun goes down "
         g._extend_button.click()
         g._extend_button.click()  # a double click: one task, one bill
         assert g._extend_button.disabled
         wait_for(lambda: len(g) == 3)
         (post,) = extend_posts(sim)
         assert post.path == "/kling/v1/videos/video-extend"
-        assert json.loads(post.body) == {"model_name": "kling-video-extend", "video_id": second.videos[0].id}
+        assert json.loads(post.body) == {
+            "model_name": "kling-video-extend", "video_id": second.videos[0].id, "prompt": "the sun goes down"
+        }  # fmt: skip
         card = g.cards[2]
         assert isinstance(card, TaskStatusWidget)
         assert card.task_id == post.task_id
@@ -463,7 +466,7 @@ def test_extend_on_a_done_card_posts_one_video_extend_task_that_joins_the_galler
         polls = {r.path for r in sim.requests(card.task_id) if r.method == "GET"}
         assert f"/kling/v1/videos/video-extend/{card.task_id}" in polls
         assert g.summary().startswith("3 tasks · 3 done · ")
-        assert f"Extends {second.task_id}" in g.static_bundle()["text/html"]
+        assert f"Extends {second.task_id}: the sun goes down" in g.static_bundle()["text/html"]
         wait_for(lambda: offered(g) == [0, 1, 2])  # an extension can be extended again
         assert g._extend_pick.value == 1  # the choice is kept
         assert len(extend_posts(sim)) == 1

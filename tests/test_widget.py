@@ -148,7 +148,7 @@ def test_success_shows_the_clip_in_a_player_with_links(sim: GatewaySimulator, wa
     assert served.headers["Content-Type"] == "video/mp4"
     links = block.split("</video>")[1]
     assert links.startswith("<div>5 s · ")
-    assert links.count('target="_blank" rel="noopener noreferrer"') == 2
+    assert links.count('target="_blank" rel="noreferrer"') == 2
     assert ">Open in new tab</a>" in links
     assert " download>Download</a>" in links
     expires = task.videos[0].expires_at

@@ -81,8 +81,7 @@ _CARD = {
     "border": "1px solid var(--jp-border-color2, #e0e0e0)",
     "padding": "4px 8px",
 }
-_HIDDEN = {"display": "none"}
-_PICK_CHARS = 32  # a pick's label: one line of the dropdown, and few bytes per card in a saved notebook
+_PICK_CHARS = 24  # a pick's label: one line of the dropdown, and few bytes per card in a saved notebook
 _STATIC_GRID = f"display:grid;grid-template-columns:repeat(auto-fill,minmax({_CARD_WIDTH},1fr));gap:8px"
 _STATIC_CARD = "border:1px solid var(--jp-border-color2,#e0e0e0);padding:4px 8px"
 # What each final watch state counts as in the summary, in the order the summary lists them.
@@ -229,11 +228,15 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
             layout=shared_layout(width="auto"),
             style=shared_style(ipywidgets.widgets.widget_description.DescriptionStyle),
         )
-        self._extend_button.on_click(self._on_extend_click)
-        self._extender = ipywidgets.Box(
-            [self._extend_button, self._extend_pick], layout=shared_layout(**_HIDDEN)
+        self._extend_prompt = ipywidgets.Text(
+            placeholder="what happens next (optional)",
+            layout=shared_layout(width="auto"),
+            style=shared_style(ipywidgets.widgets.widget_string.TextStyle),
         )
-        self.own(self._extend_button, self._extend_pick, self._extender)
+        self._extend_button.on_click(self._on_extend_click)
+        # Empty (so invisible) until a card can be extended: no extra layout model just to hide it.
+        self._extender = ipywidgets.Box(layout=shared_layout(**_HEADER))
+        self.own(self._extend_button, self._extend_pick, self._extend_prompt, self._extender)
         self._views: list[Any] = []  # what the grid shows for each card
         try:
             for entry, caption in zip(entries, self._captions, strict=True):
@@ -346,9 +349,9 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         for card in self._widgets():
             card.stop()
 
-    def extend(self, card: TaskStatusWidget) -> None:
-        """Extend ``card``'s first video by 4-5 s (what the Extend button does): one video-extend task,
-        billed, which joins the gallery as a new card.
+    def extend(self, card: TaskStatusWidget, prompt: str | None = None) -> None:
+        """Extend ``card``'s first video by 4-5 s (what the Extend button does, with the prompt typed
+        beside it): one video-extend task, billed, which joins the gallery as a new card.
 
         The POST runs on a daemon thread; one at a time, so a second call while it is in flight (or just
         after it answered, a double click) does nothing, as does a call for a card whose task did not
@@ -366,7 +369,7 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         # The POST waits on the network: a daemon thread keeps the kernel free meanwhile.
         threading.Thread(
             target=self._send_extension,
-            args=(Extension(task), stops),
+            args=(Extension(task, prompt), stops),
             name="kling-gallery-extend",
             daemon=True,
         ).start()
@@ -492,7 +495,7 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
         index = self._extend_pick.value
         card = self._cards[index] if isinstance(index, int) else None
         if isinstance(card, TaskStatusWidget):
-            self.extend(card)
+            self.extend(card, self._extend_prompt.value.strip() or None)
 
     def _send_extension(self, extension: Extension, stops: int) -> None:
         """Send one extension and add what came of it (on its own daemon thread)."""
@@ -681,7 +684,8 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
                 pick.options = choices
                 pick.value = chosen
         self._extend_button.disabled = sending or not choices
-        self._extender.layout = shared_layout(**(_HEADER if choices else _HIDDEN))
+        parts = (self._extend_button, self._extend_pick, self._extend_prompt)
+        self._extender.children = parts if choices else ()
 
     def _running(self) -> int:
         """Cards neither ended nor waiting to be submitted."""

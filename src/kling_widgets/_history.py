@@ -664,7 +664,7 @@ def _link_html(videos: Sequence[LedgerVideo | Media], now: datetime) -> str:
     href = html.escape(video.url, quote=True)
     title = html.escape(clean_text(strip_credentials(video.url), 300), quote=True)
     link = (
-        f'<a href="{href}" title="{title}" target="_blank" rel="noopener noreferrer" '
+        f'<a href="{href}" title="{title}" target="_blank" rel="noreferrer" '
         f'style="{_LINK_STYLE}">open</a>'
     )
     return f"{link} · {expiry}" if expiry else link

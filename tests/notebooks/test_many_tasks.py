@@ -35,7 +35,9 @@ MAX_STATE_PER_TASK = 4_000
 def executed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The notebook, executed once for this module with widget state saved (as nbclient does by default)."""
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("EZMODEL_API_KEY", "EZMODEL_BASE_URL", "KLING_WIDGETS_SIMULATOR"):
+        # KLING_WIDGETS_KEEP too: the videos are kept in ./kling-videos beside the executed copy (a temporary
+        # folder), so the cards say "Kept as kling-videos/…" as a user's do, not a long test path.
+        for name in ("EZMODEL_API_KEY", "EZMODEL_BASE_URL", "KLING_WIDGETS_SIMULATOR", "KLING_WIDGETS_KEEP"):
             patch.delenv(name, raising=False)
         saved = tmp_path_factory.mktemp("many") / NOTEBOOK.name
         execute_notebook(NOTEBOOK, saved)
