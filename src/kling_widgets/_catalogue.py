@@ -22,7 +22,10 @@ __all__ = ["MIN_SHOTS", "MIN_SHOT_SECONDS", "MODELS", "ROUTES", "ModelSpec", "mo
 
 #: The task routes a submission can go to (``POST /kling/v1/videos/{route}``), in the order the studio
 #: offers them.
-ROUTES = ("text2video", "image2video", "omni-video", "multi-image2video", "video-extend", "advanced-lip-sync")
+ROUTES = (
+    "text2video", "image2video", "omni-video", "multi-image2video", "video-extend", "advanced-lip-sync",
+    "motion-control", "avatar/image2video",
+)  # fmt: skip
 
 #: Multi-shot: at least this many shots, each at least this long (EZmodel's omni-video page).
 MIN_SHOTS = 2
@@ -177,6 +180,10 @@ MODELS: tuple[ModelSpec, ...] = (
     # request to the gateway's billing channel for the route.
     ModelSpec("kling-video-extend", "video-extend", cfg_scale=True),
     ModelSpec("kling-lip-sync", "advanced-lip-sync"),
+    # Nor do these two, though they take a mode. Motion control is Kling's v2.6 model: the gateway's own
+    # demo and billing tests route it as kling-v2-6; avatar has a billing name of its own.
+    ModelSpec("kling-v2-6", "motion-control", modes=("std", "pro")),
+    ModelSpec("kling-avatar", "avatar/image2video", modes=("std", "pro")),
 )
 
 

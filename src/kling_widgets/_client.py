@@ -68,9 +68,11 @@ from ._routes import (
     ImageInput,
     OmniOptions,
     VideoSource,
+    avatar_body,
     extend_body,
     identify_face_body,
     lip_sync_body,
+    motion_control_body,
     multi_image_body,
     omni_body,
     parse_faces,
@@ -634,6 +636,124 @@ class KlingClient:
             identify_face_body(video)
             session = self.identify_face(video)
         return self._submit("advanced-lip-sync", lip_sync_body(session, **options))
+
+    def motion_control(
+        self,
+        image: ImageInput,
+        video: str,
+        prompt: str,
+        *,
+        character_orientation: str,
+        mode: str = "std",
+        keep_original_sound: str | None = None,
+        callback_url: str | None = None,
+        external_task_id: str | None = None,
+        **unknown: NoReturn,
+    ) -> Task:
+        """Submit a motion-control task: the character of an image performs the motion of a video.
+
+        Every option is checked first; the POST is sent once, never retried.
+
+        Parameters
+        ----------
+        image : str or path-like
+            The character (and background), in any form `image2video` takes for ``image``: a clear upper
+            body or whole body with the head, taking up enough of the picture.
+        video : str
+            An http(s) URL of an .mp4 or .mov video of one person moving (Kling fetches it: at most 100 MB,
+            at least 3 s, and at most 10 s with ``character_orientation="image"``, 30 s with ``"video"``;
+            its length is not checked here).
+        prompt : str
+            What to add to the scene or the camera (non-blank: the gateway refuses a motion-control task
+            without one, though Kling would not; at most 2500 characters).
+        character_orientation : str
+            ``"image"`` (the character faces as in the image) or ``"video"`` (as in the video). The gateway
+            reserves payment for 10 s or 30 s accordingly, and bills the video's real length.
+        mode : str
+            ``"std"`` (the default, as the gateway's) or ``"pro"`` (1.6 times the price). Kling requires a
+            mode, so it is always sent.
+        keep_original_sound : str, optional
+            ``"yes"`` (Kling's default) or ``"no"``: keep the video's own sound.
+        callback_url, external_task_id
+            As in `KlingClient`, "Video options".
+
+        Returns
+        -------
+        Task
+            The new task (``endpoint`` ``"motion-control"``).
+
+        Raises
+        ------
+        TypeError, ValueError, FileNotFoundError, KlingError
+            As for `image2video`.
+        """
+        refuse_unknown(self.motion_control, unknown)
+        body = motion_control_body(
+            image,
+            video,
+            prompt,
+            character_orientation=character_orientation,
+            mode=mode,
+            keep_original_sound=keep_original_sound,
+            callback_url=callback_url,
+            external_task_id=external_task_id,
+        )
+        return self._submit("motion-control", body)
+
+    def avatar_image2video(
+        self,
+        image: ImageInput,
+        *,
+        audio: str | os.PathLike[str] | None = None,
+        audio_id: str | None = None,
+        prompt: str | None = None,
+        mode: str = "std",
+        callback_url: str | None = None,
+        external_task_id: str | None = None,
+        **unknown: NoReturn,
+    ) -> Task:
+        """Submit an avatar task: the person (or character) of an image speaks an audio, as a video.
+
+        Every option is checked first; the POST is sent once, never retried. The video lasts as long as
+        the audio; the gateway bills it per task (``"pro"`` twice ``"std"``).
+
+        Parameters
+        ----------
+        image : str or path-like
+            The avatar, in any form `image2video` takes for ``image``.
+        audio : str or path-like, optional
+            An http(s) URL, or a local .mp3/.wav/.m4a/.aac file of at most 5 MB (sent as base64); Kling
+            takes 2 to 300 s of audio (not checked here).
+        audio_id : str, optional
+            Instead of ``audio``: an audio Kling generated in the last 30 days (its id).
+        prompt : str, optional
+            The avatar's actions, emotions and camera moves (at most 2500 characters).
+        mode : str
+            ``"std"`` (the default) or ``"pro"``.
+        callback_url, external_task_id
+            As in `KlingClient`, "Video options".
+
+        Returns
+        -------
+        Task
+            The new task (``endpoint`` ``"avatar/image2video"``).
+
+        Raises
+        ------
+        TypeError, ValueError, FileNotFoundError, KlingError
+            As for `image2video`; also when both or neither of ``audio`` and ``audio_id`` are given.
+        """
+        refuse_unknown(self.avatar_image2video, unknown)
+        body = avatar_body(
+            image,
+            audio=audio,
+            audio_id=audio_id,
+            prompt=prompt,
+            mode=mode,
+            callback_url=callback_url,
+            external_task_id=external_task_id,
+        )
+        return self._submit("avatar/image2video", body)
 
     def _submit(self, endpoint: str, body: Mapping[str, Any], source: str | None = None) -> Task:
         # The body exactly as it will be sent (with Kling keys an external_task_id is added) is recorded

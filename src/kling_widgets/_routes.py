@@ -1,6 +1,7 @@
 """Bodies of the Kling routes beyond text2video and image2video, checked before anything is sent.
 
-omni-video, multi-image2video, video-extend, identify-face and advanced-lip-sync, each with the fields of
+omni-video, multi-image2video, video-extend, identify-face, advanced-lip-sync, motion-control and
+avatar/image2video, each with the fields of
 EZmodel's page for it and of the gateway's request struct (``relay/channel/task/kling/adaptor.go``), checked
 against the model catalogue (docs/models.md). A wrong value is a `TypeError` or `ValueError` naming the
 option and what it accepts, like `kling_widgets._params`. Also the typed answer of identify-face, the one
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -20,6 +22,7 @@ from ._errors import TransportError
 from ._models import Task, Video
 from ._params import (
     DEFAULT_ASPECT_RATIO,
+    MAX_PROMPT_CHARS,
     KlingOptions,
     aspect_ratio_field,
     choice_field,
@@ -43,9 +46,11 @@ __all__ = [
     "ImageInput",
     "OmniOptions",
     "VideoSource",
+    "avatar_body",
     "extend_body",
     "identify_face_body",
     "lip_sync_body",
+    "motion_control_body",
     "multi_image_body",
     "omni_body",
     "parse_faces",
@@ -62,6 +67,7 @@ _AUDIO_SUFFIXES = (".mp3", ".wav", ".m4a", ".aac")
 # Names of the models the gateway routes these requests by: their bodies carry no model of their own
 # (the struct has no such field, so the name stops at the gateway; docs/models.md, "Routes without a model").
 _IDENTIFY_FACE_MODEL = "kling-identify-face"
+_MOTION_VIDEO_SUFFIXES = (".mp4", ".mov")
 _VOLUME = (0.0, 2.0)
 
 
@@ -249,6 +255,66 @@ def lip_sync_body(
     return body
 
 
+def motion_control_body(
+    image: ImageInput,
+    video: str,
+    prompt: str,
+    *,
+    character_orientation: str,
+    mode: str | None,
+    keep_original_sound: str | None,
+    callback_url: str | None,
+    external_task_id: str | None,
+) -> dict[str, Any]:
+    """The body of ``POST /kling/v1/videos/motion-control`` (see `KlingClient.motion_control`)."""
+    spec = model_spec("kling-v2-6", "motion-control")
+    body: dict[str, Any] = {
+        "model_name": spec.model,
+        "image_url": image_field("image", image),
+        "video_url": _motion_video(video),
+        "prompt": prompt_field("prompt", prompt),
+        "character_orientation": choice_field(
+            "character_orientation", character_orientation, ("image", "video")
+        ),
+        "mode": mode_field(spec, mode),  # Kling requires one; the gateway would send std
+    }
+    if keep_original_sound is not None:
+        body["keep_original_sound"] = choice_field("keep_original_sound", keep_original_sound, ("yes", "no"))
+    body.update(optional_fields(spec, {"callback_url": callback_url, "external_task_id": external_task_id}))
+    return body
+
+
+def avatar_body(
+    image: ImageInput,
+    *,
+    audio: str | os.PathLike[str] | None,
+    audio_id: str | None,
+    prompt: str | None,
+    mode: str | None,
+    callback_url: str | None,
+    external_task_id: str | None,
+) -> dict[str, Any]:
+    """The body of ``POST /kling/v1/videos/avatar/image2video`` (see `KlingClient.avatar_image2video`)."""
+    spec = model_spec("kling-avatar", "avatar/image2video")
+    body: dict[str, Any] = {"model_name": spec.model, "image": image_field("image", image)}
+    if (audio is None) == (audio_id is None):
+        raise ValueError("avatar_image2video needs exactly one of audio (a URL or a local file) and audio_id")
+    if audio is not None:
+        body["sound_file"] = _audio(audio)
+    else:
+        body["audio_id"] = text_field("audio_id", audio_id)
+    if prompt is not None:
+        body["prompt"] = prompt_field("prompt", prompt, blank_ok=True)
+        size = len(prompt.encode("utf-8"))
+        if size > MAX_PROMPT_CHARS:  # the gateway counts this route's prompt in UTF-8 bytes
+            raise ValueError(
+                f"prompt is {size} bytes long in UTF-8; the gateway takes at most {MAX_PROMPT_CHARS}"
+            )
+    body["mode"] = mode_field(spec, mode)
+    body.update(optional_fields(spec, {"callback_url": callback_url, "external_task_id": external_task_id}))
+    return body
+
+
 def parse_faces(payload: Mapping[str, Any]) -> FaceSession:
     """Read identify-face's answer (Kling's own JSON, passed through by the gateway).
 
@@ -354,6 +420,20 @@ def _video_id(video: VideoSource, route: str) -> str:
     if text.lower().startswith(("http://", "https://")):
         raise ValueError(f"{route} takes a Kling video id (or a finished Task), not a URL")
     return text
+
+
+def _motion_video(value: object) -> str:
+    """An http(s) URL of an .mp4 or .mov video: Kling fetches it, so a local file must be uploaded first.
+    A URL whose path names no file type (a CDN link) is accepted as it is."""
+    if isinstance(value, os.PathLike) or (
+        isinstance(value, str) and not value.strip().lower().startswith(("http://", "https://"))
+    ):
+        raise ValueError("video must be an http(s) URL of an .mp4 or .mov file (upload a local file first)")
+    url = http_url_field("video", value)
+    suffix = pathlib.PurePosixPath(urllib.parse.urlsplit(url).path).suffix.lower()
+    if suffix and suffix not in _MOTION_VIDEO_SUFFIXES:
+        raise ValueError(f"video must be an .mp4 or .mov file, got a {suffix} URL")
+    return url
 
 
 def _face(session: FaceSession, face: int | str) -> Face:

@@ -10,7 +10,8 @@ clip served from a Kling-like signed path with HTTP Range support; a link answer
 once its ``Expires`` has passed (``url_lifetime``, which may be negative, sets how long links live).
 
 Every Kling task route EZmodel forwards that the client submits to answers like the gateway (docs/models.md):
-text2video and image2video, omni-video, multi-image2video, video-extend and advanced-lip-sync (POST creates
+text2video and image2video, omni-video, multi-image2video, video-extend, advanced-lip-sync, motion-control
+and avatar/image2video (POST creates
 a task following the simulator's `Scenario`, GET on any of them reads any task), and the synchronous
 identify-face, which answers Kling's own JSON with one face and opens a session for lip-sync. Each route
 refuses what the gateway refuses, with its error shape and words.
@@ -92,6 +93,7 @@ KLING_MODELS = frozenset({
 #: the model-less routes by.
 CHANNEL_MODELS = KLING_MODELS | {
     "kling-v3-omni", "kling-video-o1", "kling-video-extend", "kling-lip-sync", "kling-identify-face",
+    "kling-avatar",
 }  # fmt: skip
 #: The task routes a POST creates a task on, with the gateway's action for each (docs/models.md, "Routes and
 #: actions").
@@ -102,6 +104,8 @@ ACTIONS = {
     "multi-image2video": "multiImage2Video",
     "video-extend": "videoExtend",
     "advanced-lip-sync": "advancedLipSync",
+    "motion-control": "motionControl",
+    "avatar/image2video": "avatarImage2Video",
 }
 #: Kling's image and audio routes (the kling flavor only: the gateway forwards none of them) and the kinds of
 #: result each gives (docs/routes.md, "Results that are not videos"). A task on one of them carries its
@@ -720,6 +724,42 @@ def _check_lip_sync(body: dict[str, Any]) -> None:
             raise _build_failed(f"face_choose[{index}]: {which}")
 
 
+def _check_motion_control(body: dict[str, Any]) -> None:
+    """``convertToMotionControlPayload``: the required fields, in the gateway's order and words."""
+    for name in ("image_url", "video_url"):
+        if not body.get(name):
+            raise _build_failed(f"{name} is required for motion-control")
+    orientation = body.get("character_orientation")
+    if not orientation:
+        raise _build_failed(
+            "character_orientation is required for motion-control, must be 'image' or 'video'"
+        )
+    if orientation not in ("image", "video"):
+        raise _build_failed(f"character_orientation must be 'image' or 'video', got: {orientation}")
+    mode = body.get("mode") or "std"  # the gateway's default
+    if mode not in ("std", "pro"):
+        raise _build_failed(f"mode must be 'std' or 'pro', got: {mode}")
+
+
+def _check_avatar(body: dict[str, Any]) -> None:
+    """``convertToAvatarImage2VideoPayload``: an image, one of audio_id and sound_file, the mode, the
+    prompt's length."""
+    if not body.get("image"):
+        raise _build_failed("image is required for avatar image2video")
+    if bool(body.get("audio_id")) == bool(body.get("sound_file")):
+        which = "either audio_id or sound_file is required" if not body.get("audio_id") else (
+            "audio_id and sound_file cannot be both provided"
+        )  # fmt: skip
+        raise _build_failed(f"{which} for avatar image2video")
+    mode = body.get("mode") or ""
+    if mode not in ("", "std", "pro"):
+        raise _build_failed(f"mode must be 'std' or 'pro', got: {mode}")
+    prompt = body.get("prompt")
+    size = len(prompt.encode()) if isinstance(prompt, str) else 0  # Go's len: UTF-8 bytes, not characters
+    if size > 2500:
+        raise _build_failed(f"prompt length exceeds maximum 2500 characters, got: {size}")
+
+
 def _check_identify_face(body: dict[str, Any]) -> None:
     if bool(body.get("video_id")) == bool(body.get("video_url")):
         which = "either video_id or video_url is required" if not body.get("video_id") else (
@@ -737,7 +777,9 @@ def _go_syntax_error(raw: bytes, exc: ValueError) -> str:
 
 
 # Routes exempt from the prompt requirement (``ValidateRequestAndSetAction``).
-_NO_PROMPT_NEEDED = frozenset({"omni-video", "video-extend", "advanced-lip-sync", "identify-face"})
+_NO_PROMPT_NEEDED = frozenset(
+    {"omni-video", "video-extend", "advanced-lip-sync", "identify-face", "avatar/image2video"}
+)
 
 
 def _check_submit(route: str, content_type: str, raw: bytes, request_id: str) -> dict[str, Any]:
@@ -778,6 +820,10 @@ def _check_submit(route: str, content_type: str, raw: bytes, request_id: str) ->
         _check_lip_sync(body)
     elif route == "identify-face":
         _check_identify_face(body)
+    elif route == "motion-control":
+        _check_motion_control(body)
+    elif route == "avatar/image2video":
+        _check_avatar(body)
     if not isinstance(body.get("duration", ""), str):  # building Kling's body comes after pricing
         raise _build_failed(
             "unmarshal metadata failed: json: cannot unmarshal number into Go struct field "
