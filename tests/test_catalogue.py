@@ -71,5 +71,5 @@ def test_mode_defaults_to_the_models_own(sim: GatewaySimulator, client: KlingCli
 
 def test_the_table_in_the_docs_lists_exactly_the_catalogue() -> None:
     docs = (Path(__file__).parents[1] / "docs" / "models.md").read_text(encoding="utf-8")
-    rows = re.findall(r"^\| ([a-z0-9-]+) \| `([a-z0-9-]+)` \|", docs, flags=re.MULTILINE)
+    rows = re.findall(r"^\| ([a-z0-9/-]+) \| `([a-z0-9-]+)` \|", docs, flags=re.MULTILINE)
     assert rows == [(spec.route, spec.model) for spec in MODELS]

@@ -61,6 +61,17 @@ def test_status_json(sim: GatewaySimulator, capsys: pytest.CaptureFixture[str]) 
     assert task["image_urls"] == task["audio_urls"] == []
 
 
+@pytest.mark.parametrize("route", ["motion-control", "avatar/image2video"])
+def test_status_polls_the_endpoint_it_is_given(
+    sim: GatewaySimulator, capsys: pytest.CaptureFixture[str], route: str
+) -> None:
+    task_id = sim.add_task(Scenario(polls=(0, 0)), endpoint=route)
+    code, out, _ = run_cli(capsys, "status", task_id, "--endpoint", route, "--json")
+    assert code == 0
+    assert json.loads(out)["endpoint"] == route
+    assert [r.path for r in sim.requests(task_id)] == [f"/kling/v1/videos/{route}/{task_id}"]
+
+
 def test_status_of_an_unknown_task_is_an_error_line(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(capsys, "status", "404404404")
     assert code == 2

@@ -353,6 +353,129 @@ def test_the_gateway_refuses_an_unknown_session(sim: GatewaySimulator, client: K
         client.lip_sync(FaceSession("forged", (Face("0", None, 0, 5000),)), audio_id="a", sound_end_time=2000)
 
 
+# -- motion-control --------------------------------------------------------------------------------
+
+
+def test_motion_control_body_path_and_watch(sim: GatewaySimulator, client: KlingClient, tmp_path: Path) -> None:
+    character = tmp_path / "character.png"
+    character.write_bytes(PNG)
+    task = client.motion_control(
+        character,
+        CLIP,
+        "on a beach at dusk",
+        character_orientation="video",
+        keep_original_sound="no",
+        external_task_id="mc-1",
+    )
+    assert posted(sim) == [
+        (
+            "/kling/v1/videos/motion-control",
+            {
+                "model_name": "kling-v2-6",
+                "image_url": b64(PNG),  # raw base64: Kling refuses a data: prefix
+                "video_url": CLIP,
+                "prompt": "on a beach at dusk",
+                "character_orientation": "video",
+                "mode": "std",
+                "keep_original_sound": "no",
+                "external_task_id": "mc-1",
+            },
+        )
+    ]
+    assert task.endpoint == "motion-control"
+    watched_to_success(client, task)
+    assert gets(sim, task.task_id) == {f"/kling/v1/videos/motion-control/{task.task_id}"}
+
+
+MOTION_REFUSED: list[tuple[tuple[Any, ...], dict[str, Any], type[Exception], str]] = [
+    ((CAT, CLIP, "x"), {"character_orientation": "left"}, ValueError, "'image', 'video'"),
+    ((CAT, CLIP, "x"), {}, TypeError, "character_orientation"),
+    ((CAT, CLIP, "x"), {"character_orientation": "image", "mode": "master"}, ValueError, "'std', 'pro'"),
+    ((CAT, CLIP, "x"), {"character_orientation": "image", "keep_original_sound": True}, TypeError, "'yes'"),
+    ((CAT, CLIP, "  "), {"character_orientation": "image"}, ValueError, "prompt must be a non-blank"),
+    ((CAT, CLIP, "x" * 2501), {"character_orientation": "image"}, ValueError, "at most 2500"),
+    ((CAT, "dance.mp4", "x"), {"character_orientation": "image"}, ValueError, "upload a local file"),
+    ((CAT, Path("dance.mp4"), "x"), {"character_orientation": "image"}, ValueError, "upload a local file"),
+    ((CAT, "https://example.com/dance.gif", "x"), {"character_orientation": "image"}, ValueError, "a .gif URL"),
+    (("not an image", CLIP, "x"), {"character_orientation": "image"}, ValueError, "image must be"),
+    ((CAT, CLIP, "x"), {"character_orientation": "image", "duration": 5}, TypeError, "'duration'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "options", "error", "message"), MOTION_REFUSED)
+def test_a_wrong_motion_control_option_is_refused_before_sending(
+    sim: GatewaySimulator,
+    client: KlingClient,
+    args: tuple[Any, ...],
+    options: dict[str, Any],
+    error: type[Exception],
+    message: str,
+) -> None:
+    with pytest.raises(error, match=message):
+        client.motion_control(*args, **options)
+    assert sim.requests() == []
+
+
+def test_motion_control_takes_a_video_url_without_a_file_type(
+    sim: GatewaySimulator, client: KlingClient
+) -> None:
+    cdn = "https://cdn.example.com/v/8422?sig=abc"
+    client.motion_control(CAT, cdn, "x", character_orientation="image", mode="pro")
+    ((_, body),) = posted(sim)
+    assert (body["video_url"], body["mode"], body["image_url"]) == (cdn, "pro", CAT)
+    assert "keep_original_sound" not in body  # Kling's default (yes) applies
+
+
+# -- avatar ----------------------------------------------------------------------------------------
+
+
+def test_avatar_body_path_and_watch(sim: GatewaySimulator, client: KlingClient, tmp_path: Path) -> None:
+    face = tmp_path / "face.png"
+    face.write_bytes(PNG)
+    speech = tmp_path / "hello.mp3"
+    speech.write_bytes(MP3)
+    task = client.avatar_image2video(face, audio=speech, prompt="she smiles", mode="pro", callback_url=CAT)
+    assert posted(sim) == [
+        (
+            "/kling/v1/videos/avatar/image2video",
+            {
+                "model_name": "kling-avatar",
+                "image": b64(PNG),
+                "sound_file": b64(MP3),
+                "prompt": "she smiles",
+                "mode": "pro",
+                "callback_url": CAT,
+            },
+        )
+    ]
+    assert task.endpoint == "avatar/image2video"
+    watched_to_success(client, task)
+    assert gets(sim, task.task_id) == {f"/kling/v1/videos/avatar/image2video/{task.task_id}"}
+    client.avatar_image2video(CAT, audio_id="audio-7")
+    (_, (_, body)) = posted(sim)
+    assert body == {"model_name": "kling-avatar", "image": CAT, "audio_id": "audio-7", "mode": "std"}
+
+
+AVATAR_REFUSED: list[tuple[dict[str, Any], type[Exception], str]] = [
+    ({}, ValueError, "exactly one of audio"),
+    ({"audio": CLIP, "audio_id": "a"}, ValueError, "exactly one of audio"),
+    ({"audio": "hello.ogg"}, ValueError, "audio must be an http"),
+    ({"audio_id": "a", "mode": "master"}, ValueError, "'std', 'pro'"),
+    ({"audio_id": "a", "prompt": "x" * 2501}, ValueError, "at most 2500"),
+    ({"audio_id": "a", "prompt": "笑" * 1000}, ValueError, "3000 bytes long in UTF-8"),
+    ({"audio_id": "a", "model_name": "kling-v2-6"}, TypeError, "'model_name'"),
+]
+
+
+@pytest.mark.parametrize(("options", "error", "message"), AVATAR_REFUSED)
+def test_a_wrong_avatar_option_is_refused_before_sending(
+    sim: GatewaySimulator, client: KlingClient, options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        client.avatar_image2video(CAT, **options)
+    assert sim.requests() == []
+
+
 # -- a task knows its route ------------------------------------------------------------------------
 
 
@@ -410,6 +533,32 @@ GATEWAY_REFUSALS: list[tuple[str, dict[str, Any], int, str, str]] = [
      "get_price_scale_failed", "unsupported model for pro mode: kling-v2-1-master"),
     ("identify-face", {"model_name": "kling-identify-face", "video_id": "a", "video_url": CLIP}, 500,
      "build_request_failed", "video_id and video_url cannot be both provided for identify-face"),
+    # Kling calls the prompt optional on motion-control; the gateway does not exempt the route.
+    ("motion-control", {"model_name": "kling-v2-6", "image_url": CAT, "video_url": CLIP,
+                        "character_orientation": "image", "mode": "std"}, 400, "invalid_request",
+     "prompt is required"),
+    ("motion-control", {"model_name": "kling-v2-6", "prompt": "x", "video_url": CLIP}, 500,
+     "build_request_failed", "image_url is required for motion-control"),
+    ("motion-control", {"model_name": "kling-v2-6", "prompt": "x", "image_url": CAT}, 500,
+     "build_request_failed", "video_url is required for motion-control"),
+    ("motion-control", {"model_name": "kling-v2-6", "prompt": "x", "image_url": CAT, "video_url": CLIP}, 500,
+     "build_request_failed", "character_orientation is required for motion-control"),
+    ("motion-control", {"model_name": "kling-v2-6", "prompt": "x", "image_url": CAT, "video_url": CLIP,
+                        "character_orientation": "left"}, 500, "build_request_failed",
+     "character_orientation must be 'image' or 'video', got: left"),
+    ("motion-control", {"model_name": "kling-v2-6", "prompt": "x", "image_url": CAT, "video_url": CLIP,
+                        "character_orientation": "video", "mode": "master"}, 500, "build_request_failed",
+     "mode must be 'std' or 'pro', got: master"),
+    ("avatar/image2video", {"model_name": "kling-avatar", "sound_file": CLIP}, 500, "build_request_failed",
+     "image is required for avatar image2video"),
+    ("avatar/image2video", {"model_name": "kling-avatar", "image": CAT}, 500, "build_request_failed",
+     "either audio_id or sound_file is required for avatar image2video"),
+    ("avatar/image2video", {"model_name": "kling-avatar", "image": CAT, "audio_id": "a", "sound_file": CLIP},
+     500, "build_request_failed", "audio_id and sound_file cannot be both provided for avatar image2video"),
+    ("avatar/image2video", {"model_name": "kling-avatar", "image": CAT, "audio_id": "a", "mode": "master"},
+     500, "build_request_failed", "mode must be 'std' or 'pro', got: master"),
+    ("avatar/image2video", {"model_name": "kling-avatar", "image": CAT, "audio_id": "a", "prompt": "笑" * 900},
+     500, "build_request_failed", "prompt length exceeds maximum 2500 characters, got: 2700"),
 ]  # fmt: skip
 
 
@@ -424,9 +573,28 @@ def test_the_simulator_refuses_like_the_gateway(
     assert sim.unfinished() == 0  # nothing was created
 
 
+def test_a_body_as_klings_docs_show_it_has_no_model_and_is_refused(sim: GatewaySimulator) -> None:
+    # Kling's motion-control and avatar bodies carry no model, but the gateway routes every request by one.
+    for route, body in [
+        ("motion-control", {"prompt": "x", "image_url": CAT, "video_url": CLIP, "character_orientation": "image",
+                            "mode": "std"}),
+        ("avatar/image2video", {"image": CAT, "audio_id": "a"}),
+    ]:  # fmt: skip
+        response = raw_submit(sim, route, body)
+        assert response.status_code == 400
+        assert "未指定模型名称" in response.json()["error"]["message"]
+    assert sim.unfinished() == 0
+
+
 @pytest.mark.parametrize(
     ("route", "action"),
-    [("omni-video", "omniVideo"), ("multi-image2video", "multiImage2Video"), ("video-extend", "videoExtend")],
+    [
+        ("omni-video", "omniVideo"),
+        ("multi-image2video", "multiImage2Video"),
+        ("video-extend", "videoExtend"),
+        ("motion-control", "motionControl"),
+        ("avatar/image2video", "avatarImage2Video"),
+    ],
 )
 def test_each_route_creates_a_task_with_its_action(
     sim: GatewaySimulator, client: KlingClient, route: str, action: str
@@ -435,6 +603,8 @@ def test_each_route_creates_a_task_with_its_action(
         "omni-video": lambda: client.omni_video("x"),
         "multi-image2video": lambda: client.multi_image2video([CAT], "x"),
         "video-extend": lambda: client.extend_video(finished(client, sim)),
+        "motion-control": lambda: client.motion_control(CAT, CLIP, "x", character_orientation="image"),
+        "avatar/image2video": lambda: client.avatar_image2video(CAT, audio_id="a"),
     }
     task = submit[route]()
     dto = requests.get(

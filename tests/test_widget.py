@@ -987,8 +987,15 @@ IMAGE_URL = "https://example.com/cat.png"
         (lambda client: client.text2video("a corgi"), "text2video"),
         (lambda client: client.omni_video("a corgi", duration=7), "omni-video"),
         (lambda client: client.multi_image2video([IMAGE_URL], "a corgi"), "multi-image2video"),
+        (
+            lambda client: client.motion_control(
+                IMAGE_URL, "https://example.com/dance.mp4", "a corgi", character_orientation="image"
+            ),
+            "motion-control",
+        ),
+        (lambda client: client.avatar_image2video(IMAGE_URL, audio_id="a"), "avatar/image2video"),
     ],
-    ids=["text2video", "omni-video", "multi-image2video"],
+    ids=["text2video", "omni-video", "multi-image2video", "motion-control", "avatar"],
 )
 def test_a_task_is_watched_on_its_own_route(
     sim: GatewaySimulator, client: KlingClient, submit: Any, route: str
@@ -1003,15 +1010,16 @@ def test_a_task_is_watched_on_its_own_route(
     assert paths == {f"/kling/v1/videos/{route}/{task.task_id}"}
 
 
+@pytest.mark.parametrize("route", ["omni-video", "motion-control", "avatar/image2video"])
 def test_an_id_typed_by_hand_is_watched_on_the_route_it_is_given(
-    sim: GatewaySimulator, client: KlingClient
+    sim: GatewaySimulator, client: KlingClient, route: str
 ) -> None:
-    task_id = client.omni_video("a corgi", duration=7).task_id
-    widget = TaskStatusWidget(task_id, client=client, endpoint="omni-video", keep=False, **FAST)
+    task_id = sim.add_task(endpoint=route)
+    widget = TaskStatusWidget(task_id, client=client, endpoint=route, keep=False, **FAST)
     try:
-        assert widget.wait(WAIT).endpoint == "omni-video"
+        assert widget.wait(WAIT).endpoint == route
     finally:
         widget.close()
     assert {r.path for r in sim.requests(task_id) if r.method == "GET"} == {
-        f"/kling/v1/videos/omni-video/{task_id}"
+        f"/kling/v1/videos/{route}/{task_id}"
     }
