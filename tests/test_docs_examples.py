@@ -64,14 +64,14 @@ def run(code: str, namespace: dict[str, Any], widgets: list[TaskStatusWidget]) -
 
 
 def posted_routes(sim: GatewaySimulator) -> list[str]:
-    """The last path segment of every POST the simulator answered, oldest first."""
-    return [r.path.rsplit("/", 1)[-1] for r in sim.requests() if r.method == "POST"]
+    """The route of every POST the simulator answered, oldest first."""
+    return [r.path.removeprefix("/kling/v1/videos/") for r in sim.requests() if r.method == "POST"]
 
 
 def polled_routes(sim: GatewaySimulator, task_id: str) -> set[str]:
     """The route of every status GET for ``task_id`` (not the video downloads)."""
     return {
-        r.path.rsplit("/", 2)[-2] for r in sim.requests(task_id)
+        r.path.removeprefix("/kling/v1/videos/").rsplit("/", 1)[0] for r in sim.requests(task_id)
         if r.method == "GET" and r.path.startswith("/kling/v1/videos/")
     }  # fmt: skip
 
@@ -86,15 +86,15 @@ def test_every_example_in_docs_routes_runs_on_its_route(
 
     assert posted_routes(sim) == [
         "text2video", "image2video", "omni-video", "omni-video", "omni-video", "multi-image2video",
-        "video-extend", "identify-face", "advanced-lip-sync",
+        "video-extend", "identify-face", "advanced-lip-sync", "motion-control", "avatar/image2video",
     ]  # fmt: skip
     task: Task = namespace["task"]
-    assert task.endpoint == "advanced-lip-sync"
+    assert task.endpoint == "avatar/image2video"
     assert namespace["done"].status is TaskStatus.SUCCESS
     assert all(r.status == 200 for r in sim.requests() if r.method == "POST")
     (widget,) = widgets
     assert widget.wait(WAIT).status is TaskStatus.SUCCESS
-    assert polled_routes(sim, task.task_id) == {"advanced-lip-sync"}
+    assert polled_routes(sim, task.task_id) == {"avatar/image2video"}
 
 
 @pytest.mark.parametrize("sim", [DONE_AT_ONCE], indirect=True)
@@ -110,7 +110,7 @@ def test_the_readmes_route_examples_run(
 
     assert posted_routes(sim)[before:] == [
         "text2video", "image2video", "omni-video", "omni-video", "multi-image2video", "video-extend",
-        "identify-face", "advanced-lip-sync",
+        "identify-face", "advanced-lip-sync", "motion-control", "avatar/image2video",
     ]  # fmt: skip
     assert all(r.status == 200 for r in sim.requests() if r.method == "POST")
     bodies = [json.loads(r.body) for r in sim.requests() if r.method == "POST"]
