@@ -356,7 +356,9 @@ def test_the_gateway_refuses_an_unknown_session(sim: GatewaySimulator, client: K
 # -- motion-control --------------------------------------------------------------------------------
 
 
-def test_motion_control_body_path_and_watch(sim: GatewaySimulator, client: KlingClient, tmp_path: Path) -> None:
+def test_motion_control_body_path_and_watch(
+    sim: GatewaySimulator, client: KlingClient, tmp_path: Path
+) -> None:
     character = tmp_path / "character.png"
     character.write_bytes(PNG)
     task = client.motion_control(
@@ -396,7 +398,7 @@ MOTION_REFUSED: list[tuple[tuple[Any, ...], dict[str, Any], type[Exception], str
     ((CAT, CLIP, "x" * 2501), {"character_orientation": "image"}, ValueError, "at most 2500"),
     ((CAT, "dance.mp4", "x"), {"character_orientation": "image"}, ValueError, "upload a local file"),
     ((CAT, Path("dance.mp4"), "x"), {"character_orientation": "image"}, ValueError, "upload a local file"),
-    ((CAT, "https://example.com/dance.gif", "x"), {"character_orientation": "image"}, ValueError, "a .gif URL"),
+    ((CAT, f"{CLIP}.gif", "x"), {"character_orientation": "image"}, ValueError, "a .gif URL"),
     (("not an image", CLIP, "x"), {"character_orientation": "image"}, ValueError, "image must be"),
     ((CAT, CLIP, "x"), {"character_orientation": "image", "duration": 5}, TypeError, "'duration'"),
 ]  # fmt: skip
@@ -557,8 +559,9 @@ GATEWAY_REFUSALS: list[tuple[str, dict[str, Any], int, str, str]] = [
      500, "build_request_failed", "audio_id and sound_file cannot be both provided for avatar image2video"),
     ("avatar/image2video", {"model_name": "kling-avatar", "image": CAT, "audio_id": "a", "mode": "master"},
      500, "build_request_failed", "mode must be 'std' or 'pro', got: master"),
-    ("avatar/image2video", {"model_name": "kling-avatar", "image": CAT, "audio_id": "a", "prompt": "笑" * 900},
-     500, "build_request_failed", "prompt length exceeds maximum 2500 characters, got: 2700"),
+    ("avatar/image2video", {"model_name": "kling-avatar", "image": CAT, "audio_id": "a",
+                            "prompt": "笑" * 900}, 500, "build_request_failed",
+     "prompt length exceeds maximum 2500 characters, got: 2700"),
 ]  # fmt: skip
 
 
@@ -576,8 +579,8 @@ def test_the_simulator_refuses_like_the_gateway(
 def test_a_body_as_klings_docs_show_it_has_no_model_and_is_refused(sim: GatewaySimulator) -> None:
     # Kling's motion-control and avatar bodies carry no model, but the gateway routes every request by one.
     for route, body in [
-        ("motion-control", {"prompt": "x", "image_url": CAT, "video_url": CLIP, "character_orientation": "image",
-                            "mode": "std"}),
+        ("motion-control", {"prompt": "x", "image_url": CAT, "video_url": CLIP,
+                            "character_orientation": "image", "mode": "std"}),
         ("avatar/image2video", {"image": CAT, "audio_id": "a"}),
     ]:  # fmt: skip
         response = raw_submit(sim, route, body)
