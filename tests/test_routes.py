@@ -6,6 +6,7 @@ polling engine), then the gateway's own refusals for what gets past a careless c
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,8 @@ DOG = "https://example.com/dog.png"
 CLIP = "https://example.com/clip.mp4"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 MP3 = b"ID3\x04\x00" + b"\x00" * 64
+# Big enough for the ledger to store them as digests (`kling_widgets._ledger.MIN_BLOB_CHARS`).
+PHOTO, SPEECH = PNG + bytes(256), MP3 + bytes(256)
 O1 = "kling-video-o1"
 QUICK = {"poll_interval": 0.02, "max_poll_interval": 0.05}
 
@@ -360,7 +363,7 @@ def test_motion_control_body_path_and_watch(
     sim: GatewaySimulator, client: KlingClient, tmp_path: Path
 ) -> None:
     character = tmp_path / "character.png"
-    character.write_bytes(PNG)
+    character.write_bytes(PHOTO)
     task = client.motion_control(
         character,
         CLIP,
@@ -374,7 +377,7 @@ def test_motion_control_body_path_and_watch(
             "/kling/v1/videos/motion-control",
             {
                 "model_name": "kling-v2-6",
-                "image_url": b64(PNG),  # raw base64: Kling refuses a data: prefix
+                "image_url": b64(PHOTO),  # raw base64: Kling refuses a data: prefix
                 "video_url": CLIP,
                 "prompt": "on a beach at dusk",
                 "character_orientation": "video",
@@ -385,6 +388,10 @@ def test_motion_control_body_path_and_watch(
         )
     ]
     assert task.endpoint == "motion-control"
+    assert client.ledger is not None
+    (entry,) = client.ledger.entries()  # recorded like every route, the image as its digest, never base64
+    assert (entry.endpoint, entry.task_id) == ("motion-control", task.task_id)
+    assert entry.params["image_url"] == {"sha256": hashlib.sha256(PHOTO).hexdigest(), "bytes": len(PHOTO)}
     watched_to_success(client, task)
     assert gets(sim, task.task_id) == {f"/kling/v1/videos/motion-control/{task.task_id}"}
 
@@ -435,7 +442,7 @@ def test_avatar_body_path_and_watch(sim: GatewaySimulator, client: KlingClient, 
     face = tmp_path / "face.png"
     face.write_bytes(PNG)
     speech = tmp_path / "hello.mp3"
-    speech.write_bytes(MP3)
+    speech.write_bytes(SPEECH)
     task = client.avatar_image2video(face, audio=speech, prompt="she smiles", mode="pro", callback_url=CAT)
     assert posted(sim) == [
         (
@@ -443,7 +450,7 @@ def test_avatar_body_path_and_watch(sim: GatewaySimulator, client: KlingClient, 
             {
                 "model_name": "kling-avatar",
                 "image": b64(PNG),
-                "sound_file": b64(MP3),
+                "sound_file": b64(SPEECH),
                 "prompt": "she smiles",
                 "mode": "pro",
                 "callback_url": CAT,
@@ -451,6 +458,10 @@ def test_avatar_body_path_and_watch(sim: GatewaySimulator, client: KlingClient, 
         )
     ]
     assert task.endpoint == "avatar/image2video"
+    assert client.ledger is not None
+    (entry,) = client.ledger.entries()
+    assert (entry.endpoint, entry.task_id) == ("avatar/image2video", task.task_id)
+    assert entry.params["sound_file"] == {"sha256": hashlib.sha256(SPEECH).hexdigest(), "bytes": len(SPEECH)}
     watched_to_success(client, task)
     assert gets(sim, task.task_id) == {f"/kling/v1/videos/avatar/image2video/{task.task_id}"}
     client.avatar_image2video(CAT, audio_id="audio-7")
