@@ -180,8 +180,9 @@ MODELS: tuple[ModelSpec, ...] = (
     # request to the gateway's billing channel for the route.
     ModelSpec("kling-video-extend", "video-extend", cfg_scale=True),
     ModelSpec("kling-lip-sync", "advanced-lip-sync"),
-    # Nor do these two, though they take a mode. Motion control is Kling's v2.6 model: the gateway's own
-    # demo and billing tests route it as kling-v2-6; avatar has a billing name of its own.
+    # These two have no model in their bodies either, but a mode. Motion control is Kling's v2.6 model, and
+    # the gateway's own demo and billing tests route it as kling-v2-6; avatar has a billing name of its own
+    # (docs/models.md, "Choices to know about").
     ModelSpec("kling-v2-6", "motion-control", modes=("std", "pro")),
     ModelSpec("kling-avatar", "avatar/image2video", modes=("std", "pro")),
 )

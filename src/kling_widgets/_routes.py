@@ -1,11 +1,10 @@
 """Bodies of the Kling routes beyond text2video and image2video, checked before anything is sent.
 
 omni-video, multi-image2video, video-extend, identify-face, advanced-lip-sync, motion-control and
-avatar/image2video, each with the fields of
-EZmodel's page for it and of the gateway's request struct (``relay/channel/task/kling/adaptor.go``), checked
-against the model catalogue (docs/models.md). A wrong value is a `TypeError` or `ValueError` naming the
-option and what it accepts, like `kling_widgets._params`. Also the typed answer of identify-face, the one
-synchronous step (`FaceSession`).
+avatar/image2video, each with the fields of EZmodel's page for it and of the gateway's request struct
+(``relay/channel/task/kling/adaptor.go``), checked against the model catalogue (docs/models.md). A wrong
+value is a `TypeError` or `ValueError` naming the option and what it accepts, like `kling_widgets._params`.
+Also the typed answer of identify-face, the one synchronous step (`FaceSession`).
 """
 
 from __future__ import annotations
