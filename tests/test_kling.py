@@ -17,7 +17,7 @@ import time
 import types
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from kling_widgets import (
     PermissionDeniedError,
     RateLimitError,
     ServerError,
+    Task,
     TaskNotFoundError,
     TaskStatus,
     TaskStatusWidget,
@@ -43,6 +44,7 @@ from kling_widgets import (
 )
 from kling_widgets.__main__ import main
 from kling_widgets._backend import KlingBackend, KlingToken, Secret
+from kling_widgets._catalogue import ROUTING_NAMES
 from kling_widgets._errors import kling_error_from_response
 from kling_widgets._ledger import Ledger
 from kling_widgets._poller import Engine
@@ -397,6 +399,48 @@ def test_a_task_watched_to_success_has_its_units(
 def test_units_are_none_through_the_gateway(sim: GatewaySimulator, client: KlingClient) -> None:
     task = client.wait(client.text2video("a corgi").task_id, **QUICK)
     assert (task.status, task.units, task.external_task_id) == (TaskStatus.SUCCESS, None, None)
+
+
+# -- every route -----------------------------------------------------------------------------------------
+
+CAT = "https://example.com/cat.png"
+HELLO = "https://example.com/hello.mp3"
+# Each route's call, given a finished task to extend, lip-sync or take a frame from.
+ROUTE_CALLS: dict[str, Callable[[KlingClient, Task], Task]] = {
+    "text2video": lambda k, done: k.text2video("a corgi"),
+    "image2video": lambda k, done: k.image2video(CAT, "the corgi turns"),
+    "omni-video": lambda k, done: k.omni_video("a corgi runs", duration=12, sound="on"),
+    "multi-image2video": lambda k, done: k.multi_image2video([CAT, CAT], "they play"),
+    "video-extend": lambda k, done: k.extend_video(done, prompt="the sun sets"),
+    "advanced-lip-sync": lambda k, done: k.lip_sync(done, audio=HELLO, sound_end_time=3000),
+    "motion-control": lambda k, done: k.motion_control(
+        CAT, "https://example.com/dance.mp4", "dance", character_orientation="image"
+    ),
+    "avatar/image2video": lambda k, done: k.avatar_image2video(CAT, audio=HELLO),
+}
+
+
+@pytest.mark.parametrize("route", list(ROUTE_CALLS))
+def test_every_route_runs_on_klings_own_api(ksim: GatewaySimulator, kclient: KlingClient, route: str) -> None:
+    done = kclient.wait(kclient.text2video("a source").task_id, **QUICK)
+    before = len(ksim.requests())
+
+    task = ROUTE_CALLS[route](kclient, done)
+
+    posts = [r for r in ksim.requests()[before:] if r.method == "POST"]
+    # Kling's paths, without the gateway's /kling prefix; lip-sync's first step is identify-face.
+    first = ["/v1/videos/identify-face"] if route == "advanced-lip-sync" else []
+    assert [r.path for r in posts] == [*first, f"/v1/videos/{route}"]
+    assert all(r.status == 200 for r in posts)
+    # The gateway's routing names (kling-video-extend, kling-lip-sync, …) are not Kling models.
+    for body in (json.loads(r.body) for r in posts):
+        assert body.get("model_name") not in ROUTING_NAMES
+    assert json.loads(posts[-1].body)["external_task_id"] == task.external_task_id
+    final = kclient.wait(task.task_id, endpoint=task.endpoint, timeout=WAIT, **QUICK)
+    assert (final.status, final.endpoint) == (TaskStatus.SUCCESS, route)
+    assert {r.path for r in ksim.requests(task.task_id) if r.method == "GET"} == {
+        f"/v1/videos/{route}/{task.task_id}"
+    }
 
 
 # -- idempotent submissions ------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import Any
 
 import jwt
 
+from ._catalogue import ROUTING_NAMES
 from ._errors import APIError, AuthenticationError, error_from_response, kling_error_from_response
 
 __all__ = [
@@ -196,9 +197,13 @@ class Backend(abc.ABC):
         route = f"{self._prefix}/v1/{family}{endpoint}"
         return f"{route}/{segment}" if segment is not None else route
 
+    def api_body(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``body`` in the form this service takes (every request body goes through here)."""
+        return dict(body)
+
     def prepare(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """The submit body as it will be sent (and recorded before sending)."""
-        return dict(body)
+        return self.api_body(body)
 
     def checked(self, payload: dict[str, Any]) -> dict[str, Any]:
         """A 2xx JSON answer, or the error it stands for."""
@@ -299,8 +304,12 @@ class KlingBackend(Backend):
     def scrub(self, text: str) -> str:
         return self._token.scrub(text) if self._token is not None else text
 
+    def api_body(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        # The gateway's routing names are not Kling models; Kling's request has no model on those routes.
+        return {k: v for k, v in body.items() if not (k == "model_name" and v in ROUTING_NAMES)}
+
     def prepare(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        prepared = dict(body)
+        prepared = self.api_body(body)
         if not prepared.get("external_task_id"):
             prepared["external_task_id"] = f"kw-{uuid.uuid4().hex}"
         return prepared

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MIN_SHOTS", "MIN_SHOT_SECONDS", "MODELS", "ROUTES", "ModelSpec", "model_spec", "models_for"]
+__all__ = [
+    "MIN_SHOTS", "MIN_SHOT_SECONDS", "MODELS", "ROUTES", "ROUTING_NAMES", "ModelSpec", "model_spec",
+    "models_for",
+]  # fmt: skip
 
 #: The task routes a submission can go to (``POST /kling/v1/videos/{route}``), in the order the studio
 #: offers them.
@@ -186,6 +189,11 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("kling-v2-6", "motion-control", modes=("std", "pro")),
     ModelSpec("kling-avatar", "avatar/image2video", modes=("std", "pro")),
 )
+
+
+#: The names the gateway routes and bills the model-less routes by (docs/models.md, "Choices to know
+#: about"). They are not Kling models: Kling's own API is sent none of them.
+ROUTING_NAMES = frozenset({"kling-video-extend", "kling-lip-sync", "kling-identify-face", "kling-avatar"})
 
 
 def models_for(route: str) -> tuple[str, ...]:

@@ -557,8 +557,8 @@ class KlingClient:
         FaceSession
             ``session_id`` (valid 24 hours) and the faces, each with the window (ms) it can speak in.
         """
-        body = identify_face_body(video)
-        return parse_faces(self._request("POST", "/kling/v1/videos/identify-face", body=body, retry=False))
+        body = self._backend.api_body(identify_face_body(video))
+        return parse_faces(self._request("POST", self._backend.path("identify-face"), body=body, retry=False))
 
     def lip_sync(
         self,

@@ -65,7 +65,7 @@ MAX_AUDIO_BYTES = 5 * 1024 * 1024
 _AUDIO_SUFFIXES = (".mp3", ".wav", ".m4a", ".aac")
 # Names of the models the gateway routes these requests by: their bodies carry no model of their own
 # (the struct has no such field, so the name stops at the gateway; docs/models.md, "Routes without a model").
-_IDENTIFY_FACE_MODEL = "kling-identify-face"
+_IDENTIFY_FACE_MODEL = "kling-identify-face"  # one of `ROUTING_NAMES`, which Kling's own API is not sent
 _MOTION_VIDEO_SUFFIXES = (".mp4", ".mov")
 _VOLUME = (0.0, 2.0)
 

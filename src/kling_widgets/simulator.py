@@ -89,6 +89,10 @@ KLING_MODELS = frozenset({
     "kling-v1", "kling-v1-5", "kling-v1-6", "kling-v2-master", "kling-v2-1", "kling-v2-1-master",
     "kling-v2-5-turbo", "kling-v2-6", "kling-v3",
 })  # fmt: skip
+#: The models Kling's own API knows (the kling flavor): the video models and omni's.
+KLING_OWN_MODELS = KLING_MODELS | {"kling-v3-omni", "kling-video-o1"}
+OMNI_SECONDS = tuple(str(seconds) for seconds in range(3, 16))  # omni-video's durations on Kling's own API
+_CHOSEN_LENGTH = ("text2video", "image2video", "multi-image2video")  # the routes whose length is 5 or 10 s
 #: Every model the gateway has a channel for: the video models, omni's, and the names it routes (and bills)
 #: the model-less routes by.
 CHANNEL_MODELS = KLING_MODELS | {
@@ -564,14 +568,17 @@ def _check_kling_submit(route: str, content_type: str, raw: bytes) -> dict[str, 
     if route in MEDIA_ROUTES:
         _check_kling_media(route, body)
         return body
+    # Kling's own models only: the gateway's routing names (kling-video-extend, …) are no model of Kling's.
     model = body.get("model_name", "kling-v1")  # Kling's own default
-    if model not in KLING_MODELS:
+    if model not in KLING_OWN_MODELS:
         raise bad(f"model_name is invalid: {model}")
     prompt = body.get("prompt")
-    if not body.get("image") and (not isinstance(prompt, str) or not prompt.strip()):
+    has_prompt = isinstance(prompt, str) and bool(prompt.strip())
+    if route in ("text2video", "image2video", "multi-image2video") and not (has_prompt or body.get("image")):
         raise bad("prompt is required")
-    if body.get("duration", "5") not in ("5", "10"):
-        raise bad("duration must be 5 or 10")
+    durations = {"omni-video": OMNI_SECONDS}.get(route, ("5", "10") if route in _CHOSEN_LENGTH else None)
+    if durations is not None and str(body.get("duration", "5")) not in durations:
+        raise bad(f"duration must be one of {', '.join(durations)}")
     if body.get("mode", "std") not in ("std", "pro"):
         raise bad("mode must be std or pro")
     return body
@@ -1452,7 +1459,9 @@ _TASK_PATH = re.compile(
 _SUBMIT_ROUTES = {f"/kling/v1/videos/{route}": route for route in (*ACTIONS, "identify-face")}
 # Kling's own routes: submit and list on the endpoint, query below it (flavor "kling"). The video routes are
 # under videos/, the media routes name their own family.
-_KLING_ROUTES = {f"videos/{route}": route for route in ACTIONS} | {route: route for route in MEDIA_ROUTES}
+_KLING_ROUTES = {f"videos/{route}": route for route in (*ACTIONS, "identify-face")} | {
+    route: route for route in MEDIA_ROUTES
+}
 _KLING_PATH = re.compile(rf"/v1/({'|'.join(map(re.escape, _KLING_ROUTES))})(?:/([^/]+))?")
 
 
@@ -1533,7 +1542,8 @@ class _Handler(BaseHTTPRequestHandler):
         if match is None or method not in ("GET", "POST") or (method == "POST" and match.group(2)):
             return _kling_reply(404, 1202, f"Invalid URL ({method} {path})"), None
         endpoint, task_id = _KLING_ROUTES[match.group(1)], unquote(match.group(2)) if match.group(2) else None
-        if method == "POST" and endpoint in MEDIA_ROUTES and endpoint not in MEDIA_SUBMIT_ROUTES:
+        unsubmittable = endpoint in MEDIA_ROUTES and endpoint not in MEDIA_SUBMIT_ROUTES
+        if (method == "POST" and unsubmittable) or (method == "GET" and endpoint == "identify-face"):
             return _kling_reply(404, 1202, f"Invalid URL ({method} {path})"), None
         rejected = sim._authenticate_jwt(self.headers.get("Authorization"))
         if rejected is not None:
