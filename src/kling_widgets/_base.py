@@ -344,10 +344,7 @@ class KlingWidget(ipywidgets.Box):  # type: ignore[misc]  # ipywidgets is untype
         with self._lock:
             self._ended = True
             handles = list(self._handles)
-        if handles:
-            bundle = self.static_bundle()
-            for handle in handles:
-                handle.update(bundle, raw=True)
+        _show_in(handles, self.static_bundle)
 
     def _reopen_display(self) -> None:
         """Show the live widget again in every display of it that `_end_display` ended: it has work
@@ -357,10 +354,15 @@ class KlingWidget(ipywidgets.Box):  # type: ignore[misc]  # ipywidgets is untype
                 return
             self._ended = False
             handles = list(self._handles)
-        if handles:
-            bundle = self._repr_mimebundle_()
-            for handle in handles:
-                handle.update(bundle, raw=True)
+        _show_in(handles, self._repr_mimebundle_)
+
+
+def _show_in(handles: list[Any], bundle: Callable[[], dict[str, Any]]) -> None:
+    """Update each display handle to ``bundle()`` (made once, and only if there is a display)."""
+    if handles:
+        shown = bundle()
+        for handle in handles:
+            handle.update(shown, raw=True)
 
 
 class AsyncWait(Generic[R]):
