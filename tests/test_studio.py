@@ -683,6 +683,7 @@ VOICE = "https://example.com/hello.mp3"
 @pytest.mark.parametrize("route", ["motion-control", "avatar/image2video"])
 def test_the_image_routes_offer_only_what_they_take(make: Callable[..., Studio], route: str) -> None:
     one = make()
+    one._duration.value, one._aspect.value = "10", "9:16"
     one._route.value = route
     [model] = models_for(route)
     assert (one._model.options, one._mode.options) == ((model,), model_spec(model, route).modes)
@@ -700,6 +701,7 @@ def test_the_image_routes_offer_only_what_they_take(make: Callable[..., Studio],
     one._route.value = "text2video"
     back = ("_duration", "_aspect", "_negative")
     assert all(getattr(one, name).layout.display != "none" for name in back)
+    assert (one._duration.value, one._aspect.value) == ("10", "9:16")  # kept while hidden
     assert one._motion.layout.display == "none"
 
 

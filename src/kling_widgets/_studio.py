@@ -650,16 +650,15 @@ class Studio(KlingWidget):
             spec = self._spec()
             # kling-video-o1 takes 3-10 s only with a first frame, else 5 or 10 (docs/models.md).
             framed = self._start.image is not None
-            _offer(
-                self._duration,
-                spec.plain_durations if spec.plain_durations and not framed else spec.durations,
-            )
-            _offer(self._aspect, spec.aspect_ratios)
-            _offer(self._mode, spec.modes)
+            durations = spec.plain_durations if spec.plain_durations and not framed else spec.durations
+            for dropdown, values in (
+                (self._duration, durations), (self._aspect, spec.aspect_ratios), (self._mode, spec.modes)
+            ):  # fmt: skip
+                if values:  # a route without the option hides it, its choice kept for the next route
+                    _offer(dropdown, values)
+                dropdown.layout = shared_layout(**(_PICK if values else _HIDDEN))
         finally:
             self._refreshing = False
-        for field, shown in ((self._duration, spec.durations), (self._aspect, spec.aspect_ratios)):
-            field.layout = shared_layout(**(_PICK if shown else _HIDDEN))
         self._negative.layout = shared_layout(**(_HIDDEN if self.route in _IMAGE_ROUTES else _FULL))
         self._motion.layout = shared_layout(**(_ROW if self.route == "motion-control" else _HIDDEN))
         self._prompt.placeholder = _PROMPT_HINT.get(self.route, "What should the video show? (required)")
@@ -687,8 +686,8 @@ class Studio(KlingWidget):
         return Submission(
             prompt=self._prompt.value,
             model_name=spec.model,
-            duration=self._duration.value,
-            aspect_ratio=self._aspect.value,
+            duration=self._duration.value if spec.durations else None,
+            aspect_ratio=self._aspect.value if spec.aspect_ratios else None,
             mode=self._mode.value,
             negative_prompt=None
             if route in _IMAGE_ROUTES or not self._negative.value.strip()
