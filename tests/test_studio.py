@@ -490,7 +490,9 @@ def test_extend_stays_disabled_until_a_task_succeeded(
 
 def test_the_routes_and_omni_choices_are_the_catalogues(make: Callable[..., Studio]) -> None:
     one = make()
-    assert one._route.options == ("text2video", "image2video", "omni-video", "multi-image2video")
+    assert one._route.options == (
+        "text2video", "image2video", "omni-video", "multi-image2video", "motion-control", "avatar/image2video"
+    )  # fmt: skip
     one._route.value = "omni-video"
     assert one._model.options == models_for("omni-video")
     for model in models_for("omni-video"):
@@ -670,6 +672,158 @@ def test_multi_image_refusals_are_inline_and_send_nothing(
     assert posts(sim) == []
     assert one.cards == ()
     assert not one._generate.disabled
+
+
+# -- motion-control and avatar -------------------------------------------------------------------
+
+FACE, DANCE = "https://example.com/face.png", "https://example.com/dance.mp4"
+VOICE = "https://example.com/hello.mp3"
+
+
+@pytest.mark.parametrize("route", ["motion-control", "avatar/image2video"])
+def test_the_image_routes_offer_only_what_they_take(make: Callable[..., Studio], route: str) -> None:
+    one = make()
+    one._duration.value, one._aspect.value = "10", "9:16"
+    one._route.value = route
+    [model] = models_for(route)
+    assert (one._model.options, one._mode.options) == ((model,), model_spec(model, route).modes)
+    fields = ("_duration", "_aspect", "_negative", "_sound", "_cfg", "_references", "_shots", "_motion")
+    shown = {name: getattr(one, name).layout.display != "none" for name in fields}
+    assert shown == {name: name == "_motion" and route == "motion-control" for name in fields}
+    assert (one._start.row.layout.display != "none", one._end.row.layout.display) == (True, "none")
+    assert ("optional" in one._prompt.placeholder) is (route == "avatar/image2video")
+    assert ("avatar's voice" in one._audio.placeholder) is (route == "avatar/image2video")
+    new = (one._motion, one._motion_video, one._facing, one._keep_sound, one._motion_error)
+    assert all(is_shared(widget.layout) for widget in new)  # the form's own models, on shared layouts
+    assert set(new) <= set(one._owned)
+    upload(one._start, png(400, 300))
+    assert one.route == route  # the start image is the character or the face
+    one._route.value = "text2video"
+    back = ("_duration", "_aspect", "_negative")
+    assert all(getattr(one, name).layout.display != "none" for name in back)
+    assert (one._duration.value, one._aspect.value) == ("10", "9:16")  # kept while hidden
+    assert one._motion.layout.display == "none"
+
+
+def test_avatar_sends_the_form_once(
+    sim: GatewaySimulator, make: Callable[..., Studio], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = make()
+    one._route.value = "avatar/image2video"
+    one._start.url.value = FACE
+    one._audio.value = VOICE
+    one._prompt.value = "she smiles"
+    one._mode.value = "pro"
+    one._generate.click()
+    one._generate.click()
+    [card] = wait_for(lambda: one.cards)
+    [(path, body)] = posts(sim)
+    assert path == "/kling/v1/videos/avatar/image2video"
+    assert body == {
+        "model_name": "kling-avatar", "image": FACE, "sound_file": VOICE, "prompt": "she smiles",
+        "mode": "pro",
+    }  # fmt: skip
+    finished = card.wait(WAIT)
+    assert (finished.status.value, finished.endpoint) == ("SUCCESS", "avatar/image2video")
+    polls = {r.path for r in sim.requests() if r.method == "GET" and r.path.startswith("/kling/")}
+    assert f"/kling/v1/videos/avatar/image2video/{card.task_id}" in polls
+    wait_for(lambda: settled(one))
+    code = run_shown_code(one, sim, monkeypatch)
+    assert f"client.avatar_image2video(\n    {FACE!r},\n    audio={VOICE!r}," in code
+    assert posts(sim)[1] == posts(sim)[0]
+
+
+def test_avatar_refusals_are_inline_and_its_prompt_optional(
+    sim: GatewaySimulator, make: Callable[..., Studio], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    one = make()
+    one._route.value = "avatar/image2video"
+    one._audio.value = VOICE
+    one._generate.click()  # no face
+    assert "avatar/image2video needs a start image (the face" in one._start.error.value
+    one._start.url.value = FACE
+    one._audio.value = " "
+    one._generate.click()
+    assert "avatar/image2video needs an audio" in one._audio_error.value
+    one._audio.value = "hello.ogg"  # the client's refusals go to the Audio field too
+    one._generate.click()
+    wait_for(lambda: "audio must be an http(s) URL or a path" in one._audio_error.value)
+    wait_for(lambda: settled(one))
+    one._audio.value = "missing.mp3"
+    one._generate.click()
+    wait_for(lambda: "missing.mp3" in one._audio_error.value)
+    wait_for(lambda: settled(one))
+    assert (posts(sim), one.cards, one._generate_error.value) == ([], (), "")
+    (tmp_path / "hello.mp3").write_bytes(MP3)
+    one._audio.value = "hello.mp3"
+    one._generate.click()  # no prompt: the avatar route takes none
+    [card] = wait_for(lambda: one.cards)
+    [(path, body)] = posts(sim)
+    assert (path, body) == (
+        "/kling/v1/videos/avatar/image2video",
+        {"model_name": "kling-avatar", "image": FACE, "sound_file": base64.b64encode(MP3).decode(),
+         "mode": "std"},
+    )  # fmt: skip
+    assert one._audio_error.value == ""
+    assert card.wait(WAIT).status.value == "SUCCESS"
+
+
+def test_motion_control_sends_the_form_once(
+    sim: GatewaySimulator, make: Callable[..., Studio], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = make()
+    one._route.value = "motion-control"
+    one._start.url.value = FACE
+    one._motion_video.value = DANCE
+    one._facing.value = "video"
+    one._keep_sound.value = False
+    one._prompt.value = "on a beach at dawn"
+    one._mode.value = "pro"
+    one._generate.click()
+    one._generate.click()
+    [card] = wait_for(lambda: one.cards)
+    [(path, body)] = posts(sim)
+    assert path == "/kling/v1/videos/motion-control"
+    assert body == {
+        "model_name": "kling-v2-6", "image_url": FACE, "video_url": DANCE, "prompt": "on a beach at dawn",
+        "character_orientation": "video", "mode": "pro", "keep_original_sound": "no",
+    }  # fmt: skip
+    finished = card.wait(WAIT)
+    assert (finished.status.value, finished.endpoint) == ("SUCCESS", "motion-control")
+    polls = {r.path for r in sim.requests() if r.method == "GET" and r.path.startswith("/kling/")}
+    assert f"/kling/v1/videos/motion-control/{card.task_id}" in polls
+    wait_for(lambda: settled(one))
+    code = run_shown_code(one, sim, monkeypatch)
+    assert f"client.motion_control(\n    {FACE!r},\n    {DANCE!r},\n    'on a beach at dawn'," in code
+    assert "keep_original_sound='no'" in code
+    assert posts(sim)[1] == posts(sim)[0]
+
+
+def test_motion_control_refusals_are_inline_and_send_nothing(
+    sim: GatewaySimulator, make: Callable[..., Studio]
+) -> None:
+    one = make()
+    one._route.value = "motion-control"
+    one._prompt.value = "on a beach"
+    one._motion_video.value = DANCE
+    one._generate.click()  # no character
+    assert "motion-control needs a start image (the character" in one._start.error.value
+    one._start.url.value = FACE
+    for video in ("", "dance.mp4"):
+        one._motion_video.value = video
+        one._generate.click()
+        assert "needs the motion video as an http(s) URL" in one._motion_error.value
+    one._motion_video.value = DANCE
+    one._prompt.value = " "  # the gateway refuses a motion-control task without a prompt
+    one._generate.click()
+    assert "Write a prompt" in one._prompt_error.value
+    one._prompt.value = "on a beach"
+    one._motion_video.value = "https://example.com/dance.avi"  # the client's refusal, at the same field
+    one._generate.click()
+    wait_for(lambda: "video must be an .mp4 or .mov file" in one._motion_error.value)
+    wait_for(lambda: settled(one))
+    assert (posts(sim), one.cards, one._generate_error.value) == ([], (), "")
 
 
 # -- Lip-sync --------------------------------------------------------------------------------------

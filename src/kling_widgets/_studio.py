@@ -133,14 +133,34 @@ class Image:
 # -- one submission (pure) ---------------------------------------------------------------------------
 
 
+#: A client call: the `KlingClient` method, its positional and its keyword arguments.
+_Call: TypeAlias = "tuple[Callable[..., Task], list[Any], dict[str, Any]]"
+
+
+def _sent(value: Any) -> Any:
+    """An argument as the client takes it: each image (alone or in a list) as `Image.field`."""
+    if isinstance(value, list):
+        return [_sent(item) for item in value]
+    return value.field() if isinstance(value, Image) else value
+
+
+def _shown(value: Any) -> Any:
+    """An argument as `Show code` writes it: each image as `Image.code`, URLs without credentials."""
+    if isinstance(value, list):
+        return [_shown(item) for item in value]
+    if isinstance(value, Image):
+        value = value.code()
+    return strip_credentials(value) if isinstance(value, str) else value
+
+
 @dataclass(frozen=True)
 class Submission:
     """Everything one Generate click sends: the route and the client call's arguments."""
 
     prompt: str
     model_name: str
-    duration: str
-    aspect_ratio: str
+    duration: str | None  # None on the routes without one (motion-control, avatar)
+    aspect_ratio: str | None
     mode: str
     negative_prompt: str | None = None
     sound: str | None = None
@@ -150,6 +170,10 @@ class Submission:
     reference_images: tuple[str, ...] = ()
     route: str = "text2video"
     shots: tuple[tuple[str, str], ...] = ()  # (seconds, prompt): multi-shot replaces prompt and duration
+    audio: str | None = None  # avatar's voice: an http(s) URL or a local .mp3/.wav/.m4a/.aac path, as typed
+    motion_video: str | None = None  # motion-control: the URL of the video whose motion is copied
+    facing: str | None = None  # motion-control's character_orientation: "image" or "video"
+    keep_sound: str | None = None  # motion-control's keep_original_sound: "yes" or "no"
 
     def options(self) -> dict[str, Any]:
         """The keyword arguments after the prompt, as sent (options left at None are not)."""
@@ -170,48 +194,62 @@ class Submission:
         start = () if self.image is None else (self.image,)
         return start + tuple(Image(url=url) for url in self.reference_images)
 
+    def _call(self) -> _Call:
+        """The client method, its positional and its keyword arguments, images as `Image`, keywords at
+        None or empty left out: `send` and `code` both read it, so the code shown makes the call sent."""
+        options, image, prompt = self.options(), self.image, self.prompt
+        call: _Call
+        match self.route:
+            case "multi-image2video":  # the images are one list, the first argument
+                call = KlingClient.multi_image2video, [list(self.images), prompt], options
+            case "omni-video":  # shots replace the prompt; the start image is the first frame
+                call = KlingClient.omni_video, [] if self.shots else [prompt], {
+                    "shots": self._shot_list(), **options, "start_frame": image,
+                    "end_frame": self.image_tail, "reference_images": list(self.reference_images),
+                }  # fmt: skip
+            case "motion-control":
+                call = KlingClient.motion_control, [image, self.motion_video, prompt], {
+                    "character_orientation": self.facing, "mode": self.mode,
+                    "keep_original_sound": self.keep_sound,
+                }  # fmt: skip
+            case "avatar/image2video":  # the prompt is optional here
+                optional = prompt if prompt.strip() else None
+                call = KlingClient.avatar_image2video, [image], {
+                    "audio": self.audio, "prompt": optional, "mode": self.mode
+                }  # fmt: skip
+            case _ if image is None:
+                call = KlingClient.text2video, [prompt], options
+            case _:
+                call = KlingClient.image2video, [image, prompt], {**options, "image_tail": self.image_tail}
+        kept = {name: value for name, value in call[2].items() if value not in (None, [])}
+        return call[0], call[1], kept
+
     def send(self, client: KlingClient) -> Task:
         """Submit it (one POST; the client checks every option first)."""
-        start, end = (image.field() if image is not None else None for image in (self.image, self.image_tail))
-        if self.route == "multi-image2video":
-            images = [image.field() for image in self.images]
-            return client.multi_image2video(images, self.prompt, **self.options())
-        if self.route == "omni-video":
-            return client.omni_video(
-                None if self.shots else self.prompt, start_frame=start, end_frame=end,
-                reference_images=self.reference_images, shots=self._shot_list(), **self.options(),
-            )  # fmt: skip
-        if start is None:
-            return client.text2video(self.prompt, **self.options())
-        return client.image2video(start, self.prompt, image_tail=end, **self.options())
-
-    def _keyword_images(self) -> dict[str, Image]:
-        """The images passed by keyword, by the route's names for them."""
-        names = ("start_frame", "end_frame") if self.route == "omni-video" else ("", "image_tail")
-        pairs = zip(names, (self.image, self.image_tail), strict=True)
-        return {name: image for name, image in pairs if name and image}
+        method, arguments, keywords = self._call()
+        return method(
+            client, *map(_sent, arguments), **{name: _sent(value) for name, value in keywords.items()}
+        )
 
     def code(self) -> str:
         """The Python that makes the same task, to move from clicking to a script."""
-        arguments = [f"shots={self._shot_list()!r}" if self.shots else repr(self.prompt)]
-        if self.image is not None and self.route == "image2video":
-            arguments.insert(0, repr(self.image.code()))
-        if self.route == "multi-image2video":  # the images are one list, the first argument
-            arguments.insert(0, repr([image.code() for image in self.images]))
-        arguments += [f"{name}={value!r}" for name, value in self.options().items()]
-        arguments += [f"{name}={image.code()!r}" for name, image in self._keyword_images().items()]
-        if self.reference_images and self.route == "omni-video":
-            arguments.append(f"reference_images={list(self.reference_images)!r}")
+        method, arguments, keywords = self._call()
+        shown = [repr(_shown(value)) for value in arguments]
+        shown += [f"{name}={_shown(value)!r}" for name, value in keywords.items()]
         uploads = [image for image in (self.image, self.image_tail) if image is not None and not image.url]
         note = (
             "# Put the uploaded image(s) next to this notebook, or use an http(s) URL.\n" if uploads else ""
         )
-        return script(note, self.route.replace("-", "_"), self.route, arguments)
+        return script(note, method.__name__, self.route, shown)
 
     @property
     def caption(self) -> str:
-        """The card's heading: the prompt, or the shots' prompts."""
-        return " / ".join(prompt for _, prompt in self.shots) if self.shots else self.prompt
+        """The card's heading: the prompt, the shots' prompts, or what the avatar speaks."""
+        if self.shots:
+            return " / ".join(prompt for _, prompt in self.shots)
+        if self.prompt.strip() or self.audio is None:
+            return self.prompt
+        return f"Avatar: {strip_credentials(self.audio)}"
 
 
 @dataclass(frozen=True)
@@ -249,10 +287,29 @@ class LipSync:
 #: What one click submits: the form, a card's video extended, or a card's video lip-synced.
 _Action: TypeAlias = "Submission | Extension | LipSync"
 
-#: The routes the form can build from its fields, in the catalogue's order.
-FORM_ROUTES = tuple(
-    route for route in ROUTES if route in ("text2video", "image2video", "omni-video", "multi-image2video")
-)
+#: The routes the form can build from its fields, in the catalogue's order: all but the two that start
+#: from a done card (its Extend and Lip-sync buttons).
+FORM_ROUTES = tuple(route for route in ROUTES if route not in ("video-extend", "advanced-lip-sync"))
+
+#: The routes that take an image and fields of their own, none of the video options (negative prompt,
+#: seconds, aspect ratio): the form hides those.
+_IMAGE_ROUTES = ("motion-control", "avatar/image2video")
+#: What the start image is on the routes that need one, for the refusal when it is missing.
+_START_IMAGE = {
+    "image2video": "a start image",
+    "motion-control": "a start image (the character who moves)",
+    "avatar/image2video": "a start image (the face that speaks)",
+}
+_NEEDS_AUDIO = "needs an audio: an https URL or a local .mp3/.wav/.m4a/.aac file. Nothing was sent."
+_PROMPT_HINT = {
+    "motion-control": "What to add to the scene or the camera (required)",
+    "avatar/image2video": "The avatar's actions, emotions, camera moves (optional)",
+}
+
+
+def _web_url(text: str) -> bool:
+    """Whether ``text`` is an http(s) URL (one Kling can fetch; the studio fetches none)."""
+    return urllib.parse.urlsplit(text).scheme.lower() in ("http", "https")
 
 
 def reference_urls(text: str) -> tuple[str, ...]:
@@ -265,7 +322,7 @@ def reference_urls(text: str) -> tuple[str, ...]:
     """
     urls = tuple(text.replace(",", " ").split())
     for url in urls:
-        if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+        if not _web_url(url):
             raise ValueError(f"reference_images: {clean_text(url, 80)!r} is not an http(s) URL")
     return urls
 
@@ -307,6 +364,8 @@ def _offer(dropdown: Any, values: tuple[str, ...]) -> None:
 
 def _field_of(exc: BaseException) -> str:
     """The form field a refusal concerns, by the option its message names first."""
+    if isinstance(exc, FileNotFoundError):  # the one local path the form sends is the Audio field's
+        return "audio"
     message = str(exc)
     for field in (
         "negative_prompt",
@@ -317,6 +376,8 @@ def _field_of(exc: BaseException) -> str:
         "end_frame",
         "reference",
         "shots",
+        "video",
+        "audio",
     ):
         if message.startswith(field):
             return field
@@ -395,7 +456,7 @@ class _ImageSlot:
             if self.image is not None and self.image.url:
                 self._set(None)
             return
-        if urllib.parse.urlsplit(text).scheme.lower() not in ("http", "https"):
+        if not _web_url(text):
             self.show_error("An image URL must start with http:// or https://.")
             return
         self._set(Image(url=text))
@@ -464,9 +525,7 @@ class Studio(KlingWidget):
         self._frontend = detect()  # on the cell's thread: the running cell tells VS Code apart
         host = clean_text(urllib.parse.urlsplit(strip_credentials(self._client.base_url)).netloc, 80)
         self._title = ipywidgets.HTML(f"<b>Kling studio</b> · {html.escape(host)}")
-        self._prompt = ipywidgets.Textarea(
-            placeholder="What should the video show? (required)", rows=3, layout=shared_layout(**_FULL)
-        )
+        self._prompt = ipywidgets.Textarea(rows=3, layout=shared_layout(**_FULL))  # _refresh: the hint
         self._count = ipywidgets.HTML()
         self._prompt_error = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
         self._negative = ipywidgets.Textarea(
@@ -495,11 +554,26 @@ class Studio(KlingWidget):
         )  # fmt: skip
         self._references = ipywidgets.Textarea(rows=1, layout=shared_layout(**_HIDDEN))  # _refresh says what
         self._omni_error = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
-        self._audio = ipywidgets.Text(
-            description="Audio", placeholder="for Lip-sync on a done card: an https URL or a .mp3/.wav/.m4a/"
-            ".aac path", layout=shared_layout(**_WIDE),
-            style=shared_style(ipywidgets.widgets.widget_string.TextStyle, description_width="initial"),
+        text_style = shared_style(ipywidgets.widgets.widget_string.TextStyle, description_width="initial")
+        self._motion_video = ipywidgets.Text(
+            description="Motion video", placeholder="the motion to copy: an https URL of an .mp4/.mov",
+            layout=shared_layout(**_WIDE), style=text_style,
         )  # fmt: skip
+        self._facing = ipywidgets.Dropdown(
+            description="Facing", options=("image", "video"), tooltip="The character faces as in the image, "
+            "or as in the video (billed for up to 10 s or 30 s of it)", **pick,
+        )  # fmt: skip
+        self._keep_sound = ipywidgets.Checkbox(
+            True, description="Keep the video's sound", indent=False, layout=shared_layout(**_AUTO)
+        )
+        self._motion_error = ipywidgets.HTML(layout=shared_layout(**_HIDDEN))
+        self._motion = ipywidgets.Box(  # motion-control's own fields: _refresh shows them on that route
+            [self._motion_video, self._facing, self._keep_sound, self._motion_error],
+            layout=shared_layout(**_HIDDEN),
+        )
+        self._audio = ipywidgets.Text(
+            description="Audio", layout=shared_layout(**_WIDE), style=text_style
+        )  # _refresh says what for
         seconds = {"min": 0.0, "max": 3600.0, "step": 0.1, **pick}
         self._audio_from = ipywidgets.BoundedFloatText(0.0, description="from (s)", **seconds)
         self._audio_to = ipywidgets.BoundedFloatText(5.0, description="to (s)", **seconds)
@@ -520,13 +594,14 @@ class Studio(KlingWidget):
         )
         parts = [
             self._title, self._prompt, self._count, self._prompt_error, self._negative,
-            self._negative_error, choices, self._start.row, self._end.row, self._shots, self._references,
-            self._omni_error, audio, actions, self._balance, self._list,
+            self._negative_error, choices, self._start.row, self._end.row, self._motion, self._shots,
+            self._references, self._omni_error, audio, actions, self._balance, self._list,
         ]  # fmt: skip
         self.own(
             *parts, self._route, self._model, self._duration, self._aspect, self._mode, self._sound,
-            self._cfg, self._audio, self._audio_from, self._audio_to, self._audio_error, self._generate,
-            self._generate_error, *self._start.models, *self._end.models,
+            self._cfg, self._motion_video, self._facing, self._keep_sound, self._motion_error, self._audio,
+            self._audio_from, self._audio_to, self._audio_error, self._generate, self._generate_error,
+            *self._start.models, *self._end.models,
         )  # fmt: skip
         self.children = tuple(parts)
         self._prompt.observe(self._counted, "value")
@@ -575,14 +650,23 @@ class Studio(KlingWidget):
             spec = self._spec()
             # kling-video-o1 takes 3-10 s only with a first frame, else 5 or 10 (docs/models.md).
             framed = self._start.image is not None
-            _offer(
-                self._duration,
-                spec.plain_durations if spec.plain_durations and not framed else spec.durations,
-            )
-            _offer(self._aspect, spec.aspect_ratios)
-            _offer(self._mode, spec.modes)
+            durations = spec.plain_durations if spec.plain_durations and not framed else spec.durations
+            for dropdown, values in (
+                (self._duration, durations), (self._aspect, spec.aspect_ratios), (self._mode, spec.modes)
+            ):  # fmt: skip
+                if values:  # a route without the option hides it, its choice kept for the next route
+                    _offer(dropdown, values)
+                dropdown.layout = shared_layout(**(_PICK if values else _HIDDEN))
         finally:
             self._refreshing = False
+        self._negative.layout = shared_layout(**(_HIDDEN if self.route in _IMAGE_ROUTES else _FULL))
+        self._motion.layout = shared_layout(**(_ROW if self.route == "motion-control" else _HIDDEN))
+        self._prompt.placeholder = _PROMPT_HINT.get(self.route, "What should the video show? (required)")
+        self._audio.placeholder = (
+            "the avatar's voice (required): an https URL or a .mp3/.wav/.m4a/.aac path; also for Lip-sync"
+            if self.route == "avatar/image2video"
+            else "for Lip-sync on a done card: an https URL or a .mp3/.wav/.m4a/.aac path"
+        )
         self._sound.layout = shared_layout(**(_AUTO if spec.sound else _HIDDEN))
         self._cfg.layout = shared_layout(**(_PICK if spec.cfg_scale else _HIDDEN))
         self._end.row.layout = shared_layout(**(_ROW if spec.end_frame else _HIDDEN))
@@ -597,21 +681,28 @@ class Studio(KlingWidget):
 
     def submission(self) -> Submission:
         """What Generate would send now: the visible fields only (a hidden option is kept, not sent)."""
-        spec = self._spec()
+        spec, route = self._spec(), self.route
+        motion = route == "motion-control"
         return Submission(
             prompt=self._prompt.value,
             model_name=spec.model,
-            duration=self._duration.value,
-            aspect_ratio=self._aspect.value,
+            duration=self._duration.value if spec.durations else None,
+            aspect_ratio=self._aspect.value if spec.aspect_ratios else None,
             mode=self._mode.value,
-            negative_prompt=self._negative.value if self._negative.value.strip() else None,
+            negative_prompt=None
+            if route in _IMAGE_ROUTES or not self._negative.value.strip()
+            else self._negative.value,
             sound=("on" if self._sound.value else "off") if spec.sound else None,
             cfg_scale=round(self._cfg.value, 2) if spec.cfg_scale else None,
             image=self._start.image,
             image_tail=self._end.image if spec.end_frame and self._start.image is not None else None,
             reference_images=reference_urls(self._references.value) if spec.reference_images else (),
-            route=self.route,
+            route=route,
             shots=shot_lines(self._shots.value) if spec.max_shots else (),
+            audio=(self._audio.value.strip() or None) if route == "avatar/image2video" else None,
+            motion_video=self._motion_video.value.strip() if motion else None,
+            facing=self._facing.value if motion else None,
+            keep_sound=("yes" if self._keep_sound.value else "no") if motion else None,
         )
 
     # -- submitting ---------------------------------------------------------------------------------
@@ -623,8 +714,19 @@ class Studio(KlingWidget):
         except ValueError as exc:  # a reference that is no URL, or a shot line of another shape
             self._show(self._omni_error, clean_text(str(exc)))
             return
-        if submission.route == "image2video" and submission.image is None:
-            self._start.show_error("image2video needs a start image: upload one or give its URL.")
+        route = submission.route
+        if route in _START_IMAGE and submission.image is None:
+            self._start.show_error(f"{route} needs {_START_IMAGE[route]}: upload one or give its URL.")
+            return
+        if route == "avatar/image2video" and submission.audio is None:
+            self._show(self._audio_error, f"{route} {_NEEDS_AUDIO}")
+            return
+        if submission.motion_video is not None and not _web_url(submission.motion_video):
+            self._show(
+                self._motion_error,
+                "motion-control needs the motion video as an http(s) URL of an .mp4 or .mov (Kling fetches "
+                "it). Nothing was sent.",
+            )
             return
         most = self._spec().reference_images
         if submission.route == "multi-image2video" and not 1 <= len(submission.images) <= most:
@@ -634,7 +736,7 @@ class Studio(KlingWidget):
                 f"{len(submission.images)}. Nothing was sent.",
             )
             return
-        if not submission.prompt.strip() and not submission.shots:
+        if not submission.prompt.strip() and not submission.shots and route != "avatar/image2video":
             self._show(self._prompt_error, "Write a prompt first: Kling needs one. Nothing was sent.")
             return
         if len(submission.prompt) > MAX_PROMPT_CHARS:
@@ -660,8 +762,7 @@ class Studio(KlingWidget):
         if card.task is None or not extendable(card):  # identify-face needs what Extend needs: a video id
             return
         if not self._audio.value.strip():
-            self._show(self._audio_error, "Lip-sync needs an audio: an https URL or a local .mp3/.wav/.m4a/"
-                       ".aac file. Nothing was sent.")  # fmt: skip
+            self._show(self._audio_error, f"Lip-sync {_NEEDS_AUDIO}")
             return
         start, end = (round(field.value * 1000) for field in (self._audio_from, self._audio_to))
         self._submit(LipSync(card.task, self._audio.value.strip(), start, end))
@@ -672,7 +773,9 @@ class Studio(KlingWidget):
                 return  # a second click while the first POST is in flight: one task, one bill
             self._sending = True
         self._enable(False)
-        errors = (self._prompt_error, self._negative_error, self._omni_error, self._audio_error)
+        errors = (
+            self._prompt_error, self._negative_error, self._omni_error, self._motion_error, self._audio_error
+        )  # fmt: skip
         for label in (*errors, self._generate_error):
             self._show(label, "")
         for slot in (self._start, self._end):
@@ -719,7 +822,8 @@ class Studio(KlingWidget):
             else:
                 label = {
                     "prompt": self._prompt_error, "negative_prompt": self._negative_error,
-                    "reference": self._omni_error, "shots": self._omni_error, "audio": self._audio_error,
+                    "reference": self._omni_error, "shots": self._omni_error, "video": self._motion_error,
+                    "audio": self._audio_error,
                 }  # fmt: skip
                 self._show(label.get(field, self._generate_error), message)
         if task is not None:

@@ -12,7 +12,10 @@ Notebook 7, tests/e2e/test_e2e_voila.py for Voila), judged from the DOM and from
 7. Lip-sync on the first card, with an audio URL typed in the Audio field: identify-face naming that card's
    video, then exactly one POST to advanced-lip-sync with the audio, and a new card on top that reaches done;
 8. multi-image2video picked in the Route dropdown, with a reference URL: exactly one POST to
-   multi-image2video carrying the uploaded start image and the URL, and a new card that reaches done.
+   multi-image2video carrying the uploaded start image and the URL, and a new card that reaches done;
+9. motion-control picked in the Route dropdown (Seconds hidden, its own row shown), a motion video URL typed
+   and "video" picked as Facing: exactly one POST to motion-control carrying the uploaded image as the
+   character, the URL and the facing, and a new card that reaches done.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ MODEL, ASPECT = "kling-v2-5-turbo", "9:16"
 IMAGE = png(480, 320)
 AUDIO = "https://example.com/hello.mp3"
 BEACH = "https://example.com/beach.jpg"
+DANCE = "https://example.com/dance.mp4"
 DONE = 90_000  # ms: Voila runs the notebook before it shows anything; a task takes ~5 s on this gateway
 
 
@@ -170,3 +174,22 @@ def drive_studio(
     expect(video).to_have_count(5, timeout=60_000)
     assert len(_posts(gateway)) == before + 7, "multi-image2video sent more than one POST"
     log(f"[{label}] multi-image2video sent one POST with both images; its card is done")
+
+    # 9. motion-control from the Route dropdown: the uploaded image moves as the video does, one POST.
+    _pick(area, "Route", "motion-control")
+    expect(area.locator(".widget-dropdown", has_text="Seconds")).to_be_hidden()
+    area.locator(".widget-text", has_text="Motion video").locator("input").fill(DANCE)
+    _pick(area, "Facing", "video")
+    expect(generate).to_be_enabled()
+    generate.click()
+    expect(cards).to_have_count(6, timeout=30_000)
+    [*_, motion] = _new_posts(gateway, before, 8)
+    body = json.loads(motion.body)
+    assert motion.path == "/kling/v1/videos/motion-control", motion.path
+    assert body == {
+        "model_name": "kling-v2-6", "image_url": base64.b64encode(IMAGE).decode(), "video_url": DANCE,
+        "prompt": PROMPT, "character_orientation": "video", "mode": "std", "keep_original_sound": "yes",
+    }, body  # fmt: skip
+    expect(video).to_have_count(6, timeout=60_000)
+    assert len(_posts(gateway)) == before + 8, "motion-control sent more than one POST"
+    log(f"[{label}] motion-control sent one POST with the image, the video and the facing; its card is done")
