@@ -271,6 +271,23 @@ def test_an_upload_makes_an_image_to_video_task(sim: GatewaySimulator, make: Cal
     assert one.cards[0].wait(WAIT).video_url
 
 
+def test_text2video_picked_again_over_a_start_image_is_polled_as_the_image2video_it_is(
+    sim: GatewaySimulator, make: Callable[..., Studio]
+) -> None:
+    one = make()
+    one._prompt.value = "the corgi jumps"
+    upload(one._start, png(400, 300))
+    one._route.value = "text2video"  # the image stays: the client sends image-to-video
+    one._generate.click()
+    wait_for(lambda: one.cards)
+    [(path, _body)] = posts(sim)
+    assert path == "/kling/v1/videos/image2video"
+    card = one.cards[0]
+    card.wait(WAIT)
+    polls = {r.path for r in sim.requests(card.task_id) if r.method == "GET" and "/videos/" in r.path}
+    assert polls == {f"/kling/v1/videos/image2video/{card.task_id}"}
+
+
 def test_the_parallel_limit_shows_inline_and_adds_no_card(
     sim: GatewaySimulator, make: Callable[..., Studio]
 ) -> None:

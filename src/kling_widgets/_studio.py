@@ -682,6 +682,8 @@ class Studio(KlingWidget):
     def submission(self) -> Submission:
         """What Generate would send now: the visible fields only (a hidden option is kept, not sent)."""
         spec, route = self._spec(), self.route
+        if route == "text2video" and self._start.image is not None:
+            route = "image2video"  # what the client sends with a start image, so what the card polls
         motion = route == "motion-control"
         return Submission(
             prompt=self._prompt.value,
