@@ -80,6 +80,16 @@ class RecordingComm:
         self.closed = True
 
 
+class RecordingHandle:
+    """A stand-in for IPython's display handle: records each ``update`` (the bundle and its keywords)."""
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[dict[str, Any], dict[str, Any]]] = []
+
+    def update(self, obj: dict[str, Any], **kwargs: Any) -> None:
+        self.updates.append((obj, kwargs))
+
+
 def record_comms(monkeypatch: pytest.MonkeyPatch) -> list[RecordingComm]:
     """Make every widget opened from now on use a `RecordingComm`; return them, in order."""
     made: list[RecordingComm] = []

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import ipywidgets
 import pytest
 
-from helpers import FOREVER, WAIT, FakeShell, assert_no_request_follows
+from helpers import FOREVER, WAIT, FakeShell, RecordingHandle, assert_no_request_follows
 from kling_widgets import (
     KlingClient,
     KlingError,
@@ -225,19 +225,12 @@ def test_an_own_client_is_closed_with_the_gallery(
 def test_display_refreshes_the_static_fallback_once_every_card_has_ended(
     sim: GatewaySimulator, gallery: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    class Handle:
-        def __init__(self) -> None:
-            self.updates: list[dict[str, Any]] = []
-
-        def update(self, obj: dict[str, Any], **kwargs: Any) -> None:
-            self.updates.append(obj)
-
-    handle = Handle()
+    handle = RecordingHandle()
     monkeypatch.setattr(_base, "display", lambda obj, **kwargs: handle)
     g = gallery([sim.add_task(), sim.add_task()], autostart=False)
     g._ipython_display_()
     g.start().wait(WAIT)
-    (final,) = handle.updates
+    ((final, _),) = handle.updates
     assert list(final) == ["text/plain", "text/html"]  # plain HTML from now on: no widget view
     assert final["text/html"].count("<video src=") == 2
     assert "2 done" in final["text/plain"]
@@ -566,14 +559,7 @@ def test_stop_all_while_an_extension_is_in_flight_stops_its_card(
 def test_an_ended_display_turns_live_again_for_an_extension_then_static(
     sim: GatewaySimulator, gallery: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    class Handle:
-        def __init__(self) -> None:
-            self.updates: list[dict[str, Any]] = []
-
-        def update(self, obj: dict[str, Any], **kwargs: Any) -> None:
-            self.updates.append(obj)
-
-    handle = Handle()
+    handle = RecordingHandle()
     monkeypatch.setattr(_base, "display", lambda obj, **kwargs: handle)
     shown: list[dict[str, Any]] = []
     monkeypatch.setattr(_gallery, "display", lambda obj, **kwargs: shown.append(obj))
@@ -585,7 +571,7 @@ def test_an_ended_display_turns_live_again_for_an_extension_then_static(
     wait_for(lambda: offered(g) == [0])
     g._extend_button.click()
     wait_for(lambda: len(handle.updates) == 3)
-    ended, live, final = handle.updates
+    ended, live, final = (bundle for bundle, _ in handle.updates)
     assert list(ended) == list(final) == ["text/plain", "text/html"]
     assert "application/vnd.jupyter.widget-view+json" in live
     assert final["text/html"].count("<video src=") == 2

@@ -26,7 +26,7 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import FOREVER, WAIT, FakeShell, RecordingComm, assert_no_request_follows
+from helpers import FOREVER, WAIT, FakeShell, RecordingComm, RecordingHandle, assert_no_request_follows
 from kling_widgets import (
     AuthenticationError,
     KlingClient,
@@ -554,21 +554,13 @@ def test_fallback_bundle_after_failure(sim: GatewaySimulator, watch: Any) -> Non
     assert bundle["text/plain"].endswith(": Failed: Bad & <b>")
 
 
-class FakeHandle:
-    def __init__(self) -> None:
-        self.updates: list[tuple[dict[str, Any], dict[str, Any]]] = []
-
-    def update(self, obj: dict[str, Any], **kwargs: Any) -> None:
-        self.updates.append((obj, kwargs))
-
-
 def test_display_records_a_handle_and_refreshes_it_once_at_the_end(
     sim: GatewaySimulator, watch: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shown: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    handle = FakeHandle()
+    handle = RecordingHandle()
 
-    def fake_display(obj: dict[str, Any], **kwargs: Any) -> FakeHandle:
+    def fake_display(obj: dict[str, Any], **kwargs: Any) -> RecordingHandle:
         shown.append((obj, kwargs))
         return handle
 
@@ -593,10 +585,10 @@ def test_display_records_a_handle_and_refreshes_it_once_at_the_end(
 def test_a_display_after_the_end_is_static_and_not_refreshed(
     sim: GatewaySimulator, watch: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    handle = FakeHandle()
+    handle = RecordingHandle()
     shown: list[dict[str, Any]] = []
 
-    def fake_display(obj: dict[str, Any], **kwargs: Any) -> FakeHandle:
+    def fake_display(obj: dict[str, Any], **kwargs: Any) -> RecordingHandle:
         shown.append(obj)
         return handle
 
@@ -861,7 +853,7 @@ def test_success_keeps_the_video_by_default_and_the_card_says_where(
 def test_the_kept_line_reaches_the_static_fallback_through_the_display_handle(
     sim: GatewaySimulator, watch: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    handle = FakeHandle()
+    handle = RecordingHandle()
     monkeypatch.setattr(_base, "display", lambda obj, **kwargs: handle)
     widget = watch(sim.add_task(), autostart=False)
     widget._ipython_display_()
