@@ -497,6 +497,25 @@ def test_an_extension_without_an_answer_becomes_an_unknown_card_and_is_not_resen
     assert len(extend_posts(sim)) == 1
 
 
+def test_a_bug_while_extending_is_an_unknown_card_not_a_dead_thread(
+    sim: GatewaySimulator, gallery: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    g = gallery([sim.add_task()])
+    g.wait(WAIT)
+    wait_for(lambda: offered(g) == [0])
+
+    def broken(*args: Any, **kwargs: Any) -> Any:  # a bug cannot be made real: it is simulated here
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(KlingClient, "extend_video", broken)
+    g._extend_button.click()
+    wait_for(lambda: len(g) == 2)
+    (error,) = g.failed
+    assert (error.code, "boom" in str(error)) == ("unknown", True)  # it may have been sent: never resent
+    assert "failed unexpectedly" in caplog.text  # logged, not printed into a cell by a dying thread
+    wait_for(lambda: offered(g) == [0])  # and Extend works again
+
+
 def gate_extensions(client: KlingClient, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
     """Hold each extension's answer after the gateway gave it: (answered, release) events."""
     answered, release = threading.Event(), threading.Event()

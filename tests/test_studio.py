@@ -288,6 +288,26 @@ def test_text2video_picked_again_over_a_start_image_is_polled_as_the_image2video
     assert polls == {f"/kling/v1/videos/image2video/{card.task_id}"}
 
 
+def test_a_bug_while_submitting_is_said_inline_and_generate_works_again(
+    sim: GatewaySimulator,
+    make: Callable[..., Studio],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:  # a bug cannot be made real: it is simulated here
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(KlingClient, "text2video", broken)
+    one = make()
+    one._prompt.value = "a corgi"
+    one._generate.click()
+    wait_for(lambda: settled(one))
+    assert "Unexpected error (boom)" in one._generate_error.value
+    assert "history --status unknown" in one._generate_error.value  # it may have been sent
+    assert one.cards == ()
+    assert "failed unexpectedly" in caplog.text
+
+
 def test_the_parallel_limit_shows_inline_and_adds_no_card(
     sim: GatewaySimulator, make: Callable[..., Studio]
 ) -> None:

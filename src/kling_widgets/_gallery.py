@@ -509,6 +509,9 @@ class TaskGallery(KlingWidget, AsyncWait[list[Task]]):
             entry, error = exc.task_id, exc if isinstance(exc, APIError) else _unanswered(exc)
         except (ValueError, TypeError) as exc:  # refused before sending
             error = KlingError(f"{exc} (nothing was sent).", code="not_sent")
+        except Exception as exc:  # a bug, not an answer: the POST may have gone out, so never resent
+            _log.exception("Extending task %s failed unexpectedly", extension.source.task_id)
+            error = _unanswered(exc)
         try:
             self._add_extension(extension, entry, error, stops)
         finally:

@@ -796,6 +796,12 @@ class Studio(KlingWidget):
             refusal = exc
             if isinstance(exc, KlingError):  # a task the gateway created is never lost: watch it anyway
                 task = exc.task_id
+        except Exception as exc:  # a bug, not an answer: the POST may have gone out, so it is not resent
+            _log.exception("A studio submission failed unexpectedly")
+            refusal = KlingError(
+                f"Unexpected error ({exc}). The request may have created a task: look with "
+                "`kling-widgets history --status unknown` before you Generate again."
+            )
         balance = self._fetch_balance()
         deliver(lambda: self._settle(submission, task, refusal, balance), self._frontend)
 
