@@ -70,6 +70,14 @@ def settled(one: Studio) -> bool:
     return not one._generate.disabled
 
 
+def polled_to_success(card: TaskStatusWidget, sim: GatewaySimulator, route: str) -> None:
+    """The card's task reaches SUCCESS, knows its route, and was polled on that route."""
+    finished = card.wait(WAIT)
+    assert (finished.status.value, finished.endpoint) == ("SUCCESS", route)
+    polls = {r.path for r in sim.requests() if r.method == "GET" and r.path.startswith("/kling/")}
+    assert f"/kling/v1/videos/{route}/{card.task_id}" in polls
+
+
 # -- images ------------------------------------------------------------------------------------------
 
 
@@ -490,9 +498,7 @@ def test_extend_on_a_finished_card_submits_one_video_extend_task(
     assert body == {"model_name": "kling-video-extend", "video_id": finished.videos[0].id,
                     "prompt": "the corgi dives"}  # fmt: skip
     card = one.cards[0]  # the new one on top
-    assert card.wait(WAIT).status.value == "SUCCESS"
-    polls = {r.path for r in sim.requests() if r.method == "GET" and r.path.startswith("/kling/")}
-    assert f"/kling/v1/videos/video-extend/{card.task_id}" in polls
+    polled_to_success(card, sim, "video-extend")
     wait_for(lambda: settled(one))
     assert len(posts(sim)) == 2
     code = run_shown_code(one, sim, monkeypatch)  # the extension's card: the same POST again
@@ -674,10 +680,7 @@ def test_multi_image_sends_the_form_once(
         "image_list": [{"image": Image(data=png(400, 300)).field()},
                        {"image": "https://example.com/beach.jpg"}, {"image": "https://example.com/ball.png"}],
     }  # fmt: skip
-    finished = card.wait(WAIT)
-    assert (finished.status.value, finished.endpoint) == ("SUCCESS", "multi-image2video")
-    polls = {r.path for r in sim.requests() if r.method == "GET" and r.path.startswith("/kling/")}
-    assert f"/kling/v1/videos/multi-image2video/{card.task_id}" in polls
+    polled_to_success(card, sim, "multi-image2video")
     wait_for(lambda: settled(one))
     (tmp_path / "corgi.png").write_bytes(png(400, 300))
     monkeypatch.chdir(tmp_path)
@@ -760,10 +763,7 @@ def test_avatar_sends_the_form_once(
         "model_name": "kling-avatar", "image": FACE, "sound_file": VOICE, "prompt": "she smiles",
         "mode": "pro",
     }  # fmt: skip
-    finished = card.wait(WAIT)
-    assert (finished.status.value, finished.endpoint) == ("SUCCESS", "avatar/image2video")
-    polls = {r.path for r in sim.requests() if r.method == "GET" and r.path.startswith("/kling/")}
-    assert f"/kling/v1/videos/avatar/image2video/{card.task_id}" in polls
+    polled_to_success(card, sim, "avatar/image2video")
     wait_for(lambda: settled(one))
     code = run_shown_code(one, sim, monkeypatch)
     assert f"client.avatar_image2video(\n    {FACE!r},\n    audio={VOICE!r}," in code
@@ -826,10 +826,7 @@ def test_motion_control_sends_the_form_once(
         "model_name": "kling-v2-6", "image_url": FACE, "video_url": DANCE, "prompt": "on a beach at dawn",
         "character_orientation": "video", "mode": "pro", "keep_original_sound": "no",
     }  # fmt: skip
-    finished = card.wait(WAIT)
-    assert (finished.status.value, finished.endpoint) == ("SUCCESS", "motion-control")
-    polls = {r.path for r in sim.requests() if r.method == "GET" and r.path.startswith("/kling/")}
-    assert f"/kling/v1/videos/motion-control/{card.task_id}" in polls
+    polled_to_success(card, sim, "motion-control")
     wait_for(lambda: settled(one))
     code = run_shown_code(one, sim, monkeypatch)
     assert f"client.motion_control(\n    {FACE!r},\n    {DANCE!r},\n    'on a beach at dawn'," in code
@@ -912,9 +909,7 @@ def test_lip_sync_on_a_finished_card_identifies_the_face_then_submits_once(
                          "sound_start_time": 500, "sound_end_time": 3250, "sound_insert_time": 0}],
     }  # fmt: skip
     card = one.cards[0]  # the new one on top
-    assert card.wait(WAIT).status.value == "SUCCESS"
-    polls = {r.path for r in sim.requests() if r.method == "GET" and r.path.startswith("/kling/")}
-    assert f"/kling/v1/videos/advanced-lip-sync/{card.task_id}" in polls
+    polled_to_success(card, sim, "advanced-lip-sync")
     assert one._audio_error.value == ""
     wait_for(lambda: settled(one))
     assert len(posts(sim)) == 3
